@@ -1,0 +1,1 @@
+"""Wire edges: gRPC servicers, proto <-> domain conversion, error mapping."""

@@ -1,0 +1,100 @@
+"""The composition root: settings -> clock, store, services, servers. The only place that
+chooses concrete backends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+
+from opentasks.api.cloud_tasks_grpc import CloudTasksApi, cloud_tasks_handler
+from opentasks.clock import Clock, SystemClock
+from opentasks.config import Settings, StorageUrl
+from opentasks.domain.limits import Limits
+from opentasks.service.queues import QueueService
+from opentasks.service.tasks import TaskService
+from opentasks.service.windows import TombstonePolicy
+from opentasks.storage.base import Store
+from opentasks.storage.memory import MemoryStore
+from opentasks.storage.sqlite import SqliteStore
+
+_log = logging.getLogger("opentasks")
+
+
+def build_store(url: StorageUrl) -> Store:
+    """The store a storage URL names."""
+    if url.backend == "sqlite" and url.path is not None:
+        return SqliteStore(url.path, synchronous=url.synchronous)
+    return MemoryStore()
+
+
+@dataclass
+class Services:
+    queues: QueueService
+    tasks: TaskService
+
+
+def build_services(settings: Settings, store: Store, clock: Clock) -> Services:
+    limits = Limits(
+        max_dispatches_per_second=settings.max_rate_per_queue,
+        require_https_for_tokens=settings.require_https_for_tokens,
+    )
+    tombstones = TombstonePolicy(task=settings.task_tombstone, queue=settings.queue_tombstone)
+    return Services(
+        queues=QueueService(
+            store, clock, limits=limits, tombstones=tombstones, allowed_locations=settings.allowed_locations
+        ),
+        tasks=TaskService(store, clock, limits=limits, tombstones=tombstones),
+    )
+
+
+class Server:
+    """A running opentasks: store opened, gRPC listening."""
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None, store: Store | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.store = store or build_store(settings.storage)
+        self.services = build_services(settings, self.store, self.clock)
+        self.port = settings.port
+        self._grpc = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.so_reuseport", 0)]
+        )
+
+    async def start(self) -> None:
+        await self.store.open()
+        api = CloudTasksApi(self.services.queues, self.services.tasks)
+        self._grpc.add_generic_rpc_handlers((cloud_tasks_handler(api),))
+        self.port = self._grpc.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        await self._grpc.start()
+        _log.info(
+            "opentasks listening on %s:%d (gRPC), storage %s",
+            self.settings.host,
+            self.port,
+            self.settings.storage.describe(),
+        )
+
+    async def stop(self) -> None:
+        """Stop taking calls, let running ones finish (bounded), then close the store."""
+        await self._grpc.stop(self.settings.shutdown_grace.total_seconds())
+        await self.store.close()
+        _log.info("opentasks stopped")
+
+
+async def serve(settings: Settings, *, on_ready: Callable[[Server], None] | None = None) -> None:
+    """Run until SIGINT or SIGTERM."""
+    server = Server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    if on_ready is not None:
+        on_ready(server)
+    await stop.wait()
+    _log.info("opentasks stopping")
+    await server.stop()

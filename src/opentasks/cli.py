@@ -1,0 +1,161 @@
+"""The ``opentasks`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from datetime import timedelta
+from typing import Any
+
+import click
+
+from opentasks import __version__
+from opentasks.app import serve as run_server
+from opentasks.config import ConfigError, Settings, StorageUrl, default_data_dir, parse_duration
+
+
+def _duration(setting: str) -> click.ParamType[timedelta, Any]:
+    class Duration(click.ParamType[timedelta, Any]):
+        name = "duration"
+
+        def convert(
+            self, value: object, param: click.Parameter | None, ctx: click.Context | None
+        ) -> timedelta:
+            if isinstance(value, timedelta):
+                return value
+            try:
+                return parse_duration(str(value), setting=setting)
+            except ConfigError as error:
+                self.fail(str(error), param, ctx)
+
+    return Duration()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="opentasks")
+def main() -> None:
+    """opentasks: a self-hosted, durable Google Cloud Tasks (API v2) server."""
+
+
+@main.command()
+@click.option(
+    "--host", default="127.0.0.1", envvar="OPENTASKS_HOST", show_envvar=True, help="Address to listen on."
+)
+@click.option(
+    "--port",
+    default=8123,
+    type=int,
+    envvar="OPENTASKS_PORT",
+    show_envvar=True,
+    help="gRPC port (0 picks a free one).",
+)
+@click.option(
+    "--http-port",
+    default=8124,
+    type=int,
+    envvar="OPENTASKS_HTTP_PORT",
+    show_envvar=True,
+    help="HTTP port (REST API and dashboard; reserved for upcoming versions).",
+)
+@click.option(
+    "--storage",
+    default=None,
+    envvar="OPENTASKS_STORAGE",
+    show_envvar=True,
+    help="sqlite:///relative.db, sqlite:////abs/path.db (add ?synchronous=normal to trade "
+    "power-loss durability for speed) or memory://.  [default: sqlite file in --data-dir]",
+)
+@click.option(
+    "--data-dir",
+    default=None,
+    envvar="OPENTASKS_DATA_DIR",
+    show_envvar=True,
+    type=click.Path(file_okay=False),
+    help=f"Directory of the default SQLite database.  [default: {default_data_dir()}]",
+)
+@click.option(
+    "--task-tombstone",
+    default="1h",
+    type=_duration("--task-tombstone"),
+    envvar="OPENTASKS_TASK_TOMBSTONE",
+    show_envvar=True,
+    help="How long a finished or deleted task's name stays reserved.",
+)
+@click.option(
+    "--queue-tombstone",
+    default="7d",
+    type=_duration("--queue-tombstone"),
+    envvar="OPENTASKS_QUEUE_TOMBSTONE",
+    show_envvar=True,
+    help="How long a deleted queue's name stays reserved.",
+)
+@click.option(
+    "--max-rate-per-queue",
+    default=500.0,
+    type=float,
+    envvar="OPENTASKS_MAX_RATE_PER_QUEUE",
+    show_envvar=True,
+    help="Highest maxDispatchesPerSecond a queue may ask for (Cloud Tasks: 500).",
+)
+@click.option(
+    "--locations",
+    default="",
+    envvar="OPENTASKS_LOCATIONS",
+    show_envvar=True,
+    help="Comma-separated location IDs to accept for new queues (empty: any).",
+)
+@click.option(
+    "--require-https-for-tokens",
+    is_flag=True,
+    envvar="OPENTASKS_REQUIRE_HTTPS_FOR_TOKENS",
+    show_envvar=True,
+    help="Refuse OIDC/OAuth tasks with http:// URLs even for local hosts.",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    envvar="OPENTASKS_LOG_LEVEL",
+    show_envvar=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+def serve(  # noqa: PLR0917 - click passes every option as an argument
+    host: str,
+    port: int,
+    http_port: int,
+    storage: str | None,
+    data_dir: str | None,
+    task_tombstone: timedelta,
+    queue_tombstone: timedelta,
+    max_rate_per_queue: float,
+    locations: str,
+    require_https_for_tokens: bool,
+    log_level: str,
+) -> None:
+    """Start the server (gRPC API of Cloud Tasks v2)."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        url = storage or f"sqlite:///{(default_data_dir() if data_dir is None else data_dir)}/opentasks.db"
+        allowed = frozenset(x.strip() for x in locations.split(",") if x.strip()) or None
+        settings = Settings(
+            host=host,
+            port=port,
+            http_port=http_port,
+            storage=StorageUrl.parse(url),
+            task_tombstone=task_tombstone,
+            queue_tombstone=queue_tombstone,
+            max_rate_per_queue=max_rate_per_queue,
+            allowed_locations=allowed,
+            require_https_for_tokens=require_https_for_tokens,
+        )
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
+    try:
+        asyncio.run(run_server(settings))
+    except (OSError, RuntimeError) as error:  # e.g. the port is taken
+        click.echo(f"opentasks: cannot start: {error}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

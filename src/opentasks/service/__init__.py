@@ -1,0 +1,1 @@
+"""Use cases: the rules of each RPC, over the store, independent of the wire."""

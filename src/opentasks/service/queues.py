@@ -1,0 +1,132 @@
+"""Queue RPCs: create, get, list, update (upsert), delete, pause, resume, purge."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from opentasks.clock import Clock
+from opentasks.domain.limits import Limits
+from opentasks.domain.names import LocationName, QueueName
+from opentasks.domain.queue import (
+    BurstSizeFunction,
+    Queue,
+    QueueState,
+    apply_update_mask,
+    default_burst_size,
+    resolve_queue,
+)
+from opentasks.errors import InvalidArgument
+from opentasks.service.paging import next_page_token, page_request
+from opentasks.service.windows import TombstonePolicy
+from opentasks.storage import base
+from opentasks.storage.base import Store
+
+MAX_QUEUES_PAGE = 9800
+_STATE_FILTER = re.compile(r'\s*state\s*[:=]\s*"?([A-Za-z_]+)"?\s*')
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    queues: list[Queue]
+    next_page_token: str
+
+
+class QueueService:
+    """The rules of the queue RPCs; the store makes each change atomic."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        limits: Limits | None = None,
+        tombstones: TombstonePolicy | None = None,
+        allowed_locations: frozenset[str] | None = None,
+        burst_size: BurstSizeFunction = default_burst_size,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._limits = limits or Limits()
+        self._tombstones = tombstones or TombstonePolicy()
+        self._allowed_locations = allowed_locations
+        self._burst_size = burst_size
+
+    async def create_queue(self, parent: LocationName, queue: Queue) -> Queue:
+        if queue.name.parent != parent:
+            raise InvalidArgument(
+                f"Queue.name '{queue.name}' must be in the location of the request's parent '{parent}'."
+            )
+        self._check_location(parent)
+        resolved = self._resolve(replace(queue, state=QueueState.RUNNING, purge_time=None))
+        return await self._store.create_queue(resolved, self._clock.now())
+
+    async def get_queue(self, name: QueueName) -> Queue:
+        return await self._store.get_queue(name)
+
+    async def list_queues(
+        self, parent: LocationName, *, filter: str, page_size: int, page_token: str
+    ) -> QueuePage:
+        state = parse_queue_filter(filter)
+        fingerprint = f"{parent}|{filter}"
+        page = page_request(page_size, page_token, max_size=MAX_QUEUES_PAGE, fingerprint=fingerprint)
+        after = str(page.cursor or "")
+        queues = await self._store.list_queues(parent, state=state, after=after, limit=page.size + 1)
+        more = len(queues) > page.size
+        queues = queues[: page.size]
+        cursor = queues[-1].name.queue_id if more else None
+        return QueuePage(queues, next_page_token(cursor, fingerprint=fingerprint))
+
+    async def update_queue(self, queue: Queue, update_mask: list[str]) -> Queue:
+        """Apply ``update_mask`` from ``queue`` to the stored queue, creating it when missing."""
+        self._check_location(queue.name.parent)
+        apply_update_mask(Queue(queue.name), queue, update_mask)  # reject bad paths before any write
+
+        def change(current: Queue | None) -> Queue:
+            existing = current or Queue(queue.name)
+            return self._resolve(apply_update_mask(existing, queue, update_mask))
+
+        return await self._store.update_queue(queue.name, change, self._clock.now())
+
+    async def delete_queue(self, name: QueueName) -> None:
+        now = self._clock.now()
+        await self._store.delete_queue(name, now, self._tombstones.windows(now))
+
+    async def pause_queue(self, name: QueueName) -> Queue:
+        return await self._set_state(name, QueueState.PAUSED)
+
+    async def resume_queue(self, name: QueueName) -> Queue:
+        return await self._set_state(name, QueueState.RUNNING)
+
+    async def purge_queue(self, name: QueueName) -> Queue:
+        now = self._clock.now()
+        return await self._store.purge_queue(name, now, self._tombstones.windows(now))
+
+    async def _set_state(self, name: QueueName, state: QueueState) -> Queue:
+        def change(current: Queue | None) -> Queue:
+            if current is None:
+                raise base.queue_missing()
+            return replace(current, state=state)
+
+        return await self._store.update_queue(name, change, self._clock.now())
+
+    def _resolve(self, queue: Queue) -> Queue:
+        return resolve_queue(queue, self._limits, self._burst_size)
+
+    def _check_location(self, parent: LocationName) -> None:
+        if self._allowed_locations is not None and parent.location not in self._allowed_locations:
+            allowed = ", ".join(sorted(self._allowed_locations))
+            raise InvalidArgument(f"Location '{parent.location}' is not served here; use one of: {allowed}.")
+
+
+def parse_queue_filter(text: str) -> QueueState | None:
+    """The state named by a ListQueues filter such as ``state: PAUSED`` (None for no filter)."""
+    if not text.strip():
+        return None
+    match = _STATE_FILTER.fullmatch(text)
+    names = [s.name for s in QueueState if s != QueueState.STATE_UNSPECIFIED]
+    if not match or match[1].upper() not in names:
+        raise InvalidArgument(
+            f'Unsupported filter "{text}": the only filter supported is "state: <{"|".join(names)}>".'
+        )
+    return QueueState[match[1].upper()]

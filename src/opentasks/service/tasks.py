@@ -1,0 +1,79 @@
+"""Task RPCs: create (with name de-duplication), get, list, delete."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from opentasks.clock import Clock
+from opentasks.domain.limits import Limits
+from opentasks.domain.names import QueueName, TaskName
+from opentasks.domain.task import Task, TaskDraft, TaskView, new_task
+from opentasks.errors import AlreadyExists
+from opentasks.service.paging import next_page_token, page_request
+from opentasks.service.windows import TombstonePolicy
+from opentasks.storage.base import Store
+
+MAX_TASKS_PAGE = 1000
+# Generated IDs look like Cloud Tasks' own: 19-20 decimal digits.
+_MIN_GENERATED_ID = 10**18
+_GENERATED_ID_SPAN = 2**64 - _MIN_GENERATED_ID
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    tasks: list[Task]
+    next_page_token: str
+
+
+def generate_task_id() -> str:
+    """A fresh random task ID of 19-20 digits."""
+    return str(_MIN_GENERATED_ID + secrets.randbelow(_GENERATED_ID_SPAN))
+
+
+class TaskService:
+    """The rules of the task RPCs."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        limits: Limits | None = None,
+        tombstones: TombstonePolicy | None = None,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._limits = limits or Limits()
+        self._tombstones = tombstones or TombstonePolicy()
+
+    async def create_task(self, parent: QueueName, draft: TaskDraft, view: TaskView) -> Task:
+        now = self._clock.now()
+        for _ in range(3):
+            task = new_task(draft, parent, now, generate_task_id(), self._limits)
+            try:
+                created = await self._store.create_task(task, now)
+            except AlreadyExists:
+                if task.named:
+                    raise
+                continue  # a generated ID collided (about 1 in 10^19): draw another
+            return created.in_view(view)
+        raise AssertionError("three generated task IDs collided")  # pragma: no cover
+
+    async def get_task(self, name: TaskName, view: TaskView) -> Task:
+        task = await self._store.get_task(name, self._clock.now())
+        return task.in_view(view)
+
+    async def list_tasks(
+        self, parent: QueueName, *, view: TaskView, page_size: int, page_token: str
+    ) -> TaskPage:
+        fingerprint = f"{parent}|{int(view)}"
+        page = page_request(page_size, page_token, max_size=MAX_TASKS_PAGE, fingerprint=fingerprint)
+        after = page.cursor if isinstance(page.cursor, int) else 0
+        found = await self._store.list_tasks(parent, after=after, limit=page.size)
+        tasks = [t.in_view(view) for t in found.tasks]
+        return TaskPage(tasks, next_page_token(found.next_cursor, fingerprint=fingerprint))
+
+    async def delete_task(self, name: TaskName) -> None:
+        now = self._clock.now()
+        await self._store.delete_task(name, now, self._tombstones.windows(now))

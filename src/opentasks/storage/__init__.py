@@ -1,0 +1,1 @@
+"""Durable storage behind one contract (:class:`opentasks.storage.base.Store`)."""

@@ -1,0 +1,412 @@
+"""The embedded SQLite store: durable (WAL, fsync on commit), with group commit.
+
+All writes go to one writer thread. It takes every operation queued while the previous
+commit was running and applies them in one transaction, each inside its own savepoint, so
+one failing operation (a duplicate name, say) never undoes its neighbours, and one fsync
+covers the whole batch. Reads use a second connection on a reader thread (WAL lets them
+run beside the writer). Nothing is acknowledged before its transaction is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from opentasks.domain.names import LocationName, QueueName, TaskName
+from opentasks.domain.queue import Queue, QueueState
+from opentasks.domain.task import Task
+from opentasks.errors import Unavailable
+from opentasks.storage import base, codec
+from opentasks.storage.base import QueueChange, TaskPage, Windows
+from opentasks.storage.migrations import scripts
+
+T = TypeVar("T")
+Operation = Callable[[sqlite3.Connection], T]
+_MAX_BATCH = 1024
+_TASK_COLUMNS = "seq, task_id, named, schedule_us, enqueue_us, spec, body"
+
+
+@dataclass
+class _Job:
+    operation: Operation[Any]
+    future: asyncio.Future[Any]
+
+
+class SqliteStore:
+    """A :class:`~opentasks.storage.base.Store` in one SQLite file."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+        self._path = Path(path)
+        self._synchronous = synchronous.upper()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opentasks-sqlite-reader")
+        self._read_conn: sqlite3.Connection | None = None
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._writer = threading.Thread(
+            target=self._write_loop, args=(ready,), name="opentasks-sqlite-writer", daemon=True
+        )
+        self._writer.start()
+        await ready
+        self._read_conn = await self._on_reader(lambda _: self._connect(query_only=True))
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._jobs.put(None)
+            await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
+            self._writer = None
+        if self._read_conn is not None:
+            conn, self._read_conn = self._read_conn, None
+            await self._on_reader(lambda _: conn.close())
+        self._reader.shutdown(wait=True)
+
+    def _connect(self, *, query_only: bool = False) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=10000")
+        if query_only:
+            conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    # -- the writer thread -------------------------------------------------------------------
+
+    def _write_loop(self, ready: asyncio.Future[None]) -> None:
+        loop = ready.get_loop()
+        try:
+            conn = self._connect()
+            _migrate(conn)
+        except Exception as error:  # reported to open()'s caller
+            loop.call_soon_threadsafe(ready.set_exception, error)
+            return
+        loop.call_soon_threadsafe(ready.set_result, None)
+        stopping = False
+        while not stopping:
+            batch, stopping = self._next_batch()
+            if batch:
+                self._commit(conn, batch)
+        conn.close()
+
+    def _next_batch(self) -> tuple[list[_Job], bool]:
+        first = self._jobs.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < _MAX_BATCH:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                return batch, True
+            batch.append(job)
+        return batch, False
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                outcomes.append((job, *_in_savepoint(conn, job.operation)))
+            conn.execute("COMMIT")
+        except sqlite3.Error as commit_error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            failure = Unavailable(
+                f"The database could not commit: {commit_error}. Nothing was changed; retry."
+            )
+            outcomes = [(job, None, failure) for job in batch]
+        for job, result, error in outcomes:
+            job.future.get_loop().call_soon_threadsafe(_settle, job.future, result, error)
+
+    async def _write(self, operation: Operation[T]) -> T:
+        if self._writer is None:
+            raise Unavailable("The store is closed.")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._jobs.put(_Job(operation, future))
+        return await future
+
+    async def _on_reader(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._read_conn
+        return await asyncio.get_running_loop().run_in_executor(
+            self._reader,
+            lambda: operation(conn),  # type: ignore[arg-type]
+        )
+
+    async def _read(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        if self._read_conn is None:
+            raise Unavailable("The store is closed.")
+        return await self._on_reader(operation)
+
+    # -- queues ------------------------------------------------------------------------------
+
+    async def create_queue(self, queue: Queue, now: datetime) -> Queue:
+        def run(conn: sqlite3.Connection) -> Queue:
+            if _queue_pk(conn, queue.name) is not None:
+                raise base.queue_exists()
+            _check_queue_tombstone(conn, queue.name, now)
+            _insert_queue(conn, queue)
+            return queue
+
+        return await self._write(run)
+
+    async def get_queue(self, name: QueueName) -> Queue:
+        return await self._read(lambda conn: _load_queue(conn, name)[1])
+
+    async def list_queues(
+        self, parent: LocationName, *, state: QueueState | None, after: str, limit: int
+    ) -> list[Queue]:
+        sql = "SELECT config FROM queues WHERE parent = ? AND queue_id > ?"
+        params: list[Any] = [str(parent), after]
+        if state is not None:
+            sql += " AND state = ?"
+            params.append(int(state))
+        sql += " ORDER BY queue_id LIMIT ?"
+        params.append(limit)
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return [codec.loads(Queue, row[0]) for row in rows]
+
+    async def update_queue(self, name: QueueName, change: QueueChange, now: datetime) -> Queue:
+        def run(conn: sqlite3.Connection) -> Queue:
+            pk = _queue_pk(conn, name)
+            if pk is None:
+                queue = change(None)
+                _check_queue_tombstone(conn, name, now)
+                _insert_queue(conn, queue)
+                return queue
+            queue = change(_load_queue(conn, name)[1])
+            _save_queue(conn, pk, queue)
+            return queue
+
+        return await self._write(run)
+
+    async def delete_queue(self, name: QueueName, now: datetime, windows: Windows) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            pk = _queue_pk(conn, name)
+            if pk is None:
+                raise base.entity_missing()
+            conn.execute("DELETE FROM queues WHERE pk = ?", (pk,))
+            conn.execute(
+                "INSERT OR REPLACE INTO queue_tombstones VALUES (?, ?, ?)",
+                (str(name.parent), name.queue_id, codec.to_micros(windows.queue_tombstone_until)),
+            )
+
+        await self._write(run)
+
+    async def purge_queue(self, name: QueueName, purge_time: datetime, windows: Windows) -> Queue:
+        def run(conn: sqlite3.Connection) -> Queue:
+            pk, queue = _load_queue(conn, name)
+            queue = replace(queue, purge_time=purge_time)
+            _save_queue(conn, pk, queue)
+            cutoff = codec.to_micros(purge_time)
+            conn.execute(
+                "INSERT OR REPLACE INTO task_tombstones "
+                "SELECT queue_pk, task_id, ? FROM tasks WHERE queue_pk = ? AND enqueue_us < ? AND named",
+                (codec.to_micros(windows.task_tombstone_until), pk, cutoff),
+            )
+            conn.execute("DELETE FROM tasks WHERE queue_pk = ? AND enqueue_us < ?", (pk, cutoff))
+            return queue
+
+        return await self._write(run)
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    async def create_task(self, task: Task, now: datetime) -> Task:
+        def run(conn: sqlite3.Connection) -> Task:
+            pk = _queue_pk(conn, task.name.queue)
+            if pk is None:
+                raise base.queue_missing()
+            if task.named and _tombstoned(conn, pk, task.name.task_id, now):
+                raise base.task_exists()
+            schedule = codec.to_micros(task.schedule_time)
+            try:
+                conn.execute(
+                    "INSERT INTO tasks (queue_pk, task_id, named, schedule_us, due_us, enqueue_us,"
+                    " spec, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        pk,
+                        task.name.task_id,
+                        task.named,
+                        schedule,
+                        schedule,
+                        codec.to_micros(task.enqueue_time),
+                        _task_spec(task),
+                        _body(task),
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise base.task_exists() from None
+            return task
+
+        return await self._write(run)
+
+    async def get_task(self, name: TaskName, now: datetime) -> Task:
+        def run(conn: sqlite3.Connection) -> Task:
+            pk = _load_queue(conn, name.queue)[0]
+            row = conn.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE queue_pk = ? AND task_id = ?", (pk, name.task_id)
+            ).fetchone()
+            if row is not None:
+                return _task_from_row(name.queue, row)
+            if _tombstoned(conn, pk, name.task_id, now):
+                raise base.task_recently_deleted()
+            raise base.entity_missing()
+
+        return await self._read(run)
+
+    async def list_tasks(self, queue: QueueName, *, after: int, limit: int) -> TaskPage:
+        def run(conn: sqlite3.Connection) -> TaskPage:
+            pk = _load_queue(conn, queue)[0]
+            rows = conn.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE queue_pk = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (pk, after, limit + 1),
+            ).fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            return TaskPage([_task_from_row(queue, r) for r in rows], rows[-1][0] if more else None)
+
+        return await self._read(run)
+
+    async def delete_task(self, name: TaskName, now: datetime, windows: Windows) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            pk = _load_queue(conn, name.queue)[0]
+            row = conn.execute(
+                "DELETE FROM tasks WHERE queue_pk = ? AND task_id = ? RETURNING named", (pk, name.task_id)
+            ).fetchone()
+            if row is None:
+                if _tombstoned(conn, pk, name.task_id, now):
+                    raise base.task_recently_deleted()
+                raise base.entity_missing()
+            if row[0]:
+                _tombstone_task(conn, pk, name.task_id, windows)
+
+        await self._write(run)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled; the write happened all the same
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _in_savepoint(conn: sqlite3.Connection, operation: Operation[Any]) -> tuple[Any, BaseException | None]:
+    conn.execute("SAVEPOINT op")
+    try:
+        result = operation(conn)
+    except Exception as error:  # any failure belongs to this operation's caller alone
+        conn.execute("ROLLBACK TO op")
+        conn.execute("RELEASE op")
+        return None, error
+    conn.execute("RELEASE op")
+    return result, None
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    for number, sql in scripts("sqlite"):
+        if number > version:
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in sql.split(";\n"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={number}")
+            conn.execute("COMMIT")
+
+
+def _queue_pk(conn: sqlite3.Connection, name: QueueName) -> int | None:
+    row = conn.execute(
+        "SELECT pk FROM queues WHERE parent = ? AND queue_id = ?", (str(name.parent), name.queue_id)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _load_queue(conn: sqlite3.Connection, name: QueueName) -> tuple[int, Queue]:
+    row = conn.execute(
+        "SELECT pk, config FROM queues WHERE parent = ? AND queue_id = ?", (str(name.parent), name.queue_id)
+    ).fetchone()
+    if row is None:
+        raise base.queue_missing()
+    return int(row[0]), codec.loads(Queue, row[1])
+
+
+def _insert_queue(conn: sqlite3.Connection, queue: Queue) -> None:
+    conn.execute(
+        "INSERT INTO queues (parent, queue_id, state, config) VALUES (?, ?, ?, ?)",
+        (str(queue.name.parent), queue.name.queue_id, int(queue.state), codec.dumps(queue)),
+    )
+    conn.execute(
+        "DELETE FROM queue_tombstones WHERE parent = ? AND queue_id = ?",
+        (str(queue.name.parent), queue.name.queue_id),
+    )
+
+
+def _save_queue(conn: sqlite3.Connection, pk: int, queue: Queue) -> None:
+    conn.execute(
+        "UPDATE queues SET state = ?, config = ? WHERE pk = ?", (int(queue.state), codec.dumps(queue), pk)
+    )
+
+
+def _check_queue_tombstone(conn: sqlite3.Connection, name: QueueName, now: datetime) -> None:
+    row = conn.execute(
+        "SELECT 1 FROM queue_tombstones WHERE parent = ? AND queue_id = ? AND expire_us > ?",
+        (str(name.parent), name.queue_id, codec.to_micros(now)),
+    ).fetchone()
+    if row is not None:
+        raise base.queue_recently_deleted()
+
+
+def _tombstoned(conn: sqlite3.Connection, pk: int, task_id: str, now: datetime) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM task_tombstones WHERE queue_pk = ? AND task_id = ? AND expire_us > ?",
+        (pk, task_id, codec.to_micros(now)),
+    ).fetchone()
+    return row is not None
+
+
+def _tombstone_task(conn: sqlite3.Connection, pk: int, task_id: str, windows: Windows) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO task_tombstones VALUES (?, ?, ?)",
+        (pk, task_id, codec.to_micros(windows.task_tombstone_until)),
+    )
+
+
+def _body(task: Task) -> bytes:
+    request = task.http_request or task.app_engine_http_request
+    return request.body if request is not None else b""
+
+
+def _task_spec(task: Task) -> str:
+    """The task without its body (kept in its own column) as JSON."""
+    if task.http_request is not None:
+        task = replace(task, http_request=replace(task.http_request, body=b""))
+    if task.app_engine_http_request is not None:
+        task = replace(task, app_engine_http_request=replace(task.app_engine_http_request, body=b""))
+    return codec.dumps(task)
+
+
+def _task_from_row(queue: QueueName, row: tuple[Any, ...]) -> Task:
+    _, _, _, schedule_us, _, spec, body = row
+    task = codec.loads(Task, spec)
+    task = replace(task, schedule_time=codec.from_micros(schedule_us))
+    if body and task.http_request is not None:
+        task = replace(task, http_request=replace(task.http_request, body=bytes(body)))
+    elif body and task.app_engine_http_request is not None:
+        task = replace(task, app_engine_http_request=replace(task.app_engine_http_request, body=bytes(body)))
+    return task
