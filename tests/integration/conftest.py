@@ -1,0 +1,27 @@
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from google.cloud import tasks_v2
+
+from tests.integration.server import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server on an SQLite file, shared by the tests of one module (each uses its own queues)."""
+    folder: Path = tmp_path_factory.mktemp("server")
+    with ServerProcess(f"sqlite:///{folder}/opentasks.db", log_path=folder / "server.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> tasks_v2.CloudTasksClient:
+    return server.client()
+
+
+@pytest.fixture
+def queue_path(request: pytest.FixtureRequest) -> str:
+    """A queue name of its own for each test."""
+    queue_id = request.node.name.replace("_", "-").replace("[", "-").replace("]", "")[:90]
+    return f"projects/it-project/locations/us-central1/queues/{queue_id}"

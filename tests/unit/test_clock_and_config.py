@@ -1,0 +1,51 @@
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from opentasks.clock import FakeClock
+from opentasks.config import ConfigError, Settings, StorageUrl, parse_duration
+
+
+async def test_fake_clock_wakes_sleepers_only_when_due() -> None:
+    clock = FakeClock()
+    woke = asyncio.Event()
+
+    async def sleeper() -> None:
+        await clock.sleep(10)
+        woke.set()
+
+    job = asyncio.create_task(sleeper())
+    await asyncio.sleep(0)
+    clock.advance(9.9)
+    await asyncio.sleep(0)
+    assert not woke.is_set()
+    clock.advance(0.1)
+    await asyncio.wait_for(woke.wait(), 1)
+    await job
+
+
+def test_storage_urls() -> None:
+    assert StorageUrl.parse("memory://").backend == "memory"
+    assert StorageUrl.parse("sqlite:///data/x.db").path == Path("data/x.db")
+    absolute = StorageUrl.parse("sqlite:////var/lib/x.db?synchronous=normal")
+    assert (absolute.path, absolute.synchronous) == (Path("/var/lib/x.db"), "NORMAL")
+    for bad in ("mysql://x", "sqlite:///", "sqlite:///x.db?synchronous=sometimes", "sqlite:///x.db?foo=1"):
+        with pytest.raises(ConfigError):
+            StorageUrl.parse(bad)
+
+
+def test_durations() -> None:
+    assert parse_duration("90", setting="x") == timedelta(seconds=90)
+    assert parse_duration("7d", setting="x") == timedelta(days=7)
+    assert parse_duration("250ms", setting="x") == timedelta(milliseconds=250)
+    with pytest.raises(ConfigError, match="--task-tombstone: 'soon' is not a duration"):
+        parse_duration("soon", setting="--task-tombstone")
+
+
+def test_settings_validation() -> None:
+    with pytest.raises(ConfigError, match="--port"):
+        Settings(port=70000)
+    with pytest.raises(ConfigError, match="--max-rate-per-queue"):
+        Settings(max_rate_per_queue=0)

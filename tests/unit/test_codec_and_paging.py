@@ -1,0 +1,86 @@
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from opentasks.domain.limits import Limits
+from opentasks.domain.names import QueueName
+from opentasks.domain.queue import (
+    AppEngineRouting,
+    HttpTarget,
+    OidcToken,
+    Queue,
+    QueueState,
+    UriOverride,
+    UriScheme,
+    resolve_queue,
+)
+from opentasks.domain.task import AppEngineHttpRequest, Attempt, ResponseStatus, Task, TaskDraft, new_task
+from opentasks.errors import InvalidArgument
+from opentasks.service.paging import next_page_token, page_request
+from opentasks.service.queues import parse_queue_filter
+from opentasks.storage import codec
+
+NOW = datetime(2030, 1, 1, 0, 0, 0, 1, tzinfo=UTC)
+
+
+def test_queue_round_trips_through_codec() -> None:
+    queue = resolve_queue(
+        Queue(
+            QueueName("p", "l", "q"),
+            state=QueueState.PAUSED,
+            purge_time=NOW,
+            app_engine_routing_override=AppEngineRouting(service="s"),
+            http_target=HttpTarget(
+                uri_override=UriOverride(scheme=UriScheme.HTTP, host="h", port=0),
+                header_overrides=(("a", "b"),),
+                oidc_token=OidcToken("e", "aud"),
+            ),
+        ),
+        Limits(),
+    )
+    assert codec.loads(Queue, codec.dumps(queue)) == queue
+
+
+def test_task_round_trips_through_codec() -> None:
+    task = new_task(
+        TaskDraft(app_engine_http_request=AppEngineHttpRequest(body=b"\x00\xff")),
+        QueueName("p", "l", "q"),
+        NOW,
+        "1",
+        Limits(),
+    )
+    task = replace(task, last_attempt=Attempt(NOW, NOW, NOW + timedelta(seconds=1), ResponseStatus(13, "x")))
+    assert codec.loads(Task, codec.dumps(task)) == task
+
+
+def test_page_tokens() -> None:
+    token = next_page_token("q7", fingerprint="a")
+    assert page_request(10, token, max_size=100, fingerprint="a").cursor == "q7"
+    assert next_page_token(None, fingerprint="a") == ""
+    with pytest.raises(InvalidArgument, match="changed"):
+        page_request(10, token, max_size=100, fingerprint="b")
+    with pytest.raises(InvalidArgument, match="not a token"):
+        page_request(10, "garbage!", max_size=100, fingerprint="a")
+    with pytest.raises(InvalidArgument, match="negative"):
+        page_request(-1, "", max_size=100, fingerprint="a")
+    assert page_request(0, "", max_size=100, fingerprint="a").size == 100
+    assert page_request(5000, "", max_size=100, fingerprint="a").size == 100
+
+
+@pytest.mark.parametrize(
+    ("text", "state"),
+    [
+        ("", None),
+        ("state: PAUSED", QueueState.PAUSED),
+        ('state = "RUNNING"', QueueState.RUNNING),
+        ("state:disabled", QueueState.DISABLED),
+    ],
+)
+def test_queue_filter(text: str, state: QueueState | None) -> None:
+    assert parse_queue_filter(text) == state
+
+
+def test_queue_filter_rejects_the_unsupported() -> None:
+    with pytest.raises(InvalidArgument, match="only filter supported"):
+        parse_queue_filter("name: foo")
