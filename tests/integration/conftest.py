@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from google.cloud import tasks_v2
 
-from tests.integration.server import ServerProcess
+from opentasks.testing import ServerProcess
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 from google.api_core import exceptions
 from google.cloud import tasks_v2
 
-from tests.integration.server import ServerProcess
+from opentasks.testing import ServerProcess
 
 pytestmark = pytest.mark.integration
 QUEUE = "projects/p/locations/us-central1/queues/durable"

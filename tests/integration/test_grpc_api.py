@@ -8,7 +8,7 @@ from google.api_core import exceptions
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 
-from tests.integration.server import ServerProcess
+from opentasks.testing import ServerProcess
 
 pytestmark = pytest.mark.integration
 PARENT = "projects/it-project/locations/us-central1"

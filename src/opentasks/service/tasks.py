@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+import random
 from dataclasses import dataclass
 
 from opentasks.clock import Clock
@@ -26,9 +26,14 @@ class TaskPage:
     next_page_token: str
 
 
+# IDs must be unique, not secret: a PRNG seeded from the OS is enough and far cheaper than
+# reading the OS's random source per task.
+_random = random.Random()
+
+
 def generate_task_id() -> str:
     """A fresh random task ID of 19-20 digits."""
-    return str(_MIN_GENERATED_ID + secrets.randbelow(_GENERATED_ID_SPAN))
+    return str(_MIN_GENERATED_ID + _random.randrange(_GENERATED_ID_SPAN))
 
 
 class TaskService:

@@ -1,24 +1,25 @@
 """The embedded SQLite store: durable (WAL, fsync on commit), with group commit.
 
-All writes go to one writer thread. It takes every operation queued while the previous
-commit was running and applies them in one transaction, each inside its own savepoint, so
-one failing operation (a duplicate name, say) never undoes its neighbours, and one fsync
-covers the whole batch. Reads use a second connection on a reader thread (WAL lets them
-run beside the writer). Nothing is acknowledged before its transaction is committed.
+Writes are applied on the event loop, each in its own savepoint, into one open transaction;
+only the ``COMMIT`` (where SQLite waits for fsync, without holding the GIL) runs on a thread.
+Operations that arrive while a commit is running form the next batch, so one fsync covers
+them all and one failing operation (a duplicate name, say) never undoes its neighbours.
+Nothing is acknowledged before its transaction is committed. Reads use a second connection
+on a reader thread (WAL lets them run beside the writer). A lock file keeps a second server
+from opening the same database.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
+import fcntl
 import sqlite3
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import Queue, QueueState
@@ -30,14 +31,11 @@ from opentasks.storage.migrations import scripts
 
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], T]
-_MAX_BATCH = 1024
 _TASK_COLUMNS = "seq, task_id, named, schedule_us, enqueue_us, spec, body"
 
 
-@dataclass
-class _Job:
-    operation: Operation[Any]
-    future: asyncio.Future[Any]
+class DatabaseInUse(RuntimeError):
+    """Another process holds this SQLite database."""
 
 
 class SqliteStore:
@@ -46,32 +44,35 @@ class SqliteStore:
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         self._path = Path(path)
         self._synchronous = synchronous.upper()
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opentasks-sqlite-reader")
+        self._conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
+        self._lock_file: IO[bytes] | None = None
+        self._pending: list[tuple[Operation[Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opentasks-sqlite-commit")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opentasks-sqlite-reader")
 
     # -- life cycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._writer = threading.Thread(
-            target=self._write_loop, args=(ready,), name="opentasks-sqlite-writer", daemon=True
-        )
-        self._writer.start()
-        await ready
-        self._read_conn = await self._on_reader(lambda _: self._connect(query_only=True))
+        self._lock_file = _lock(self._path)
+        self._conn = self._connect()
+        _migrate(self._conn)
+        self._read_conn = self._connect(query_only=True)
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._jobs.put(None)
-            await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
-            self._writer = None
-        if self._read_conn is not None:
-            conn, self._read_conn = self._read_conn, None
-            await self._on_reader(lambda _: conn.close())
+        while self._flusher is not None and not self._flusher.done():
+            await self._flusher
+        for conn in (self._conn, self._read_conn):
+            if conn is not None:
+                conn.close()
+        self._conn = self._read_conn = None
+        self._committer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
 
     def _connect(self, *, query_only: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -83,74 +84,49 @@ class SqliteStore:
             conn.execute("PRAGMA query_only=ON")
         return conn
 
-    # -- the writer thread -------------------------------------------------------------------
-
-    def _write_loop(self, ready: asyncio.Future[None]) -> None:
-        loop = ready.get_loop()
-        try:
-            conn = self._connect()
-            _migrate(conn)
-        except Exception as error:  # reported to open()'s caller
-            loop.call_soon_threadsafe(ready.set_exception, error)
-            return
-        loop.call_soon_threadsafe(ready.set_result, None)
-        stopping = False
-        while not stopping:
-            batch, stopping = self._next_batch()
-            if batch:
-                self._commit(conn, batch)
-        conn.close()
-
-    def _next_batch(self) -> tuple[list[_Job], bool]:
-        first = self._jobs.get()
-        if first is None:
-            return [], True
-        batch = [first]
-        while len(batch) < _MAX_BATCH:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is None:
-                return batch, True
-            batch.append(job)
-        return batch, False
-
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in batch:
-                outcomes.append((job, *_in_savepoint(conn, job.operation)))
-            conn.execute("COMMIT")
-        except sqlite3.Error as commit_error:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            failure = Unavailable(
-                f"The database could not commit: {commit_error}. Nothing was changed; retry."
-            )
-            outcomes = [(job, None, failure) for job in batch]
-        for job, result, error in outcomes:
-            job.future.get_loop().call_soon_threadsafe(_settle, job.future, result, error)
+    # -- group commit ------------------------------------------------------------------------
 
     async def _write(self, operation: Operation[T]) -> T:
-        if self._writer is None:
+        if self._conn is None:
             raise Unavailable("The store is closed.")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.put(_Job(operation, future))
+        self._pending.append((operation, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
         return await future
 
-    async def _on_reader(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._read_conn
-        return await asyncio.get_running_loop().run_in_executor(
-            self._reader,
-            lambda: operation(conn),  # type: ignore[arg-type]
-        )
+    async def _flush(self) -> None:
+        """Commit batches until no operation is waiting; every waiting future gets an outcome."""
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                outcomes = await self._commit(batch)
+            except sqlite3.Error as error:
+                failure = Unavailable(f"The database could not commit: {error}. Nothing was changed; retry.")
+                outcomes = [(future, None, failure) for _, future in batch]
+            for future, result, failed in outcomes:
+                _settle(future, result, failed)
+
+    async def _commit(
+        self, batch: list[tuple[Operation[Any], asyncio.Future[Any]]]
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            outcomes = [(future, *_in_savepoint(conn, operation)) for operation, future in batch]
+            await asyncio.get_running_loop().run_in_executor(self._committer, conn.execute, "COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return outcomes
 
     async def _read(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        if self._read_conn is None:
+        conn = self._read_conn
+        if conn is None:
             raise Unavailable("The store is closed.")
-        return await self._on_reader(operation)
+        return await asyncio.get_running_loop().run_in_executor(self._reader, operation, conn)
 
     # -- queues ------------------------------------------------------------------------------
 
@@ -304,6 +280,19 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+def _lock(path: Path) -> IO[bytes]:
+    """Hold an exclusive lock beside the database for as long as the store is open."""
+    lock_file = open(path.with_name(path.name + ".lock"), "wb")  # noqa: SIM115 - closed by close()
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock_file.close()
+        raise DatabaseInUse(
+            f"{path} is in use by another opentasks server; give each server its own file."
+        ) from None
+    return lock_file
 
 
 def _in_savepoint(conn: sqlite3.Connection, operation: Operation[Any]) -> tuple[Any, BaseException | None]:

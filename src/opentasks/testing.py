@@ -1,4 +1,12 @@
-"""Starts the real ``opentasks serve`` as a subprocess for integration tests and benchmarks."""
+"""Run a real opentasks server in a subprocess: for integration tests, benchmarks, and your own tests.
+
+Example::
+
+    with ServerProcess("memory://") as server:
+        client = server.client()
+        parent = "projects/p/locations/l"
+        client.create_queue(parent=parent, queue={"name": f"{parent}/queues/q"})
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import grpc
 from google.cloud import tasks_v2
@@ -32,11 +41,11 @@ class ServerProcess:
         self.port = free_port()
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
-        self._log = None
+        self._log: IO[bytes] | None = None
 
     def start(self, timeout_s: float = 30) -> ServerProcess:
         args = [OPENTASKS, "serve", "--port", str(self.port), "--storage", self.storage, *self.extra]
-        self._log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - closed by stop()
         self.process = subprocess.Popen(
             args, stdout=self._log or subprocess.DEVNULL, stderr=subprocess.STDOUT, env={**os.environ}
         )
@@ -51,6 +60,11 @@ class ServerProcess:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     def client(self) -> tasks_v2.CloudTasksClient:
         """The official client, as the README tells users to build it."""
