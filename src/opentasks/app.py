@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import grpc
 
-from opentasks.api.cloud_tasks_grpc import CloudTasksApi, cloud_tasks_handler
+from opentasks.api.cloud_tasks_grpc import CloudTasksApi, handlers
 from opentasks.clock import Clock, SystemClock
 from opentasks.config import Settings, StorageUrl
 from opentasks.domain.limits import Limits
+from opentasks.service.locations import LocationService
 from opentasks.service.queues import QueueService
 from opentasks.service.tasks import TaskService
 from opentasks.service.windows import TombstonePolicy
@@ -36,6 +37,7 @@ def build_store(url: StorageUrl) -> Store:
 class Services:
     queues: QueueService
     tasks: TaskService
+    locations: LocationService
 
 
 def build_services(settings: Settings, store: Store, clock: Clock) -> Services:
@@ -49,6 +51,7 @@ def build_services(settings: Settings, store: Store, clock: Clock) -> Services:
             store, clock, limits=limits, tombstones=tombstones, allowed_locations=settings.allowed_locations
         ),
         tasks=TaskService(store, clock, limits=limits, tombstones=tombstones),
+        locations=LocationService(store, allowed_locations=settings.allowed_locations),
     )
 
 
@@ -67,8 +70,9 @@ class Server:
 
     async def start(self) -> None:
         await self.store.open()
-        api = CloudTasksApi(self.services.queues, self.services.tasks)
-        self._grpc.add_generic_rpc_handlers((cloud_tasks_handler(api),))
+        services = self.services
+        api = CloudTasksApi(services.queues, services.tasks, services.locations, self.clock)
+        self._grpc.add_generic_rpc_handlers(handlers(api))
         self.port = self._grpc.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
         await self._grpc.start()
         _log.info(

@@ -42,6 +42,10 @@ class FailedPrecondition(OpenTasksError):
     """The system is not in a state that allows the request."""
 
 
+class Aborted(OpenTasksError):
+    """A concurrent change won (e.g. an IAM policy etag no longer matches); read again and retry."""
+
+
 class PermissionDenied(OpenTasksError):
     """The caller may not do this."""
 

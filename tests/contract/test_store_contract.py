@@ -216,3 +216,10 @@ async def test_state_survives_reopening(store_factory: StoreFactory) -> None:
             await second.get_task(TaskName(Q, "kept"), T0)
     finally:
         await second.close()
+
+
+async def test_list_locations_of_a_project(store: Store) -> None:
+    for project, location in (("p", "us-central1"), ("p", "europe-west1"), ("p2", "asia-east1")):
+        await store.create_queue(queue(QueueName(project, location, "q")), T0)
+    assert await store.list_locations("p") == ["europe-west1", "us-central1"]
+    assert await store.list_locations("nobody") == []

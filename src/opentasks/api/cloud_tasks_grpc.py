@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -12,9 +14,14 @@ from grpc_status import rpc_status as grpc_rpc_status
 from opentasks.api import convert
 from opentasks.api import messages as pb
 from opentasks.api.messages import PB
+from opentasks.api.operations import OperationRegistry
 from opentasks.api.status import rpc_status
+from opentasks.clock import Clock
+from opentasks.domain.iam import policy_etag
 from opentasks.domain.names import LocationName, QueueName, TaskName
-from opentasks.errors import Internal, OpenTasksError, Unimplemented
+from opentasks.domain.task import TaskView
+from opentasks.errors import Aborted, Internal, InvalidArgument, OpenTasksError, Unimplemented
+from opentasks.service.locations import LocationService
 from opentasks.service.queues import QueueService
 from opentasks.service.tasks import TaskService
 
@@ -26,9 +33,19 @@ Handler = Callable[[PB], Awaitable[PB]]
 class CloudTasksApi:
     """One coroutine per RPC: request message in, response message out, errors raised."""
 
-    def __init__(self, queues: QueueService, tasks: TaskService) -> None:
+    def __init__(
+        self,
+        queues: QueueService,
+        tasks: TaskService,
+        locations: LocationService,
+        clock: Clock,
+        operations: OperationRegistry | None = None,
+    ) -> None:
         self._queues = queues
         self._tasks = tasks
+        self._locations = locations
+        self._clock = clock
+        self._operations = operations or OperationRegistry()
 
     async def list_queues(self, request: PB) -> PB:
         page = await self._queues.list_queues(
@@ -95,6 +112,118 @@ class CloudTasksApi:
     async def run_task(self, request: PB) -> PB:
         raise Unimplemented("RunTask needs the dispatcher, which this server version does not include yet.")
 
+    async def batch_create_tasks(self, request: PB) -> PB:
+        parent = QueueName.parse(request.parent)
+        replayed = self._operations.replay(request.parent, request.request_id)
+        if replayed is not None:
+            return replayed
+        start = self._clock.now()
+        drafts = [(r.parent, convert.task_draft_from_pb(r.task)) for r in request.requests]
+        outcomes = await self._tasks.batch_create_tasks(parent, drafts, TaskView.FULL)
+        response = pb.BatchCreateTasksResponse()
+        metadata = pb.BatchCreateTasksMetadata()
+        for index, (outcome, sub_request) in enumerate(zip(outcomes, request.requests, strict=True)):
+            if isinstance(outcome, OpenTasksError):
+                metadata.failed_requests[index].CopyFrom(rpc_status(outcome))
+            else:
+                view = convert.task_view(sub_request.response_view)
+                response.tasks.append(convert.task_to_pb(outcome.in_view(view), view))
+        failures = len(metadata.failed_requests)
+        metadata.state = _batch_state(failures, len(outcomes), ok=2, partial=5, failed=3)
+        _set_times(metadata, start, self._clock.now())
+        return self._operations.finish(parent.parent, request.parent, request.request_id, metadata, response)
+
+    async def batch_delete_tasks(self, request: PB) -> PB:
+        parent = QueueName.parse(request.parent)
+        replayed = self._operations.replay(request.parent, request.request_id)
+        if replayed is not None:
+            return replayed
+        start = self._clock.now()
+        outcomes = await self._tasks.batch_delete_tasks(parent, list(request.names))
+        metadata = pb.BatchDeleteTasksMetadata()
+        for index, outcome in enumerate(outcomes):
+            if outcome is not None:
+                metadata.failed_requests[index].CopyFrom(rpc_status(outcome))
+        failures = len(metadata.failed_requests)
+        metadata.state = _batch_state(failures, len(outcomes), ok=2, partial=3, failed=4)
+        _set_times(metadata, start, self._clock.now())
+        result: PB = pb.Empty()
+        if outcomes and failures == len(outcomes):
+            result = rpc_status(
+                Aborted("Every deletion in the batch failed; see the metadata's failedRequests.")
+            )
+        return self._operations.finish(parent.parent, request.parent, request.request_id, metadata, result)
+
+    async def get_iam_policy(self, request: PB) -> PB:
+        return _policy(await self._queues.get_iam_policy(QueueName.parse(request.resource)))
+
+    async def set_iam_policy(self, request: PB) -> PB:
+        stored = pb.Policy()
+        stored.CopyFrom(request.policy)
+        stored.ClearField("etag")
+        document = stored.SerializeToString(deterministic=True)
+        name = QueueName.parse(request.resource)
+        return _policy(await self._queues.set_iam_policy(name, document, request.policy.etag))
+
+    async def test_iam_permissions(self, request: PB) -> PB:
+        # No IAM is enforced, so a caller holds every permission on a queue that exists.
+        exists = await self._queues.queue_exists(QueueName.parse(request.resource))
+        return pb.TestIamPermissionsResponse(permissions=list(request.permissions) if exists else [])
+
+    async def get_cmek_config(self, request: PB) -> PB:
+        return pb.CmekConfig(name=str(_cmek_location(request.name)) + "/cmekConfig")
+
+    async def update_cmek_config(self, request: PB) -> PB:
+        name = str(_cmek_location(request.cmek_config.name)) + "/cmekConfig"
+        if request.cmek_config.kms_key:
+            raise Unimplemented(
+                "opentasks cannot encrypt with Cloud KMS keys: a self-hosted server has no access to "
+                "Cloud KMS. Protect the store itself (disk or database encryption) and send an empty kmsKey."
+            )
+        return pb.CmekConfig(name=name)
+
+    async def list_locations(self, request: PB) -> PB:
+        match = re.fullmatch(r"projects/([^/]+)", request.name)
+        if not match:
+            raise InvalidArgument(f"ListLocations needs name='projects/<PROJECT_ID>', not '{request.name}'.")
+        found = await self._locations.list_locations(match[1])
+        return pb.ListLocationsResponse(locations=[_location(name) for name in found])
+
+    async def get_location(self, request: PB) -> PB:
+        return _location(await self._locations.get_location(LocationName.parse(request.name)))
+
+    async def get_operation(self, request: PB) -> PB:
+        return self._operations.get(request.name)
+
+
+def _batch_state(failures: int, total: int, *, ok: int, partial: int, failed: int) -> int:
+    if failures == 0:
+        return ok
+    return failed if failures == total else partial
+
+
+def _set_times(metadata: PB, start: datetime, end: datetime) -> None:
+    metadata.start_time.FromDatetime(start)
+    metadata.end_time.FromDatetime(end)
+
+
+def _policy(document: bytes) -> PB:
+    policy = pb.Policy.FromString(document)
+    policy.etag = policy_etag(document)
+    return policy
+
+
+def _cmek_location(name: str) -> LocationName:
+    if not name.endswith("/cmekConfig"):
+        raise InvalidArgument(
+            f"A CMEK config name looks like 'projects/P/locations/L/cmekConfig', not '{name}'."
+        )
+    return LocationName.parse(name.removesuffix("/cmekConfig"))
+
+
+def _location(name: LocationName) -> PB:
+    return pb.Location(name=str(name), location_id=name.location, display_name=name.location)
+
 
 def _rpc(handler: Handler, request_class: Any, response_class: Any) -> grpc.RpcMethodHandler:
     async def call(request: PB, context: grpc.aio.ServicerContext[PB, PB]) -> PB:
@@ -115,9 +244,9 @@ def _rpc(handler: Handler, request_class: Any, response_class: Any) -> grpc.RpcM
     )
 
 
-def cloud_tasks_handler(api: CloudTasksApi) -> grpc.GenericRpcHandler:
-    """The generic handler serving every v2 RPC under its full method name."""
-    methods = {
+def handlers(api: CloudTasksApi) -> tuple[grpc.GenericRpcHandler, ...]:
+    """The generic handlers serving every v2 RPC and its mixins under their full method names."""
+    tasks_methods = {
         "ListQueues": (api.list_queues, pb.ListQueuesRequest, pb.ListQueuesResponse),
         "GetQueue": (api.get_queue, pb.GetQueueRequest, pb.Queue),
         "CreateQueue": (api.create_queue, pb.CreateQueueRequest, pb.Queue),
@@ -131,7 +260,28 @@ def cloud_tasks_handler(api: CloudTasksApi) -> grpc.GenericRpcHandler:
         "CreateTask": (api.create_task, pb.CreateTaskRequest, pb.Task),
         "DeleteTask": (api.delete_task, pb.DeleteTaskRequest, pb.Empty),
         "RunTask": (api.run_task, pb.RunTaskRequest, pb.Task),
+        "BatchCreateTasks": (api.batch_create_tasks, pb.BatchCreateTasksRequest, pb.Operation),
+        "BatchDeleteTasks": (api.batch_delete_tasks, pb.BatchDeleteTasksRequest, pb.Operation),
+        "GetIamPolicy": (api.get_iam_policy, pb.GetIamPolicyRequest, pb.Policy),
+        "SetIamPolicy": (api.set_iam_policy, pb.SetIamPolicyRequest, pb.Policy),
+        "TestIamPermissions": (
+            api.test_iam_permissions,
+            pb.TestIamPermissionsRequest,
+            pb.TestIamPermissionsResponse,
+        ),
+        "GetCmekConfig": (api.get_cmek_config, pb.GetCmekConfigRequest, pb.CmekConfig),
+        "UpdateCmekConfig": (api.update_cmek_config, pb.UpdateCmekConfigRequest, pb.CmekConfig),
     }
-    return grpc.method_handlers_generic_handler(
-        SERVICE, {name: _rpc(*entry) for name, entry in methods.items()}
+    location_methods = {
+        "ListLocations": (api.list_locations, pb.ListLocationsRequest, pb.ListLocationsResponse),
+        "GetLocation": (api.get_location, pb.GetLocationRequest, pb.Location),
+    }
+    operation_methods = {"GetOperation": (api.get_operation, pb.GetOperationRequest, pb.Operation)}
+    return tuple(
+        grpc.method_handlers_generic_handler(service, {name: _rpc(*entry) for name, entry in methods.items()})
+        for service, methods in (
+            (SERVICE, tasks_methods),
+            ("google.cloud.location.Locations", location_methods),
+            ("google.longrunning.Operations", operation_methods),
+        )
     )

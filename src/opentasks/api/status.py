@@ -14,6 +14,7 @@ _TABLE: dict[type[errors.OpenTasksError], tuple[grpc.StatusCode, int]] = {
     errors.FailedPrecondition: (grpc.StatusCode.FAILED_PRECONDITION, 400),
     errors.NotFound: (grpc.StatusCode.NOT_FOUND, 404),
     errors.AlreadyExists: (grpc.StatusCode.ALREADY_EXISTS, 409),
+    errors.Aborted: (grpc.StatusCode.ABORTED, 409),
     errors.PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, 403),
     errors.Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, 401),
     errors.ResourceExhausted: (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),

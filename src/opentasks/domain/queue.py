@@ -122,7 +122,11 @@ class HttpTarget:
 
 @dataclass(frozen=True)
 class Queue:
-    """A queue as stored and returned (output-only fields included)."""
+    """A queue as stored and returned (output-only fields included).
+
+    ``iam_policy`` is the queue's IAM policy document as SetIamPolicy stored it (opaque here:
+    opentasks keeps policies for clients that read them back, but does not enforce them).
+    """
 
     name: QueueName
     rate_limits: RateLimits = field(default_factory=RateLimits)
@@ -132,6 +136,7 @@ class Queue:
     app_engine_routing_override: AppEngineRouting | None = None
     http_target: HttpTarget | None = None
     logging_sampling_ratio: float = 0.0
+    iam_policy: bytes = b""
 
 
 BurstSizeFunction = Callable[[float], int]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from opentasks.clock import Clock
+from opentasks.domain.iam import check_etag
 from opentasks.domain.limits import Limits
 from opentasks.domain.names import LocationName, QueueName
 from opentasks.domain.queue import (
@@ -16,7 +18,7 @@ from opentasks.domain.queue import (
     default_burst_size,
     resolve_queue,
 )
-from opentasks.errors import InvalidArgument
+from opentasks.errors import InvalidArgument, NotFound
 from opentasks.service.paging import next_page_token, page_request
 from opentasks.service.windows import TombstonePolicy
 from opentasks.storage import base
@@ -102,13 +104,38 @@ class QueueService:
         now = self._clock.now()
         return await self._store.purge_queue(name, now, self._tombstones.windows(now))
 
+    async def get_iam_policy(self, name: QueueName) -> bytes:
+        """The queue's policy document (empty when none was set)."""
+        return (await self._store.get_queue(name)).iam_policy
+
+    async def set_iam_policy(self, name: QueueName, document: bytes, expected_etag: bytes) -> bytes:
+        """Replace the queue's policy document; ``expected_etag`` (if given) must match the stored one."""
+
+        def change(current: Queue) -> Queue:
+            check_etag(current.iam_policy, expected_etag)
+            return replace(current, iam_policy=document)
+
+        return (await self._modify(name, change)).iam_policy
+
+    async def queue_exists(self, name: QueueName) -> bool:
+        try:
+            await self._store.get_queue(name)
+        except NotFound:
+            return False
+        return True
+
     async def _set_state(self, name: QueueName, state: QueueState) -> Queue:
-        def change(current: Queue | None) -> Queue:
+        return await self._modify(name, lambda current: replace(current, state=state))
+
+    async def _modify(self, name: QueueName, change: Callable[[Queue], Queue]) -> Queue:
+        """Change an existing queue atomically (NotFound if it does not exist)."""
+
+        def existing_only(current: Queue | None) -> Queue:
             if current is None:
                 raise base.queue_missing()
-            return replace(current, state=state)
+            return change(current)
 
-        return await self._store.update_queue(name, change, self._clock.now())
+        return await self._store.update_queue(name, existing_only, self._clock.now())
 
     def _resolve(self, queue: Queue) -> Queue:
         return resolve_queue(queue, self._limits, self._burst_size)

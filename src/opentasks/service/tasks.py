@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import typing
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from opentasks.clock import Clock
 from opentasks.domain.limits import Limits
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.task import Task, TaskDraft, TaskView, new_task
-from opentasks.errors import AlreadyExists
+from opentasks.errors import AlreadyExists, InvalidArgument, OpenTasksError
 from opentasks.service.paging import next_page_token, page_request
 from opentasks.service.windows import TombstonePolicy
 from opentasks.storage.base import Store
 
+T = TypeVar("T")
 MAX_TASKS_PAGE = 1000
+MAX_BATCH_CREATE = 100
+MAX_BATCH_DELETE = 1000
 # Generated IDs look like Cloud Tasks' own: 19-20 decimal digits.
 _MIN_GENERATED_ID = 10**18
 _GENERATED_ID_SPAN = 2**64 - _MIN_GENERATED_ID
@@ -82,3 +89,41 @@ class TaskService:
     async def delete_task(self, name: TaskName) -> None:
         now = self._clock.now()
         await self._store.delete_task(name, now, self._tombstones.windows(now))
+
+    async def batch_create_tasks(
+        self, parent: QueueName, requests: list[tuple[str, TaskDraft]], view: TaskView
+    ) -> list[Task | OpenTasksError]:
+        """Create up to 100 tasks, each independently (not atomic); one outcome per request, in order.
+
+        ``requests`` pairs each draft with the ``parent`` its own CreateTaskRequest named.
+        """
+        if len(requests) > MAX_BATCH_CREATE:
+            raise InvalidArgument(f"BatchCreateTasks accepts at most {MAX_BATCH_CREATE} requests.")
+        for index, (request_parent, _) in enumerate(requests):
+            if request_parent != str(parent):
+                raise InvalidArgument(
+                    f"requests[{index}].parent ('{request_parent}') must equal the batch's "
+                    f"parent ('{parent}')."
+                )
+        return await _each(self.create_task(parent, draft, view) for _, draft in requests)
+
+    async def batch_delete_tasks(self, parent: QueueName, names: list[str]) -> list[OpenTasksError | None]:
+        """Delete up to 1000 tasks of ``parent``, each independently; one outcome per name, in order."""
+        if len(names) > MAX_BATCH_DELETE:
+            raise InvalidArgument(f"BatchDeleteTasks accepts at most {MAX_BATCH_DELETE} names.")
+        parsed = [TaskName.parse(name) for name in names]
+        for index, name in enumerate(parsed):
+            if name.queue != parent:
+                raise InvalidArgument(
+                    f"names[{index}] ('{name}') is not a task of the batch's parent ('{parent}')."
+                )
+        return await _each(self.delete_task(name) for name in parsed)
+
+
+async def _each(calls: Iterable[Awaitable[T]]) -> list[T | OpenTasksError]:
+    """Run calls concurrently (so the store can commit them together); collect API errors as outcomes."""
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, OpenTasksError):
+            raise outcome
+    return typing.cast(list[T | OpenTasksError], outcomes)

@@ -61,6 +61,10 @@ class Store(Protocol):
         """Queues of ``parent`` with queue ID > ``after`` in ID order, at most ``limit``."""
         ...
 
+    async def list_locations(self, project: str) -> list[str]:
+        """IDs of the locations of ``project`` that hold at least one queue, sorted."""
+        ...
+
     async def update_queue(self, name: QueueName, change: QueueChange, now: datetime) -> Queue:
         """Atomically replace a queue by ``change(current)``; creates it when missing (upsert).
 

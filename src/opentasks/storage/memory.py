@@ -66,6 +66,9 @@ class MemoryStore:
             found = [q for q in found if q.state == state]
         return found[:limit]
 
+    async def list_locations(self, project: str) -> list[str]:
+        return sorted({n.location for n in self._queues if n.project == project})
+
     async def update_queue(self, name: QueueName, change: QueueChange, now: datetime) -> Queue:
         slot = self._queues.get(name)
         if slot is None:

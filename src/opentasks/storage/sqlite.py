@@ -156,6 +156,16 @@ class SqliteStore:
         rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
         return [codec.loads(Queue, row[0]) for row in rows]
 
+    async def list_locations(self, project: str) -> list[str]:
+        prefix = f"projects/{project}/locations/"
+        rows = await self._read(
+            lambda conn: conn.execute(
+                "SELECT DISTINCT parent FROM queues WHERE substr(parent, 1, ?) = ? ORDER BY parent",
+                (len(prefix), prefix),
+            ).fetchall()
+        )
+        return [row[0][len(prefix) :] for row in rows]
+
     async def update_queue(self, name: QueueName, change: QueueChange, now: datetime) -> Queue:
         def run(conn: sqlite3.Connection) -> Queue:
             pk = _queue_pk(conn, name)
