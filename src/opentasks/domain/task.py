@@ -333,7 +333,7 @@ def stored_size(task: Task) -> int:
     request = task.http_request or task.app_engine_http_request
     size = _TASK_OVERHEAD_BYTES + len(str(task.name))
     if request is not None:
-        size += len(request.body) + sum(len(k) + len(v) + 4 for k, v in request.headers.items())
+        size += len(request.body) + sum(len(k) + len(v) + 6 for k, v in request.headers.items())
     if task.http_request is not None:
         size += len(task.http_request.url)
     if task.app_engine_http_request is not None:
