@@ -74,6 +74,32 @@ class ResponseStatus:
     message: str
 
 
+class AttemptFailure(IntEnum):
+    """How an attempt ended when it got no usable HTTP response."""
+
+    NONE = 0  # the handler answered (see the HTTP status)
+    TIMEOUT = 1  # no answer within dispatch_deadline
+    UNREACHABLE = 2  # connection refused, reset, DNS failure, ...
+    REFUSED = 3  # opentasks itself would not send it (e.g. a denied target)
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """The result of one dispatch attempt: an HTTP status, or why there is none."""
+
+    http_status: int = 0
+    failure: AttemptFailure = AttemptFailure.NONE
+    detail: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        return 200 <= self.http_status < 300
+
+    @property
+    def responded(self) -> bool:
+        return self.http_status > 0
+
+
 @dataclass(frozen=True)
 class Attempt:
     """One dispatch attempt (``Task.first_attempt`` keeps only ``dispatch_time``)."""
@@ -103,6 +129,10 @@ class Task:
     ``enqueue_time`` is the exact time CreateTask accepted it (used by purge); the API's
     ``create_time`` is that truncated to whole seconds. ``named`` is True when the caller
     chose the ID, which makes the name de-duplicate and leave a tombstone.
+
+    Internal (not on the wire): ``execution_count`` counts earlier attempts answered with a
+    non-5xx status (the HTTP target's ``X-CloudTasks-TaskExecutionCount``), and
+    ``previous_outcome`` is how the previous attempt ended (for the retry headers).
     """
 
     name: TaskName
@@ -117,6 +147,8 @@ class Task:
     last_attempt: Attempt | None = None
     retry_config: RetryConfig | None = None
     named: bool = False
+    execution_count: int = 0
+    previous_outcome: AttemptOutcome | None = None
 
     @property
     def create_time(self) -> datetime:

@@ -1,0 +1,121 @@
+"""Dispatch attempts: the task's state when claimed and after an attempt, the status an
+attempt records, and the headers Cloud Tasks adds to the request (spec sections 4 and 5)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from opentasks.domain.queue import RetryConfig
+from opentasks.domain.retry import backoff_delay, should_stop_retrying
+from opentasks.domain.task import Attempt, AttemptFailure, AttemptOutcome, ResponseStatus, Task
+
+# google.rpc.Code of an HTTP status, for Attempt.response_status.
+_RPC_CODE_OF_HTTP = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 429: 8, 499: 1, 501: 12, 503: 14, 504: 4}
+_DEADLINE_EXCEEDED = 4
+_UNAVAILABLE = 14
+_UNKNOWN = 2
+_INTERNAL = 13
+_FAILED_PRECONDITION = 9
+
+
+def response_status(outcome: AttemptOutcome) -> ResponseStatus:
+    """What ``Attempt.response_status`` records for an outcome."""
+    if outcome.failure == AttemptFailure.TIMEOUT:
+        return ResponseStatus(_DEADLINE_EXCEEDED, "The handler did not answer within the dispatch deadline.")
+    if outcome.failure == AttemptFailure.UNREACHABLE:
+        return ResponseStatus(_UNAVAILABLE, f"The handler could not be reached: {outcome.detail}")
+    if outcome.failure == AttemptFailure.REFUSED:
+        return ResponseStatus(_FAILED_PRECONDITION, outcome.detail)
+    status = outcome.http_status
+    if 200 <= status < 300:
+        return ResponseStatus(0, "")
+    code = _RPC_CODE_OF_HTTP.get(status, _INTERNAL if status >= 500 else _UNKNOWN)
+    return ResponseStatus(code, f"HTTP status code {status}")
+
+
+def claim(task: Task, now: datetime) -> Task:
+    """The task as it is while an attempt dispatched at ``now`` is in flight."""
+    first = task.first_attempt or Attempt(dispatch_time=now)
+    return replace(
+        task,
+        dispatch_count=task.dispatch_count + 1,
+        first_attempt=first,
+        last_attempt=Attempt(schedule_time=task.schedule_time, dispatch_time=now),
+    )
+
+
+def after_attempt(
+    claimed: Task,
+    outcome: AttemptOutcome,
+    now: datetime,
+    queue_retry: RetryConfig,
+    *,
+    retry_from: datetime | None = None,
+) -> Task | None:
+    """The task after its in-flight attempt ended with ``outcome``; None if it is done.
+
+    Done means it succeeded (any 2xx), or failed with no retries left. Otherwise it is
+    rescheduled ``backoff_delay`` after the failure (after ``retry_from`` for RunTask, which
+    Cloud Tasks measures from the RunTask call).
+    """
+    if outcome.succeeded:
+        return None
+    config = claimed.retry_config or queue_retry
+    first_dispatch = claimed.first_attempt.dispatch_time if claimed.first_attempt else None
+    if should_stop_retrying(config, claimed.dispatch_count, first_dispatch, now):
+        return None
+    last = claimed.last_attempt or Attempt()
+    answered = outcome.responded
+    return replace(
+        claimed,
+        schedule_time=(retry_from or now) + backoff_delay(config, claimed.dispatch_count),
+        response_count=claimed.response_count + answered,
+        execution_count=claimed.execution_count + (answered and outcome.http_status < 500),
+        previous_outcome=outcome,
+        last_attempt=replace(
+            last, response_time=now if answered else None, response_status=response_status(outcome)
+        ),
+    )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _eta(task: Task) -> str:
+    """Unix seconds with six decimals, exact (no float rounding)."""
+    seconds = (task.schedule_time - _EPOCH) // timedelta(seconds=1)
+    return f"{seconds}.{task.schedule_time.microsecond:06d}"
+
+
+def http_headers(claimed: Task) -> dict[str, str]:
+    """Service headers of an HTTP-target attempt (``claimed`` counts the attempt in flight)."""
+    headers = {
+        "X-CloudTasks-QueueName": claimed.name.queue.queue_id,
+        "X-CloudTasks-TaskName": claimed.name.task_id,
+        "X-CloudTasks-TaskRetryCount": str(claimed.dispatch_count - 1),
+        "X-CloudTasks-TaskExecutionCount": str(claimed.execution_count),
+        "X-CloudTasks-TaskETA": _eta(claimed),
+    }
+    previous = claimed.previous_outcome
+    if previous is not None and claimed.dispatch_count > 1:
+        # A timeout reads as 504 for HTTP targets; so does any other attempt without an answer.
+        headers["X-CloudTasks-TaskPreviousResponse"] = str(previous.http_status or 504)
+        headers["X-CloudTasks-TaskRetryReason"] = ""
+    return headers
+
+
+def app_engine_headers(claimed: Task) -> dict[str, str]:
+    """Service headers of an App Engine attempt: 5xx answers count as executions."""
+    headers = {
+        "X-AppEngine-QueueName": claimed.name.queue.queue_id,
+        "X-AppEngine-TaskName": claimed.name.task_id,
+        "X-AppEngine-TaskRetryCount": str(claimed.dispatch_count - 1),
+        "X-AppEngine-TaskExecutionCount": str(claimed.response_count),
+        "X-AppEngine-TaskETA": _eta(claimed),
+    }
+    previous = claimed.previous_outcome
+    if previous is not None and claimed.dispatch_count > 1:
+        headers["X-AppEngine-TaskPreviousResponse"] = str(previous.http_status)
+        headers["X-AppEngine-TaskRetryReason"] = "App Error" if previous.responded else "Instance Unavailable"
+    return headers

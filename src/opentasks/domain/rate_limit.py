@@ -1,0 +1,50 @@
+"""Per-queue token bucket (``max_dispatches_per_second`` / ``max_burst_size``)."""
+
+from __future__ import annotations
+
+import math
+
+
+class TokenBucket:
+    """A bucket of ``capacity`` tokens refilled continuously at ``rate`` tokens per second.
+
+    Each dispatch (first attempt or retry) takes one token. Time is a monotonic reading in
+    seconds, passed by the caller, so tests run in virtual time. A new bucket starts full,
+    which allows an initial burst of ``capacity``.
+    """
+
+    def __init__(self, rate: float, capacity: int, now: float) -> None:
+        self.rate = rate
+        self.capacity = max(capacity, 1)
+        self._tokens = float(self.capacity)
+        self._last = now
+
+    def _refill(self, now: float) -> None:
+        if now > self._last:
+            self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+
+    def available(self, now: float) -> int:
+        """Whole tokens that can be taken now."""
+        self._refill(now)
+        return math.floor(self._tokens + 1e-9)
+
+    def take(self, now: float, count: int = 1) -> None:
+        """Take ``count`` tokens; the caller checked :meth:`available` first."""
+        self._refill(now)
+        self._tokens -= count
+
+    def seconds_until_available(self, now: float) -> float:
+        """How long until one token is there (0 if there is one now)."""
+        self._refill(now)
+        missing = 1.0 - self._tokens
+        if missing <= 1e-9:
+            return 0.0
+        return missing / self.rate if self.rate > 0 else math.inf
+
+    def reconfigure(self, rate: float, capacity: int, now: float) -> None:
+        """Apply new limits at once, keeping the tokens already earned (up to the new capacity)."""
+        self._refill(now)
+        self.rate = rate
+        self.capacity = max(capacity, 1)
+        self._tokens = min(self._tokens, self.capacity)
