@@ -15,6 +15,32 @@ from opentasks.errors import AlreadyExists, FailedPrecondition, NotFound
 QueueChange = Callable[[Queue | None], Queue]
 """Computes a queue's new value from its current one (None when it does not exist)."""
 
+LeaseUntil = Callable[[Task], datetime]
+"""When a claim of this task expires if its attempt never reports back (its visibility timeout)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Tasks just claimed for dispatch, and when the queue's next task falls due."""
+
+    tasks: list[Task]
+    next_due: datetime | None
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What became of a claimed task.
+
+    ``dispatch_count`` is the claim's own count and fences the write: if the task has been
+    claimed again since (RunTask, an expired lease), or deleted, the result is dropped.
+    ``task`` is the task's new state, or None when it is finished (deleted and, if named,
+    tombstoned).
+    """
+
+    name: TaskName
+    dispatch_count: int
+    task: Task | None
+
 
 @dataclass(frozen=True)
 class TaskPage:
@@ -94,6 +120,37 @@ class Store(Protocol):
 
     async def delete_task(self, name: TaskName, now: datetime, windows: Windows) -> None:
         """Delete a task and reserve its name if the caller chose it; NotFound if missing."""
+        ...
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    async def all_queues(self) -> list[Queue]:
+        """Every queue of every project and location."""
+        ...
+
+    async def claim_due_tasks(self, queue: QueueName, now: datetime, limit: int, lease: LeaseUntil) -> Claim:
+        """Claim up to ``limit`` tasks due at ``now`` in (schedule_time, creation) order.
+
+        Each claimed task counts the attempt (see :func:`opentasks.domain.attempt.claim`) and
+        is hidden from further claims until ``lease(task)``. Returns the claimed tasks and the
+        queue's next due time (None if the queue is empty).
+        """
+        ...
+
+    async def claim_task(self, name: TaskName, now: datetime, lease: LeaseUntil) -> Task:
+        """Claim one task whatever its schedule or lease (RunTask); NotFound if it does not exist."""
+        ...
+
+    async def finish_attempts(self, results: list[AttemptResult], windows: Windows) -> None:
+        """Record the outcomes of claimed attempts (see :class:`AttemptResult`) in one write."""
+        ...
+
+    async def release_leases(self) -> int:
+        """Make every claimed task due again at its schedule time; returns how many.
+
+        Only safe when no other process dispatches from this store (after a restart of the
+        only server): attempts in flight at the crash are dispatched again.
+        """
         ...
 
 

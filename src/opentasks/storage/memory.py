@@ -2,22 +2,52 @@
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from opentasks.domain.attempt import claim
 from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import Queue, QueueState
 from opentasks.domain.task import Task
 from opentasks.storage import base
-from opentasks.storage.base import QueueChange, TaskPage, Windows
+from opentasks.storage.base import AttemptResult, Claim, LeaseUntil, QueueChange, TaskPage, Windows
+
+
+@dataclass
+class _Entry:
+    seq: int
+    task: Task
+    due: datetime  # schedule_time, or the lease expiry while claimed
 
 
 @dataclass
 class _QueueSlot:
     queue: Queue
-    tasks: dict[str, tuple[int, Task]] = field(default_factory=dict)  # task_id -> (seq, task)
+    tasks: dict[str, _Entry] = field(default_factory=dict)  # task_id -> entry, in creation order
     tombstones: dict[str, datetime] = field(default_factory=dict)  # task_id -> reserved until
+    # (due, seq, task_id); entries whose due or seq no longer match the task are stale and skipped.
+    due_heap: list[tuple[datetime, int, str]] = field(default_factory=list)
+
+    def schedule(self, entry: _Entry) -> None:
+        heapq.heappush(self.due_heap, (entry.due, entry.seq, entry.task.name.task_id))
+
+    def _live(self, item: tuple[datetime, int, str]) -> _Entry | None:
+        entry = self.tasks.get(item[2])
+        return entry if entry is not None and entry.seq == item[1] and entry.due == item[0] else None
+
+    def pop_due(self, now: datetime) -> _Entry | None:
+        while self.due_heap and self.due_heap[0][0] <= now:
+            entry = self._live(heapq.heappop(self.due_heap))
+            if entry is not None:
+                return entry
+        return None
+
+    def next_due(self) -> datetime | None:
+        while self.due_heap and self._live(self.due_heap[0]) is None:
+            heapq.heappop(self.due_heap)
+        return self.due_heap[0][0] if self.due_heap else None
 
 
 class MemoryStore:
@@ -33,6 +63,8 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+    # -- queues ------------------------------------------------------------------------------
 
     async def create_queue(self, queue: Queue, now: datetime) -> Queue:
         if queue.name in self._queues:
@@ -69,6 +101,9 @@ class MemoryStore:
     async def list_locations(self, project: str) -> list[str]:
         return sorted({n.location for n in self._queues if n.project == project})
 
+    async def all_queues(self) -> list[Queue]:
+        return [slot.queue for slot in self._queues.values()]
+
     async def update_queue(self, name: QueueName, change: QueueChange, now: datetime) -> Queue:
         slot = self._queues.get(name)
         if slot is None:
@@ -87,9 +122,9 @@ class MemoryStore:
     async def purge_queue(self, name: QueueName, purge_time: datetime, windows: Windows) -> Queue:
         slot = self._slot(name)
         slot.queue = replace(slot.queue, purge_time=purge_time)
-        for _, task in list(slot.tasks.values()):
-            if task.enqueue_time < purge_time:
-                self._remove(slot, task, windows)
+        for entry in list(slot.tasks.values()):
+            if entry.task.enqueue_time < purge_time:
+                self._remove(slot, entry.task, windows)
         return slot.queue
 
     def _remove(self, slot: _QueueSlot, task: Task, windows: Windows) -> None:
@@ -97,34 +132,84 @@ class MemoryStore:
         if task.named:
             slot.tombstones[task.name.task_id] = windows.task_tombstone_until
 
+    # -- tasks -------------------------------------------------------------------------------
+
     async def create_task(self, task: Task, now: datetime) -> Task:
         slot = self._slot(task.name.queue)
         task_id = task.name.task_id
         if task_id in slot.tasks or slot.tombstones.get(task_id, now) > now:
             raise base.task_exists()
         slot.tombstones.pop(task_id, None)
-        slot.tasks[task_id] = (next(self._seq), task)
+        entry = _Entry(next(self._seq), task, task.schedule_time)
+        slot.tasks[task_id] = entry
+        slot.schedule(entry)
         return task
 
-    def _find(self, name: TaskName, now: datetime) -> tuple[_QueueSlot, Task]:
+    def _find(self, name: TaskName, now: datetime) -> tuple[_QueueSlot, _Entry]:
         slot = self._slot(name.queue)
         entry = slot.tasks.get(name.task_id)
         if entry is not None:
-            return slot, entry[1]
+            return slot, entry
         if slot.tombstones.get(name.task_id, now) > now:
             raise base.task_recently_deleted()
         raise base.entity_missing()
 
     async def get_task(self, name: TaskName, now: datetime) -> Task:
-        return self._find(name, now)[1]
+        return self._find(name, now)[1].task
 
     async def list_tasks(self, queue: QueueName, *, after: int, limit: int) -> TaskPage:
-        slot = self._slot(queue)
-        entries = sorted((e for e in slot.tasks.values() if e[0] > after), key=lambda e: e[0])
+        entries = [e for e in self._slot(queue).tasks.values() if e.seq > after]  # already in seq order
         page = entries[:limit]
         more = len(entries) > limit
-        return TaskPage([t for _, t in page], page[-1][0] if more else None)
+        return TaskPage([e.task for e in page], page[-1].seq if more else None)
 
     async def delete_task(self, name: TaskName, now: datetime, windows: Windows) -> None:
-        slot, task = self._find(name, now)
-        self._remove(slot, task, windows)
+        slot, entry = self._find(name, now)
+        self._remove(slot, entry.task, windows)
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    async def claim_due_tasks(self, queue: QueueName, now: datetime, limit: int, lease: LeaseUntil) -> Claim:
+        slot = self._queues.get(queue)
+        if slot is None:
+            return Claim([], None)
+        claimed: list[Task] = []
+        while len(claimed) < limit:
+            entry = slot.pop_due(now)
+            if entry is None:
+                break
+            claimed.append(self._claim(slot, entry, now, lease))
+        return Claim(claimed, slot.next_due())
+
+    def _claim(self, slot: _QueueSlot, entry: _Entry, now: datetime, lease: LeaseUntil) -> Task:
+        entry.task = claim(entry.task, now)
+        entry.due = lease(entry.task)
+        slot.schedule(entry)
+        return entry.task
+
+    async def claim_task(self, name: TaskName, now: datetime, lease: LeaseUntil) -> Task:
+        slot, entry = self._find(name, now)
+        return self._claim(slot, entry, now, lease)
+
+    async def finish_attempts(self, results: list[AttemptResult], windows: Windows) -> None:
+        for result in results:
+            slot = self._queues.get(result.name.queue)
+            entry = slot.tasks.get(result.name.task_id) if slot else None
+            if slot is None or entry is None or entry.task.dispatch_count != result.dispatch_count:
+                continue  # deleted, purged or claimed again since: this result is void
+            if result.task is None:
+                self._remove(slot, entry.task, windows)
+            else:
+                entry.task = result.task
+                entry.due = result.task.schedule_time
+                slot.schedule(entry)
+
+    async def release_leases(self) -> int:
+        released = 0
+        for slot in self._queues.values():
+            for entry in slot.tasks.values():
+                if entry.due != entry.task.schedule_time:
+                    entry.due = entry.task.schedule_time
+                    slot.schedule(entry)
+                    released += 1
+        return released

@@ -21,17 +21,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from opentasks.domain.attempt import claim
 from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import Queue, QueueState
 from opentasks.domain.task import Task
 from opentasks.errors import Unavailable
-from opentasks.storage import base, codec
-from opentasks.storage.base import QueueChange, TaskPage, Windows
+from opentasks.storage import base, codec, rows
+from opentasks.storage.base import AttemptResult, Claim, LeaseUntil, QueueChange, TaskPage, Windows
 from opentasks.storage.migrations import scripts
 
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], T]
-_TASK_COLUMNS = "seq, task_id, named, schedule_us, enqueue_us, spec, body"
+_TASK_COLUMNS = "seq, schedule_us, spec, progress, body"
 
 
 class DatabaseInUse(RuntimeError):
@@ -230,8 +231,8 @@ class SqliteStore:
                         schedule,
                         schedule,
                         codec.to_micros(task.enqueue_time),
-                        _task_spec(task),
-                        _body(task),
+                        rows.spec_json(task),
+                        rows.body_of(task),
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -247,7 +248,7 @@ class SqliteStore:
                 f"SELECT {_TASK_COLUMNS} FROM tasks WHERE queue_pk = ? AND task_id = ?", (pk, name.task_id)
             ).fetchone()
             if row is not None:
-                return _task_from_row(name.queue, row)
+                return _task_from_row(row)
             if _tombstoned(conn, pk, name.task_id, now):
                 raise base.task_recently_deleted()
             raise base.entity_missing()
@@ -263,7 +264,7 @@ class SqliteStore:
             ).fetchall()
             more = len(rows) > limit
             rows = rows[:limit]
-            return TaskPage([_task_from_row(queue, r) for r in rows], rows[-1][0] if more else None)
+            return TaskPage([_task_from_row(r) for r in rows], rows[-1][0] if more else None)
 
         return await self._read(run)
 
@@ -281,6 +282,64 @@ class SqliteStore:
                 _tombstone_task(conn, pk, name.task_id, windows)
 
         await self._write(run)
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    async def all_queues(self) -> list[Queue]:
+        found = await self._read(lambda conn: conn.execute("SELECT config FROM queues").fetchall())
+        return [codec.loads(Queue, row[0]) for row in found]
+
+    async def claim_due_tasks(self, queue: QueueName, now: datetime, limit: int, lease: LeaseUntil) -> Claim:
+        def run(conn: sqlite3.Connection) -> Claim:
+            pk = _queue_pk(conn, queue)
+            if pk is None:
+                return Claim([], None)
+            found = conn.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks"
+                " WHERE queue_pk = ? AND due_us <= ? ORDER BY due_us, seq LIMIT ?",
+                (pk, codec.to_micros(now), limit),
+            ).fetchall()
+            claimed = [(row[0], claim(_task_from_row(row), now)) for row in found]
+            _save_claims(conn, claimed, lease)
+            next_due = conn.execute("SELECT MIN(due_us) FROM tasks WHERE queue_pk = ?", (pk,)).fetchone()[0]
+            return Claim([t for _, t in claimed], None if next_due is None else codec.from_micros(next_due))
+
+        return await self._write(run)
+
+    async def claim_task(self, name: TaskName, now: datetime, lease: LeaseUntil) -> Task:
+        def run(conn: sqlite3.Connection) -> Task:
+            pk = _load_queue(conn, name.queue)[0]
+            row = conn.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE queue_pk = ? AND task_id = ?", (pk, name.task_id)
+            ).fetchone()
+            if row is None:
+                raise (
+                    base.task_recently_deleted()
+                    if _tombstoned(conn, pk, name.task_id, now)
+                    else base.entity_missing()
+                )
+            task = claim(_task_from_row(row), now)
+            _save_claims(conn, [(row[0], task)], lease)
+            return task
+
+        return await self._write(run)
+
+    async def finish_attempts(self, results: list[AttemptResult], windows: Windows) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            pks: dict[QueueName, int | None] = {}
+            for result in results:
+                queue = result.name.queue
+                pk = pks[queue] if queue in pks else pks.setdefault(queue, _queue_pk(conn, queue))
+                if pk is not None:
+                    _finish(conn, pk, result, windows)
+
+        await self._write(run)
+
+    async def release_leases(self) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute("UPDATE tasks SET due_us = schedule_us WHERE due_us != schedule_us").rowcount
+
+        return await self._write(run)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -386,26 +445,36 @@ def _tombstone_task(conn: sqlite3.Connection, pk: int, task_id: str, windows: Wi
     )
 
 
-def _body(task: Task) -> bytes:
-    request = task.http_request or task.app_engine_http_request
-    return request.body if request is not None else b""
+def _save_claims(conn: sqlite3.Connection, claimed: list[tuple[int, Task]], lease: LeaseUntil) -> None:
+    conn.executemany(
+        "UPDATE tasks SET due_us = ?, dispatch_count = ?, progress = ? WHERE seq = ?",
+        [
+            (codec.to_micros(lease(task)), task.dispatch_count, rows.progress_json(task), seq)
+            for seq, task in claimed
+        ],
+    )
 
 
-def _task_spec(task: Task) -> str:
-    """The task without its body (kept in its own column) as JSON."""
-    if task.http_request is not None:
-        task = replace(task, http_request=replace(task.http_request, body=b""))
-    if task.app_engine_http_request is not None:
-        task = replace(task, app_engine_http_request=replace(task.app_engine_http_request, body=b""))
-    return codec.dumps(task)
+def _finish(conn: sqlite3.Connection, pk: int, result: AttemptResult, windows: Windows) -> None:
+    """Apply one attempt result, unless the task is gone or was claimed again since."""
+    task_id = result.name.task_id
+    fence = (pk, task_id, result.dispatch_count)
+    if result.task is None:
+        deleted = conn.execute(
+            "DELETE FROM tasks WHERE queue_pk = ? AND task_id = ? AND dispatch_count = ? RETURNING named",
+            fence,
+        ).fetchone()
+        if deleted is not None and deleted[0]:
+            _tombstone_task(conn, pk, task_id, windows)
+        return
+    schedule = codec.to_micros(result.task.schedule_time)
+    conn.execute(
+        "UPDATE tasks SET schedule_us = ?, due_us = ?, progress = ? "
+        "WHERE queue_pk = ? AND task_id = ? AND dispatch_count = ?",
+        (schedule, schedule, rows.progress_json(result.task), *fence),
+    )
 
 
-def _task_from_row(queue: QueueName, row: tuple[Any, ...]) -> Task:
-    _, _, _, schedule_us, _, spec, body = row
-    task = codec.loads(Task, spec)
-    task = replace(task, schedule_time=codec.from_micros(schedule_us))
-    if body and task.http_request is not None:
-        task = replace(task, http_request=replace(task.http_request, body=bytes(body)))
-    elif body and task.app_engine_http_request is not None:
-        task = replace(task, app_engine_http_request=replace(task.app_engine_http_request, body=bytes(body)))
-    return task
+def _task_from_row(row: tuple[Any, ...]) -> Task:
+    _, schedule_us, spec, progress, body = row
+    return replace(rows.task_of(spec, progress, body), schedule_time=codec.from_micros(schedule_us))

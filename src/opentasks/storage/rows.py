@@ -1,0 +1,77 @@
+"""How SQL backends split a task into an immutable spec and its mutable dispatch progress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from opentasks.domain.task import Attempt, AttemptOutcome, Task
+from opentasks.storage import codec
+
+
+@dataclass(frozen=True)
+class TaskProgress:
+    """The fields of a task that change with each attempt."""
+
+    dispatch_count: int = 0
+    response_count: int = 0
+    execution_count: int = 0
+    first_attempt: Attempt | None = None
+    last_attempt: Attempt | None = None
+    previous_outcome: AttemptOutcome | None = None
+
+
+_FRESH = TaskProgress()
+
+
+def body_of(task: Task) -> bytes:
+    request = task.http_request or task.app_engine_http_request
+    return request.body if request is not None else b""
+
+
+def spec_json(task: Task) -> str:
+    """The task without body (a column of its own) and without progress, as JSON."""
+    if task.http_request is not None:
+        task = replace(task, http_request=replace(task.http_request, body=b""))
+    if task.app_engine_http_request is not None:
+        task = replace(task, app_engine_http_request=replace(task.app_engine_http_request, body=b""))
+    return codec.dumps(_with_progress(task, _FRESH))
+
+
+def progress_json(task: Task) -> str | None:
+    """The task's dispatch progress as JSON; None before its first attempt."""
+    if task.dispatch_count == 0:
+        return None
+    return codec.dumps(
+        TaskProgress(
+            task.dispatch_count,
+            task.response_count,
+            task.execution_count,
+            task.first_attempt,
+            task.last_attempt,
+            task.previous_outcome,
+        )
+    )
+
+
+def task_of(spec: str, progress: str | None, body: bytes | None) -> Task:
+    """Rebuild a task from its columns."""
+    task = codec.loads(Task, spec)
+    if progress:
+        task = _with_progress(task, codec.loads(TaskProgress, progress))
+    if body and task.http_request is not None:
+        task = replace(task, http_request=replace(task.http_request, body=bytes(body)))
+    elif body and task.app_engine_http_request is not None:
+        task = replace(task, app_engine_http_request=replace(task.app_engine_http_request, body=bytes(body)))
+    return task
+
+
+def _with_progress(task: Task, progress: TaskProgress) -> Task:
+    return replace(
+        task,
+        dispatch_count=progress.dispatch_count,
+        response_count=progress.response_count,
+        execution_count=progress.execution_count,
+        first_attempt=progress.first_attempt,
+        last_attempt=progress.last_attempt,
+        previous_outcome=progress.previous_outcome,
+    )

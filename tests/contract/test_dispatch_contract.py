@@ -1,0 +1,175 @@
+"""The store's dispatch operations: claims, leases, fenced results. One contract, every backend."""
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from opentasks.domain.attempt import after_attempt
+from opentasks.domain.limits import Limits
+from opentasks.domain.names import QueueName, TaskName
+from opentasks.domain.queue import Queue, RetryConfig, resolve_queue
+from opentasks.domain.task import AttemptOutcome, HttpRequest, Task, TaskDraft, new_task
+from opentasks.errors import AlreadyExists, NotFound
+from opentasks.storage.base import AttemptResult, Store, Windows
+from opentasks.storage.memory import MemoryStore
+from tests.contract.conftest import StoreFactory
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+Q = QueueName("p", "l", "q")
+WINDOWS = Windows(task_tombstone_until=T0 + timedelta(hours=1), queue_tombstone_until=T0 + timedelta(days=7))
+RETRY = RetryConfig(
+    max_attempts=5,
+    max_retry_duration=timedelta(0),
+    min_backoff=timedelta(seconds=10),
+    max_backoff=timedelta(seconds=100),
+    max_doublings=3,
+)
+
+
+def lease(task: Task) -> datetime:
+    assert task.last_attempt is not None and task.last_attempt.dispatch_time is not None
+    return task.last_attempt.dispatch_time + timedelta(minutes=1)
+
+
+async def add(store: Store, task_id: str, at: timedelta = timedelta(0), *, named: bool = True) -> Task:
+    draft = TaskDraft(
+        name=f"{Q}/tasks/{task_id}" if named else "",
+        http_request=HttpRequest(url="https://example.com/x", body=b"b"),
+        schedule_time=T0 + at,
+    )
+    return await store.create_task(new_task(draft, Q, T0, task_id, Limits()), T0)
+
+
+@pytest.fixture
+async def queue(store: Store) -> Queue:
+    return await store.create_queue(resolve_queue(Queue(Q), Limits()), T0)
+
+
+async def test_claims_due_tasks_in_schedule_then_creation_order(store: Store, queue: Queue) -> None:
+    await add(store, "later", timedelta(seconds=5))
+    await add(store, "first-a")
+    await add(store, "first-b")
+    await add(store, "future", timedelta(hours=1))
+    claim = await store.claim_due_tasks(Q, T0 + timedelta(seconds=5), 10, lease)
+    assert [t.name.task_id for t in claim.tasks] == ["first-a", "first-b", "later"]
+    assert claim.next_due == T0 + timedelta(seconds=5, minutes=1)  # the leases end before "future"
+    task = claim.tasks[0]
+    assert task.dispatch_count == 1
+    assert task.first_attempt is not None and task.first_attempt.dispatch_time == T0 + timedelta(seconds=5)
+    assert task.last_attempt is not None and task.last_attempt.schedule_time == T0
+    stored = await store.get_task(task.name, T0)
+    assert stored.dispatch_count == 1 and stored.schedule_time == T0
+    assert stored.http_request is not None and stored.http_request.body == b"b"
+
+
+async def test_claim_respects_limit_and_hides_claimed_tasks_until_lease_ends(
+    store: Store, queue: Queue
+) -> None:
+    for i in range(3):
+        await add(store, f"t{i}")
+    first = await store.claim_due_tasks(Q, T0, 2, lease)
+    assert [t.name.task_id for t in first.tasks] == ["t0", "t1"]
+    assert first.next_due == T0
+    second = await store.claim_due_tasks(Q, T0, 10, lease)
+    assert [t.name.task_id for t in second.tasks] == ["t2"]
+    assert (await store.claim_due_tasks(Q, T0 + timedelta(seconds=59), 10, lease)).tasks == []
+    again = await store.claim_due_tasks(Q, T0 + timedelta(minutes=1), 10, lease)
+    assert sorted(t.name.task_id for t in again.tasks) == ["t0", "t1", "t2"]
+    assert all(t.dispatch_count == 2 for t in again.tasks)
+
+
+async def test_empty_or_missing_queue(store: Store, queue: Queue) -> None:
+    assert await store.claim_due_tasks(Q, T0, 10, lease) == type(
+        await store.claim_due_tasks(Q, T0, 1, lease)
+    )([], None)
+    missing = await store.claim_due_tasks(QueueName("p", "l", "none"), T0, 10, lease)
+    assert (missing.tasks, missing.next_due) == ([], None)
+
+
+async def test_success_deletes_and_reserves_the_name(store: Store, queue: Queue) -> None:
+    await add(store, "ok")
+    claimed = (await store.claim_due_tasks(Q, T0, 1, lease)).tasks[0]
+    await store.finish_attempts([AttemptResult(claimed.name, claimed.dispatch_count, None)], WINDOWS)
+    with pytest.raises(NotFound, match="existed recently"):
+        await store.get_task(claimed.name, T0)
+    with pytest.raises(AlreadyExists):
+        await add(store, "ok")
+
+
+async def test_failure_reschedules_and_the_task_falls_due_again(store: Store, queue: Queue) -> None:
+    await add(store, "flaky")
+    claimed = (await store.claim_due_tasks(Q, T0, 1, lease)).tasks[0]
+    failed_at = T0 + timedelta(seconds=2)
+    after = after_attempt(claimed, AttemptOutcome(http_status=503), failed_at, RETRY)
+    assert after is not None
+    await store.finish_attempts([AttemptResult(claimed.name, 1, after)], WINDOWS)
+    stored = await store.get_task(claimed.name, failed_at)
+    assert stored.schedule_time == failed_at + timedelta(seconds=10)
+    assert (stored.dispatch_count, stored.response_count) == (1, 1)
+    assert stored.previous_outcome == AttemptOutcome(http_status=503)
+    assert stored.last_attempt is not None and stored.last_attempt.response_status is not None
+    assert (await store.claim_due_tasks(Q, failed_at + timedelta(seconds=9), 5, lease)).tasks == []
+    retried = (await store.claim_due_tasks(Q, failed_at + timedelta(seconds=10), 5, lease)).tasks
+    assert [(t.name.task_id, t.dispatch_count) for t in retried] == [("flaky", 2)]
+
+
+async def test_results_of_stale_claims_are_dropped(store: Store, queue: Queue) -> None:
+    await add(store, "t")
+    first = (await store.claim_due_tasks(Q, T0, 1, lease)).tasks[0]
+    second = await store.claim_task(first.name, T0 + timedelta(seconds=1), lease)  # RunTask
+    assert second.dispatch_count == 2
+    await store.finish_attempts([AttemptResult(first.name, 1, None)], WINDOWS)  # the older claim reports
+    assert (await store.get_task(first.name, T0)).dispatch_count == 2  # still there
+    await store.finish_attempts([AttemptResult(first.name, 2, None)], WINDOWS)
+    with pytest.raises(NotFound):
+        await store.get_task(first.name, T0)
+
+
+async def test_results_for_deleted_tasks_are_dropped(store: Store, queue: Queue) -> None:
+    await add(store, "t", named=False)
+    claimed = (await store.claim_due_tasks(Q, T0, 1, lease)).tasks[0]
+    await store.delete_task(claimed.name, T0, WINDOWS)
+    rescheduled = replace(claimed, schedule_time=T0 + timedelta(seconds=1))
+    await store.finish_attempts([AttemptResult(claimed.name, 1, rescheduled)], WINDOWS)
+    assert (await store.list_tasks(Q, after=0, limit=10)).tasks == []
+
+
+async def test_claim_task_ignores_schedule_and_lease(store: Store, queue: Queue) -> None:
+    future = await add(store, "future", timedelta(hours=2))
+    claimed = await store.claim_task(future.name, T0, lease)
+    assert claimed.dispatch_count == 1
+    with pytest.raises(NotFound, match="Requested entity was not found"):
+        await store.claim_task(TaskName(Q, "missing"), T0, lease)
+
+
+async def test_release_leases_makes_claimed_tasks_due_again(store: Store, queue: Queue) -> None:
+    await add(store, "a")
+    await add(store, "b", timedelta(hours=1))
+    await store.claim_due_tasks(Q, T0, 10, lease)
+    assert await store.release_leases() == 1
+    again = await store.claim_due_tasks(Q, T0, 10, lease)
+    assert [(t.name.task_id, t.dispatch_count) for t in again.tasks] == [("a", 2)]
+
+
+async def test_all_queues(store: Store, queue: Queue) -> None:
+    assert [q.name for q in await store.all_queues()] == [Q]
+
+
+async def test_progress_survives_reopening(store_factory: StoreFactory) -> None:
+    first = store_factory()
+    if isinstance(first, MemoryStore):
+        pytest.skip("the memory store keeps nothing by design")
+    await first.open()
+    await first.create_queue(resolve_queue(Queue(Q), Limits()), T0)
+    await add(first, "t")
+    claimed = (await first.claim_due_tasks(Q, T0, 1, lease)).tasks[0]
+    after = after_attempt(claimed, AttemptOutcome(http_status=500), T0, RETRY)
+    await first.finish_attempts([AttemptResult(claimed.name, 1, after)], WINDOWS)
+    await first.close()
+    second = store_factory()
+    await second.open()
+    try:
+        assert await second.get_task(claimed.name, T0) == after
+    finally:
+        await second.close()
