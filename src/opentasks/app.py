@@ -15,7 +15,9 @@ from opentasks.api.cloud_tasks_grpc import CloudTasksApi, handlers
 from opentasks.clock import Clock, SystemClock
 from opentasks.config import Settings, StorageUrl
 from opentasks.domain.limits import Limits
+from opentasks.service.dispatcher import Dispatcher, DispatchSettings
 from opentasks.service.locations import LocationService
+from opentasks.service.pusher import AiohttpPusher
 from opentasks.service.queues import QueueService
 from opentasks.service.tasks import TaskService
 from opentasks.service.windows import TombstonePolicy
@@ -40,17 +42,42 @@ class Services:
     locations: LocationService
 
 
-def build_services(settings: Settings, store: Store, clock: Clock) -> Services:
+def tombstone_policy(settings: Settings) -> TombstonePolicy:
+    return TombstonePolicy(task=settings.task_tombstone, queue=settings.queue_tombstone)
+
+
+def build_dispatcher(settings: Settings, store: Store, clock: Clock) -> Dispatcher:
+    dispatch_settings = DispatchSettings(
+        app_engine_url=settings.app_engine_url,
+        lease_grace=settings.lease_grace,
+        shutdown_grace=settings.shutdown_grace,
+        follow_redirects=settings.follow_redirects,
+    )
+    return Dispatcher(
+        store, clock, AiohttpPusher(), tombstones=tombstone_policy(settings), settings=dispatch_settings
+    )
+
+
+def build_services(
+    settings: Settings, store: Store, clock: Clock, dispatcher: Dispatcher | None = None
+) -> Services:
     limits = Limits(
         max_dispatches_per_second=settings.max_rate_per_queue,
         require_https_for_tokens=settings.require_https_for_tokens,
     )
-    tombstones = TombstonePolicy(task=settings.task_tombstone, queue=settings.queue_tombstone)
+    tombstones = tombstone_policy(settings)
     return Services(
         queues=QueueService(
-            store, clock, limits=limits, tombstones=tombstones, allowed_locations=settings.allowed_locations
+            store,
+            clock,
+            limits=limits,
+            tombstones=tombstones,
+            allowed_locations=settings.allowed_locations,
+            events=dispatcher,
         ),
-        tasks=TaskService(store, clock, limits=limits, tombstones=tombstones),
+        tasks=TaskService(
+            store, clock, limits=limits, tombstones=tombstones, events=dispatcher, runner=dispatcher
+        ),
         locations=LocationService(store, allowed_locations=settings.allowed_locations),
     )
 
@@ -62,7 +89,8 @@ class Server:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.store = store or build_store(settings.storage)
-        self.services = build_services(settings, self.store, self.clock)
+        self.dispatcher = build_dispatcher(settings, self.store, self.clock) if settings.dispatch else None
+        self.services = build_services(settings, self.store, self.clock, self.dispatcher)
         self.port = settings.port
         self._grpc = grpc.aio.server(
             options=[("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.so_reuseport", 0)]
@@ -70,20 +98,26 @@ class Server:
 
     async def start(self) -> None:
         await self.store.open()
+        if self.dispatcher is not None:
+            await self.dispatcher.start()
         services = self.services
         api = CloudTasksApi(services.queues, services.tasks, services.locations, self.clock)
         self._grpc.add_generic_rpc_handlers(handlers(api))
         self.port = self._grpc.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
         await self._grpc.start()
         _log.info(
-            "opentasks listening on %s:%d (gRPC), storage %s",
+            "opentasks listening on %s:%d (gRPC), storage %s, %s",
             self.settings.host,
             self.port,
             self.settings.storage.describe(),
+            "dispatching" if self.dispatcher is not None else "not dispatching (--no-dispatch)",
         )
 
     async def stop(self) -> None:
-        """Stop taking calls, let running ones finish (bounded), then close the store."""
+        """Stop claiming tasks and let attempts in flight finish (bounded), then stop taking
+        calls, let running ones finish (bounded), and close the store."""
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
         await self._grpc.stop(self.settings.shutdown_grace.total_seconds())
         await self.store.close()
         _log.info("opentasks stopped")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any
 
@@ -113,6 +114,44 @@ def main() -> None:
     help="Refuse OIDC/OAuth tasks with http:// URLs even for local hosts.",
 )
 @click.option(
+    "--app-engine-url",
+    default="http://127.0.0.1:8080",
+    envvar="OPENTASKS_APP_ENGINE_URL",
+    show_envvar=True,
+    help="Base URL that App Engine tasks are sent to (relativeUri is appended).",
+)
+@click.option(
+    "--lease-grace",
+    default="30s",
+    type=_duration("--lease-grace"),
+    envvar="OPENTASKS_LEASE_GRACE",
+    show_envvar=True,
+    help="Added to a task's dispatch deadline: an attempt silent for that long is considered lost "
+    "and the task is dispatched again.",
+)
+@click.option(
+    "--shutdown-grace",
+    default="10s",
+    type=_duration("--shutdown-grace"),
+    envvar="OPENTASKS_SHUTDOWN_GRACE",
+    show_envvar=True,
+    help="On SIGTERM/SIGINT, how long attempts in flight and calls in progress may take to finish.",
+)
+@click.option(
+    "--follow-redirects",
+    is_flag=True,
+    envvar="OPENTASKS_FOLLOW_REDIRECTS",
+    show_envvar=True,
+    help="Follow 3xx answers of HTTP targets (Cloud Tasks counts them as failed attempts).",
+)
+@click.option(
+    "--no-dispatch",
+    is_flag=True,
+    envvar="OPENTASKS_NO_DISPATCH",
+    show_envvar=True,
+    help="Store tasks but never send them (to inspect what an application enqueues).",
+)
+@click.option(
     "--log-level",
     default="INFO",
     envvar="OPENTASKS_LOG_LEVEL",
@@ -130,6 +169,11 @@ def serve(  # noqa: PLR0917 - click passes every option as an argument
     max_rate_per_queue: float,
     locations: str,
     require_https_for_tokens: bool,
+    app_engine_url: str,
+    lease_grace: timedelta,
+    shutdown_grace: timedelta,
+    follow_redirects: bool,
+    no_dispatch: bool,
     log_level: str,
 ) -> None:
     """Start the server (gRPC API of Cloud Tasks v2)."""
@@ -147,14 +191,29 @@ def serve(  # noqa: PLR0917 - click passes every option as an argument
             max_rate_per_queue=max_rate_per_queue,
             allowed_locations=allowed,
             require_https_for_tokens=require_https_for_tokens,
+            app_engine_url=app_engine_url,
+            lease_grace=lease_grace,
+            shutdown_grace=shutdown_grace,
+            follow_redirects=follow_redirects,
+            dispatch=not no_dispatch,
         )
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
     try:
-        asyncio.run(run_server(settings))
+        _run(run_server(settings))
     except (OSError, RuntimeError) as error:  # e.g. the port is taken
         click.echo(f"opentasks: cannot start: {error}", err=True)
         sys.exit(1)
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where it is installed (faster I/O), else on asyncio's own loop."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,10 @@ class Clock(Protocol):
         """Wait ``seconds`` of this clock's time."""
         ...
 
+    async def wait_for(self, event: asyncio.Event, timeout_s: float | None) -> bool:
+        """Wait until ``event`` is set (True) or ``timeout_s`` of this clock's time passed (False)."""
+        ...
+
 
 class SystemClock:
     """The real clock."""
@@ -39,6 +43,15 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+    async def wait_for(self, event: asyncio.Event, timeout_s: float | None) -> bool:
+        if event.is_set():
+            return True
+        try:
+            await asyncio.wait_for(event.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
 
 class FakeClock:
@@ -59,6 +72,17 @@ class FakeClock:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._sleepers.append((self._mono + max(seconds, 0.0), future))
         await future
+
+    async def wait_for(self, event: asyncio.Event, timeout_s: float | None) -> bool:
+        if event.is_set() or timeout_s is None:
+            await event.wait()
+            return True
+        waiter = asyncio.ensure_future(event.wait())
+        sleeper = asyncio.ensure_future(self.sleep(timeout_s))
+        done, pending = await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        for future in pending:
+            future.cancel()
+        return waiter in done
 
     def advance(self, seconds: float) -> None:
         """Move time forward and wake every sleeper whose deadline has passed."""

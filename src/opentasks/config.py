@@ -92,6 +92,10 @@ class Settings:
     allowed_locations: frozenset[str] | None = None
     require_https_for_tokens: bool = False
     shutdown_grace: timedelta = timedelta(seconds=10)
+    dispatch: bool = True
+    app_engine_url: str = "http://127.0.0.1:8080"
+    lease_grace: timedelta = timedelta(seconds=30)
+    follow_redirects: bool = False
 
     def __post_init__(self) -> None:
         for label, port in (("--port", self.port), ("--http-port", self.http_port)):
@@ -101,3 +105,7 @@ class Settings:
             raise ConfigError("--max-rate-per-queue must be a positive number of dispatches per second.")
         if self.task_tombstone < timedelta(0) or self.queue_tombstone < timedelta(0):
             raise ConfigError("Tombstone windows must not be negative.")
+        if not self.app_engine_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"--app-engine-url: '{self.app_engine_url}' must start with http:// or https://."
+            )

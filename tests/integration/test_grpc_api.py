@@ -250,13 +250,15 @@ def test_deleting_a_queue_removes_its_tasks(client: tasks_v2.CloudTasksClient, q
     assert error_of(lambda: client.get_task(name=task.name)).code == 404
 
 
-def test_run_task_is_refused_clearly_until_dispatch_exists(
-    client: tasks_v2.CloudTasksClient, queue_path: str
-) -> None:
-    client.create_queue(parent=PARENT, queue={"name": queue_path})
-    task = client.create_task(parent=queue_path, task={"http_request": {"url": "https://x"}})
-    error = error_of(lambda: client.run_task(name=task.name))
-    assert error.grpc_status_code == grpc.StatusCode.UNIMPLEMENTED
+def test_no_dispatch_mode_keeps_tasks_and_refuses_run_task() -> None:
+    with ServerProcess("memory://", "--no-dispatch") as server:
+        client = server.client()
+        queue = client.create_queue(parent=PARENT, queue={"name": f"{PARENT}/queues/inspect"})
+        task = client.create_task(parent=queue.name, task={"http_request": {"url": "http://127.0.0.1:9/x"}})
+        error = error_of(lambda: client.run_task(name=task.name))
+        assert error.grpc_status_code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "--no-dispatch" in error.message
+        assert client.get_task(name=task.name).dispatch_count == 0
 
 
 def test_sigterm_stops_cleanly(tmp_path) -> None:  # type: ignore[no-untyped-def]

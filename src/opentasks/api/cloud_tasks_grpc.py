@@ -110,7 +110,8 @@ class CloudTasksApi:
         return pb.Empty()
 
     async def run_task(self, request: PB) -> PB:
-        raise Unimplemented("RunTask needs the dispatcher, which this server version does not include yet.")
+        view = convert.task_view(request.response_view)
+        return convert.task_to_pb(await self._tasks.run_task(TaskName.parse(request.name), view), view)
 
     async def batch_create_tasks(self, request: PB) -> PB:
         parent = QueueName.parse(request.parent)

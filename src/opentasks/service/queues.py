@@ -19,6 +19,7 @@ from opentasks.domain.queue import (
     resolve_queue,
 )
 from opentasks.errors import InvalidArgument, NotFound
+from opentasks.service.events import DispatchEvents, NoDispatch
 from opentasks.service.paging import next_page_token, page_request
 from opentasks.service.windows import TombstonePolicy
 from opentasks.storage import base
@@ -46,6 +47,7 @@ class QueueService:
         tombstones: TombstonePolicy | None = None,
         allowed_locations: frozenset[str] | None = None,
         burst_size: BurstSizeFunction = default_burst_size,
+        events: DispatchEvents | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -53,6 +55,7 @@ class QueueService:
         self._tombstones = tombstones or TombstonePolicy()
         self._allowed_locations = allowed_locations
         self._burst_size = burst_size
+        self._events = events or NoDispatch()
 
     async def create_queue(self, parent: LocationName, queue: Queue) -> Queue:
         if queue.name.parent != parent:
@@ -61,7 +64,9 @@ class QueueService:
             )
         self._check_location(parent)
         resolved = self._resolve(replace(queue, state=QueueState.RUNNING, purge_time=None))
-        return await self._store.create_queue(resolved, self._clock.now())
+        created = await self._store.create_queue(resolved, self._clock.now())
+        self._events.queue_changed(created.name)
+        return created
 
     async def get_queue(self, name: QueueName) -> Queue:
         return await self._store.get_queue(name)
@@ -88,11 +93,14 @@ class QueueService:
             existing = current or Queue(queue.name)
             return self._resolve(apply_update_mask(existing, queue, update_mask))
 
-        return await self._store.update_queue(queue.name, change, self._clock.now())
+        updated = await self._store.update_queue(queue.name, change, self._clock.now())
+        self._events.queue_changed(updated.name)
+        return updated
 
     async def delete_queue(self, name: QueueName) -> None:
         now = self._clock.now()
         await self._store.delete_queue(name, now, self._tombstones.windows(now))
+        self._events.queue_changed(name)
 
     async def pause_queue(self, name: QueueName) -> Queue:
         return await self._set_state(name, QueueState.PAUSED)
@@ -102,7 +110,9 @@ class QueueService:
 
     async def purge_queue(self, name: QueueName) -> Queue:
         now = self._clock.now()
-        return await self._store.purge_queue(name, now, self._tombstones.windows(now))
+        purged = await self._store.purge_queue(name, now, self._tombstones.windows(now))
+        self._events.queue_changed(name)
+        return purged
 
     async def get_iam_policy(self, name: QueueName) -> bytes:
         """The queue's policy document (empty when none was set)."""
@@ -125,7 +135,9 @@ class QueueService:
         return True
 
     async def _set_state(self, name: QueueName, state: QueueState) -> Queue:
-        return await self._modify(name, lambda current: replace(current, state=state))
+        changed = await self._modify(name, lambda current: replace(current, state=state))
+        self._events.queue_changed(name)
+        return changed
 
     async def _modify(self, name: QueueName, change: Callable[[Queue], Queue]) -> Queue:
         """Change an existing queue atomically (NotFound if it does not exist)."""

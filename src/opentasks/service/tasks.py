@@ -13,7 +13,8 @@ from opentasks.clock import Clock
 from opentasks.domain.limits import Limits
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.task import Task, TaskDraft, TaskView, new_task
-from opentasks.errors import AlreadyExists, InvalidArgument, OpenTasksError
+from opentasks.errors import AlreadyExists, FailedPrecondition, InvalidArgument, OpenTasksError
+from opentasks.service.events import DispatchEvents, NoDispatch, TaskRunner
 from opentasks.service.paging import next_page_token, page_request
 from opentasks.service.windows import TombstonePolicy
 from opentasks.storage.base import Store
@@ -53,11 +54,15 @@ class TaskService:
         *,
         limits: Limits | None = None,
         tombstones: TombstonePolicy | None = None,
+        events: DispatchEvents | None = None,
+        runner: TaskRunner | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._limits = limits or Limits()
         self._tombstones = tombstones or TombstonePolicy()
+        self._events = events or NoDispatch()
+        self._runner = runner
 
     async def create_task(self, parent: QueueName, draft: TaskDraft, view: TaskView) -> Task:
         now = self._clock.now()
@@ -69,6 +74,7 @@ class TaskService:
                 if task.named:
                     raise
                 continue  # a generated ID collided (about 1 in 10^19): draw another
+            self._events.task_added(created)
             return created.in_view(view)
         raise AssertionError("three generated task IDs collided")  # pragma: no cover
 
@@ -89,6 +95,14 @@ class TaskService:
     async def delete_task(self, name: TaskName) -> None:
         now = self._clock.now()
         await self._store.delete_task(name, now, self._tombstones.windows(now))
+
+    async def run_task(self, name: TaskName, view: TaskView) -> Task:
+        """Dispatch a task now, even in a paused queue or beyond its rate limits."""
+        if self._runner is None:
+            raise FailedPrecondition(
+                "RunTask needs dispatching, which is switched off on this server (--no-dispatch)."
+            )
+        return (await self._runner.run_task(name)).in_view(view)
 
     async def batch_create_tasks(
         self, parent: QueueName, requests: list[tuple[str, TaskDraft]], view: TaskView

@@ -1,0 +1,320 @@
+"""The dispatcher: claims due tasks and pushes them to their handlers, within each queue's
+token bucket and concurrency cap, and records what became of every attempt.
+
+One worker per queue. A worker sleeps until the earliest of: its next task falls due, its
+bucket has a token, a concurrency slot frees up, a new task arrives, or its queue changes.
+There is no polling tick. ``run_once`` is one pass of every worker, so tests can drive the
+dispatcher step by step on a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from opentasks.clock import Clock
+from opentasks.domain.attempt import after_attempt
+from opentasks.domain.names import QueueName, TaskName
+from opentasks.domain.outbound import dispatch_deadline, outbound_request
+from opentasks.domain.queue import Queue, QueueState
+from opentasks.domain.rate_limit import TokenBucket
+from opentasks.domain.task import Task
+from opentasks.errors import NotFound
+from opentasks.service.pusher import Pusher
+from opentasks.service.windows import TombstonePolicy
+from opentasks.storage.base import AttemptResult, LeaseUntil, Store
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    """How the dispatcher behaves.
+
+    Attributes:
+        app_engine_url: base URL that App Engine tasks are sent to.
+        lease_grace: added to a task's dispatch deadline to form its visibility timeout: an
+            attempt that has not reported back by then is considered lost and the task falls
+            due again.
+        claim_batch: most tasks claimed by one store call.
+        shutdown_grace: how long a stopping dispatcher lets attempts in flight finish.
+        follow_redirects: follow 3xx answers of HTTP targets (Cloud Tasks was observed not to).
+    """
+
+    app_engine_url: str = "http://127.0.0.1:8080"
+    lease_grace: timedelta = timedelta(seconds=30)
+    claim_batch: int = 200
+    shutdown_grace: timedelta = timedelta(seconds=10)
+    follow_redirects: bool = False
+
+
+class Dispatcher:
+    """Pushes tasks to their handlers; also the ``DispatchEvents`` of the queue/task services."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        pusher: Pusher,
+        *,
+        tombstones: TombstonePolicy | None = None,
+        settings: DispatchSettings | None = None,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._pusher = pusher
+        self._tombstones = tombstones or TombstonePolicy()
+        self.settings = settings or DispatchSettings()
+        self._workers: dict[QueueName, _QueueWorker] = {}
+        self._attempts: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._results = _ResultWriter(store, clock, self._tombstones)
+        self._looping = False
+        self._stopping = False
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def start(self, *, loop: bool = True) -> None:
+        """Recover attempts lost in a crash, then start a worker per queue.
+
+        With ``loop=False`` nothing runs by itself: tests call :meth:`run_once`.
+        """
+        released = await self._store.release_leases()
+        if released:
+            _log.info("dispatching again %d task(s) whose attempts were in flight at the last stop", released)
+        for queue in await self._store.all_queues():
+            self._workers[queue.name] = _QueueWorker(self, queue)
+        self._looping = loop
+        if loop:
+            for worker in self._workers.values():
+                worker.start()
+
+    async def stop(self) -> None:
+        """Stop claiming, give attempts in flight ``shutdown_grace`` to finish, record their outcomes."""
+        self._stopping = True
+        for worker in self._workers.values():
+            await worker.stop()
+        if self._attempts:
+            grace = self.settings.shutdown_grace.total_seconds()
+            _, unfinished = await asyncio.wait(set(self._attempts), timeout=grace)
+            for attempt in unfinished:
+                attempt.cancel()
+            if unfinished:
+                _log.warning(
+                    "%d attempt(s) did not finish in time; their tasks will be dispatched again",
+                    len(unfinished),
+                )
+        await self._results.flush()
+        await self._pusher.close()
+
+    # -- events from the services -----------------------------------------------------------
+
+    def queue_changed(self, name: QueueName) -> None:
+        if not self._stopping:
+            self._spawn(self._reload(name))
+
+    def task_added(self, task: Task) -> None:
+        worker = self._workers.get(task.name.queue)
+        if worker is not None:
+            worker.note_due(task.schedule_time)
+
+    async def _reload(self, name: QueueName) -> None:
+        try:
+            queue = await self._store.get_queue(name)
+        except NotFound:
+            worker = self._workers.pop(name, None)
+            if worker is not None:
+                await worker.stop()
+            return
+        worker = self._workers.get(name)
+        if worker is None:
+            worker = self._workers[name] = _QueueWorker(self, queue)
+            if self._looping and not self._stopping:
+                worker.start()
+        else:
+            worker.configure(queue)
+
+    # -- dispatching ------------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """One pass of every worker: claim what may be dispatched now and start it. Returns the count."""
+        started = 0
+        for worker in list(self._workers.values()):
+            started += (await worker.pass_once())[0]
+        return started
+
+    async def settle(self) -> None:
+        """Wait until every attempt started so far has finished and its outcome is stored (tests)."""
+        while self._attempts or self._background:
+            await asyncio.gather(*self._attempts, *self._background)
+        await self._results.flush()
+
+    async def run_task(self, name: TaskName) -> Task:
+        """RunTask: dispatch now, whatever the schedule, the queue state, the bucket or the cap."""
+        called = self._clock.now()
+        worker = self._workers.get(name.queue)
+        queue = worker.queue if worker is not None else await self._store.get_queue(name.queue)
+        claimed = await self._store.claim_task(name, called, self.lease_until(called))
+        self.launch(claimed, queue, worker, retry_from=called)
+        return claimed
+
+    def lease_until(self, now: datetime) -> LeaseUntil:
+        grace = self.settings.lease_grace
+        return lambda task: now + dispatch_deadline(task) + grace
+
+    def launch(
+        self, claimed: Task, queue: Queue, worker: _QueueWorker | None, *, retry_from: datetime | None = None
+    ) -> None:
+        """Start one attempt in the background."""
+        if worker is not None:
+            worker.inflight += 1
+        attempt = asyncio.ensure_future(self._attempt(claimed, queue, worker, retry_from))
+        self._attempts.add(attempt)
+        attempt.add_done_callback(self._attempts.discard)
+
+    async def _attempt(
+        self, claimed: Task, queue: Queue, worker: _QueueWorker | None, retry_from: datetime | None
+    ) -> None:
+        request = outbound_request(
+            claimed,
+            app_engine_url=self.settings.app_engine_url,
+            follow_redirects=self.settings.follow_redirects,
+        )
+        try:
+            outcome = await self._pusher.push(request)
+        finally:
+            if worker is not None:
+                worker.slot_freed()
+        retry = (worker.queue if worker is not None else queue).retry_config
+        after = after_attempt(claimed, outcome, self._clock.now(), retry, retry_from=retry_from)
+        self._results.add(AttemptResult(claimed.name, claimed.dispatch_count, after))
+        if after is not None and worker is not None:
+            worker.note_due(after.schedule_time)
+
+    def _spawn(self, job: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(job)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+class _QueueWorker:
+    """Dispatches one queue."""
+
+    def __init__(self, dispatcher: Dispatcher, queue: Queue) -> None:
+        self._dispatcher = dispatcher
+        self._clock = dispatcher._clock
+        self._store = dispatcher._store
+        self.queue = queue
+        limits = queue.rate_limits
+        self.bucket = TokenBucket(
+            limits.max_dispatches_per_second, limits.max_burst_size, self._clock.monotonic()
+        )
+        self.inflight = 0
+        self._wake = asyncio.Event()
+        self._wake_at: datetime | None = None
+        self._blocked_on_slots = False
+        self._loop: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.cancel()
+            await asyncio.gather(self._loop, return_exceptions=True)
+            self._loop = None
+
+    def configure(self, queue: Queue) -> None:
+        """New settings take effect at once."""
+        self.queue = queue
+        limits = queue.rate_limits
+        self.bucket.reconfigure(
+            limits.max_dispatches_per_second, limits.max_burst_size, self._clock.monotonic()
+        )
+        self._wake.set()
+
+    def note_due(self, when: datetime) -> None:
+        """A task falls due at ``when``: wake up if that is sooner than planned."""
+        if self._wake_at is None or when < self._wake_at:
+            self._wake.set()
+
+    def slot_freed(self) -> None:
+        self.inflight -= 1
+        if self._blocked_on_slots:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                delay = (await self.pass_once())[1]
+            except Exception:  # a store failure must not kill the worker: log and retry soon
+                _log.exception("dispatching queue %s failed; retrying in 1 s", self.queue.name)
+                delay = 1.0
+            if delay == 0:
+                continue
+            self._wake_at = None if delay is None else self._clock.now() + timedelta(seconds=delay)
+            await self._clock.wait_for(self._wake, delay)
+            self._wake_at = None
+
+    async def pass_once(self) -> tuple[int, float | None]:
+        """Claim and start what may go now. Returns (started, seconds to wait or None = until woken)."""
+        self._blocked_on_slots = False
+        if self.queue.state != QueueState.RUNNING:
+            return 0, None
+        free = self.queue.rate_limits.max_concurrent_dispatches - self.inflight
+        if free <= 0:
+            self._blocked_on_slots = True
+            return 0, None
+        monotonic = self._clock.monotonic()
+        tokens = self.bucket.available(monotonic)
+        if tokens <= 0:
+            return 0, self.bucket.seconds_until_available(monotonic)
+        limit = min(free, tokens, self._dispatcher.settings.claim_batch)
+        now = self._clock.now()
+        claim = await self._store.claim_due_tasks(
+            self.queue.name, now, limit, self._dispatcher.lease_until(now)
+        )
+        self.bucket.take(monotonic, len(claim.tasks))
+        for task in claim.tasks:
+            self._dispatcher.launch(task, self.queue, self)
+        if len(claim.tasks) == limit:
+            return len(claim.tasks), 0.0  # there may be more: look again straight away
+        if claim.next_due is None:
+            return len(claim.tasks), None
+        return len(claim.tasks), max(0.0, (claim.next_due - self._clock.now()).total_seconds())
+
+
+class _ResultWriter:
+    """Collects attempt results and stores them in batches (one store call per batch)."""
+
+    def __init__(self, store: Store, clock: Clock, tombstones: TombstonePolicy) -> None:
+        self._store = store
+        self._clock = clock
+        self._tombstones = tombstones
+        self._pending: list[AttemptResult] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    def add(self, result: AttemptResult) -> None:
+        self._pending.append(result)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_all())
+
+    async def flush(self) -> None:
+        while self._flusher is not None and not self._flusher.done():
+            await self._flusher
+        if self._pending:
+            await self._flush_all()
+
+    async def _flush_all(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self._store.finish_attempts(batch, self._tombstones.windows(self._clock.now()))
+            except Exception:
+                # The tasks stay claimed; their leases expire and they are dispatched again.
+                _log.exception("could not record %d attempt outcome(s); they will be retried", len(batch))

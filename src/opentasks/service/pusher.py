@@ -1,0 +1,69 @@
+"""Outbound HTTP: sends one attempt's request and reports how it ended."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import aiohttp
+
+from opentasks.domain.outbound import OutboundRequest
+from opentasks.domain.task import AttemptFailure, AttemptOutcome
+
+# aiohttp adds these unless told not to; Cloud Tasks sends a task's headers as stored.
+_NO_AUTO_HEADERS = ("User-Agent", "Content-Type", "Accept", "Accept-Encoding")
+_MAX_REDIRECTS = 5
+
+
+class Pusher(Protocol):
+    """Delivers attempts; the dispatcher needs nothing else from HTTP."""
+
+    async def push(self, request: OutboundRequest) -> AttemptOutcome:
+        """Send ``request`` and report the status, a timeout, or why it could not be sent."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class AiohttpPusher:
+    """One shared aiohttp session with unlimited pooled connections (concurrency is capped per
+    queue by the dispatcher, not here)."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                skip_auto_headers=_NO_AUTO_HEADERS,
+            )
+        return self._session
+
+    async def push(self, request: OutboundRequest) -> AttemptOutcome:
+        try:
+            async with self._client().request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.body or None,
+                timeout=aiohttp.ClientTimeout(total=request.timeout_s),
+                allow_redirects=request.follow_redirects,
+                max_redirects=_MAX_REDIRECTS,
+            ) as response:
+                await response.read()
+                return AttemptOutcome(http_status=response.status)
+        except TimeoutError:
+            return AttemptOutcome(failure=AttemptFailure.TIMEOUT)
+        except aiohttp.TooManyRedirects as error:
+            return AttemptOutcome(http_status=error.history[-1].status if error.history else 310)
+        except (aiohttp.ClientError, OSError, ValueError) as error:
+            return AttemptOutcome(
+                failure=AttemptFailure.UNREACHABLE, detail=str(error) or type(error).__name__
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
