@@ -1,0 +1,277 @@
+"""The dispatcher on a fake clock, the memory store and a scripted in-process pusher."""
+
+import asyncio
+from collections import defaultdict
+from datetime import timedelta
+
+import pytest
+
+from opentasks.clock import FakeClock
+from opentasks.domain.names import LocationName, QueueName
+from opentasks.domain.outbound import OutboundRequest
+from opentasks.domain.queue import Queue, RateLimits, RetryConfig
+from opentasks.domain.task import AttemptFailure, AttemptOutcome, HttpRequest, Task, TaskDraft, TaskView
+from opentasks.errors import NotFound
+from opentasks.service.dispatcher import Dispatcher, DispatchSettings
+from opentasks.service.queues import QueueService
+from opentasks.service.tasks import TaskService
+from opentasks.storage.memory import MemoryStore
+
+PARENT = LocationName("p", "l")
+Q = QueueName("p", "l", "q")
+
+
+class ScriptedPusher:
+    """Answers each URL's n-th request with its n-th scripted outcome (default 200); ``hold`` keeps
+    attempts open until ``release``."""
+
+    def __init__(self) -> None:
+        self.sent: list[OutboundRequest] = []
+        self.scripts: dict[str, list[AttemptOutcome]] = {}
+        self.hold = False
+        self._held: list[asyncio.Future[None]] = []
+        self._count: defaultdict[str, int] = defaultdict(int)
+
+    async def push(self, request: OutboundRequest) -> AttemptOutcome:
+        self.sent.append(request)
+        if self.hold:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._held.append(future)
+            await future
+        script = self.scripts.get(request.url, [])
+        index = self._count[request.url]
+        self._count[request.url] += 1
+        return script[min(index, len(script) - 1)] if script else AttemptOutcome(http_status=200)
+
+    async def release(self, count: int) -> None:
+        """Let ``count`` held attempts answer (after letting every started attempt reach the hold)."""
+        for _ in range(3):
+            await asyncio.sleep(0)
+        for future in self._held[:count]:
+            future.set_result(None)
+        del self._held[:count]
+
+    async def close(self) -> None:
+        return None
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = FakeClock()
+        self.store = MemoryStore()
+        self.pusher = ScriptedPusher()
+        self.dispatcher = Dispatcher(
+            self.store, self.clock, self.pusher, settings=DispatchSettings(claim_batch=50)
+        )
+        self.queues = QueueService(self.store, self.clock, events=self.dispatcher)
+        self.tasks = TaskService(self.store, self.clock, events=self.dispatcher, runner=self.dispatcher)
+
+    async def queue(self, **fields: object) -> Queue:
+        queue = await self.queues.create_queue(PARENT, Queue(Q, **fields))  # type: ignore[arg-type]
+        await self.dispatcher.settle()  # the dispatcher has taken note of the new queue
+        return queue
+
+    async def task(self, url: str = "https://h/x", *, after_s: float = 0, name: str = "") -> Task:
+        draft = TaskDraft(
+            name=name,
+            http_request=HttpRequest(url=url),
+            schedule_time=self.clock.now() + timedelta(seconds=after_s),
+        )
+        return await self.tasks.create_task(Q, draft, TaskView.FULL)
+
+    async def step(self) -> int:
+        """One dispatch pass, then let every started attempt finish and be recorded."""
+        started = await self.dispatcher.run_once()
+        await self.dispatcher.settle()
+        return started
+
+
+@pytest.fixture
+async def world() -> World:
+    w = World()
+    await w.dispatcher.start(loop=False)
+    return w
+
+
+async def test_dispatches_due_tasks_and_waits_for_scheduled_ones(world: World) -> None:
+    await world.queue()
+    now_task = await world.task("https://h/now")
+    await world.task("https://h/later", after_s=5)
+    assert await world.step() == 1
+    assert [r.url for r in world.pusher.sent] == ["https://h/now"]
+    with pytest.raises(NotFound):  # succeeded: gone
+        await world.tasks.get_task(now_task.name, TaskView.BASIC)
+    world.clock.advance(4.999)
+    assert await world.step() == 0
+    world.clock.advance(0.001)
+    assert await world.step() == 1
+
+
+async def test_token_bucket_limits_bursts_and_rate(world: World) -> None:
+    await world.queue(rate_limits=RateLimits(max_dispatches_per_second=5))  # burst 10
+    for _ in range(30):
+        await world.task()
+    assert await world.step() == 10
+    assert await world.step() == 0
+    world.clock.advance(0.2)
+    assert await world.step() == 1
+    world.clock.advance(1.0)
+    assert await world.step() == 5
+    world.clock.advance(100)
+    assert await world.step() == 10  # never more than the burst at once
+
+
+async def test_rate_change_takes_effect_at_once(world: World) -> None:
+    await world.queue(rate_limits=RateLimits(max_dispatches_per_second=1))
+    for _ in range(30):
+        await world.task()
+    assert await world.step() == 10
+    await world.queues.update_queue(Queue(Q, rate_limits=RateLimits(max_dispatches_per_second=100)), [])
+    await world.dispatcher.settle()
+    world.clock.advance(0.05)
+    assert await world.step() == 5
+
+
+async def test_concurrency_cap(world: World) -> None:
+    await world.queue(rate_limits=RateLimits(max_concurrent_dispatches=2))
+    for _ in range(5):
+        await world.task()
+    world.pusher.hold = True
+    assert await world.dispatcher.run_once() == 2
+    assert await world.dispatcher.run_once() == 0
+    await world.pusher.release(1)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert await world.dispatcher.run_once() == 1
+    world.pusher.hold = False
+    await world.pusher.release(2)
+    await world.dispatcher.settle()
+    assert await world.step() == 2
+
+
+async def test_retries_follow_the_backoff_from_the_failure(world: World) -> None:
+    retry = RetryConfig(min_backoff=timedelta(seconds=1), max_backoff=timedelta(seconds=10), max_doublings=3)
+    await world.queue(retry_config=retry)
+    world.pusher.scripts["https://h/flaky"] = [AttemptOutcome(http_status=503)] * 2 + [
+        AttemptOutcome(http_status=200)
+    ]
+    task = await world.task("https://h/flaky")
+    assert await world.step() == 1
+    stored = await world.tasks.get_task(task.name, TaskView.BASIC)
+    assert stored.schedule_time == world.clock.now() + timedelta(seconds=1)
+    assert (stored.dispatch_count, stored.response_count) == (1, 1)
+    world.clock.advance(0.999)
+    assert await world.step() == 0
+    world.clock.advance(0.001)
+    assert await world.step() == 1
+    world.clock.advance(1.999)
+    assert await world.step() == 0
+    world.clock.advance(0.001)
+    assert await world.step() == 1
+    retry_counts = [r.headers["X-CloudTasks-TaskRetryCount"] for r in world.pusher.sent]
+    assert retry_counts == ["0", "1", "2"]
+    with pytest.raises(NotFound):
+        await world.tasks.get_task(task.name, TaskView.BASIC)
+
+
+async def test_out_of_attempts_deletes_and_tombstones(world: World) -> None:
+    await world.queue(retry_config=RetryConfig(max_attempts=2, min_backoff=timedelta(seconds=1)))
+    world.pusher.scripts["https://h/bad"] = [AttemptOutcome(failure=AttemptFailure.TIMEOUT)]
+    task = await world.task("https://h/bad", name=f"{Q}/tasks/doomed")
+    await world.step()
+    world.clock.advance(1)
+    await world.step()
+    world.clock.advance(100)
+    assert await world.step() == 0
+    with pytest.raises(NotFound, match="existed recently"):
+        await world.tasks.get_task(task.name, TaskView.BASIC)
+
+
+async def test_pause_and_resume(world: World) -> None:
+    await world.queue()
+    await world.queues.pause_queue(Q)
+    await world.dispatcher.settle()
+    await world.task()
+    assert await world.step() == 0
+    await world.queues.resume_queue(Q)
+    await world.dispatcher.settle()
+    assert await world.step() == 1
+
+
+async def test_run_task_bypasses_pause_and_schedule(world: World) -> None:
+    await world.queue()
+    await world.queues.pause_queue(Q)
+    await world.dispatcher.settle()
+    task = await world.task(after_s=3600)
+    world.pusher.hold = True
+    ran = await world.tasks.run_task(task.name, TaskView.BASIC)
+    assert ran.dispatch_count == 1
+    assert ran.last_attempt is not None and ran.last_attempt.dispatch_time == world.clock.now()
+    assert ran.last_attempt.response_time is None
+    world.pusher.hold = False
+    await world.pusher.release(1)
+    await world.dispatcher.settle()
+    with pytest.raises(NotFound):
+        await world.tasks.get_task(task.name, TaskView.BASIC)
+
+
+async def test_deleting_a_task_in_flight_discards_its_result(world: World) -> None:
+    await world.queue()
+    world.pusher.scripts["https://h/x"] = [AttemptOutcome(http_status=500)]
+    task = await world.task()
+    world.pusher.hold = True
+    await world.dispatcher.run_once()
+    await world.tasks.delete_task(task.name)
+    await world.pusher.release(1)
+    await world.dispatcher.settle()
+    page = await world.tasks.list_tasks(Q, view=TaskView.BASIC, page_size=0, page_token="")
+    assert page.tasks == []
+
+
+async def test_attempts_lost_in_a_crash_are_dispatched_again_at_restart(world: World) -> None:
+    await world.queue()
+    task = await world.task()
+    world.pusher.hold = True
+    assert await world.dispatcher.run_once() == 1  # in flight when the server "dies"
+    restarted = Dispatcher(world.store, world.clock, ScriptedPusher())
+    await restarted.start(loop=False)
+    assert await restarted.run_once() == 1
+    await restarted.settle()
+    with pytest.raises(NotFound):
+        await world.tasks.get_task(task.name, TaskView.BASIC)
+
+
+async def test_expired_lease_makes_a_silent_attempt_due_again(world: World) -> None:
+    await world.queue()
+    await world.task()
+    world.pusher.hold = True
+    assert await world.dispatcher.run_once() == 1
+    world.clock.advance(600 + 29)  # dispatch deadline + most of the grace
+    assert await world.dispatcher.run_once() == 0
+    world.clock.advance(1)
+    assert await world.dispatcher.run_once() == 1
+
+
+async def test_deleted_queue_stops_its_worker(world: World) -> None:
+    await world.queue()
+    await world.queues.delete_queue(Q)
+    await world.dispatcher.settle()
+    assert await world.step() == 0
+
+
+async def test_worker_loop_wakes_for_new_tasks_and_due_times() -> None:
+    """The real loop (not run_once): it sleeps on the fake clock and wakes on events."""
+    w = World()
+    await w.dispatcher.start(loop=True)
+    await w.queue()
+    await w.task("https://h/soon", after_s=10)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert w.pusher.sent == []
+    w.clock.advance(10)
+    await w.task("https://h/now")
+    for _ in range(20):
+        await asyncio.sleep(0)
+    await w.dispatcher.settle()
+    assert sorted(r.url for r in w.pusher.sent) == ["https://h/now", "https://h/soon"]
+    await w.dispatcher.stop()
