@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import sys
+import time
 from collections import Counter
 
 from aiohttp import web
@@ -28,6 +29,7 @@ async def handle(request: web.Request) -> web.Response:
         "path": request.path_qs,
         "headers": list(request.headers.items()),
         "body": base64.b64encode(body).decode(),
+        "t": time.monotonic(),  # CLOCK_MONOTONIC is system-wide: comparable with the test's clock
     }
     print(json.dumps(record), flush=True)
     parts = request.path.strip("/").split("/")
@@ -45,7 +47,9 @@ async def handle(request: web.Request) -> web.Response:
 def main() -> None:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+    web.run_app(
+        app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None, shutdown_timeout=0.5
+    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ class Received:
     path: str
     headers: list[tuple[str, str]]
     body: bytes
+    at: float  # time.monotonic() when it arrived
 
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k.lower() == name.lower()), None)
@@ -61,14 +62,20 @@ class HandlerProcess:
 
     def _read(self) -> None:
         assert self.process is not None and self.process.stdout is not None
+        with self.process.stdout:
+            self._read_lines()
+
+    def _read_lines(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
         for line in self.process.stdout:
             data = json.loads(line)
             self._received.put(
                 Received(
                     data["method"],
                     data["path"],
-                    [tuple(h) for h in data["headers"]],  # type: ignore[misc]
+                    [(k, v) for k, v in data["headers"]],
                     base64.b64decode(data["body"]),
+                    data["t"],
                 )
             )
 
@@ -99,4 +106,8 @@ class HandlerProcess:
     ) -> None:
         if self.process is not None:
             self.process.terminate()
-            self.process.wait(10)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
