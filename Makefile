@@ -33,8 +33,10 @@ unit: $(STAMP)  ## Fast tests only (no server process)
 test: lint typecheck  ## Everything CI runs: lint, types, unit, contract, integration
 	$(BIN)/pytest -q
 
-bench: $(STAMP)  ## CreateTask throughput benchmark
+bench: $(STAMP)  ## Benchmarks (several minutes): CreateTask, dispatch, memory
 	$(BIN)/python bench/create_tasks.py
+	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/memory.py
 
 clean:  ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

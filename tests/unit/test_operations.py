@@ -1,5 +1,5 @@
 import pytest
-from google.protobuf import empty_pb2
+from google.protobuf import empty_pb2, wrappers_pb2
 
 from opentasks.api.operations import OperationRegistry
 from opentasks.domain.names import LocationName
@@ -20,3 +20,13 @@ def test_replay_by_request_id_and_bounded_memory() -> None:
     assert registry.replay("parent", "req-1") is None  # evicted with its operation
     with pytest.raises(NotFound):
         registry.get(first.name)
+
+
+def test_registry_is_bounded_by_size() -> None:
+    registry = OperationRegistry(limit=1000, max_bytes=2000)
+    big = wrappers_pb2.BytesValue(value=b"x" * 900)
+    names = [registry.finish(LOCATION, "parent", f"r{i}", big, big).name for i in range(5)]
+    with pytest.raises(NotFound):
+        registry.get(names[0])
+    assert registry.get(names[-1]).done
+    assert registry.replay("parent", "r0") is None

@@ -19,13 +19,19 @@ from opentasks.domain.names import LocationName
 from opentasks.errors import NotFound
 
 MAX_KEPT_OPERATIONS = 10_000
+MAX_KEPT_BYTES = 16 * 2**20
 
 
 class OperationRegistry:
-    """Finished operations by name, and by (parent, request_id) for idempotent retries."""
+    """Finished operations by name, and by (parent, request_id) for idempotent retries.
 
-    def __init__(self, limit: int = MAX_KEPT_OPERATIONS) -> None:
+    Bounded by count and by size (a batch's response carries up to 100 tasks), oldest first out.
+    """
+
+    def __init__(self, limit: int = MAX_KEPT_OPERATIONS, max_bytes: int = MAX_KEPT_BYTES) -> None:
         self._limit = limit
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._by_name: OrderedDict[str, tuple[operations_pb2.Operation, tuple[str, str]]] = OrderedDict()
         self._by_request: dict[tuple[str, str], str] = {}
 
@@ -51,11 +57,14 @@ class OperationRegistry:
             operation.response.CopyFrom(_pack(outcome))
         request_key = (parent, request_id)
         self._by_name[operation.name] = (operation, request_key)
+        self._bytes += operation.ByteSize()
         if request_id:
             self._by_request[request_key] = operation.name
-        while len(self._by_name) > self._limit:
-            _, (_, old_key) = self._by_name.popitem(last=False)
-            self._by_request.pop(old_key, None)
+        while len(self._by_name) > self._limit or (self._bytes > self._max_bytes and len(self._by_name) > 1):
+            _, (old, old_key) = self._by_name.popitem(last=False)
+            self._bytes -= old.ByteSize()
+            if self._by_request.get(old_key) == old.name:
+                del self._by_request[old_key]
         return operation
 
     def get(self, name: str) -> operations_pb2.Operation:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,7 +48,7 @@ class DispatchSettings:
 
     app_engine_url: str = "http://127.0.0.1:8080"
     lease_grace: timedelta = timedelta(seconds=30)
-    claim_batch: int = 200
+    claim_batch: int = 500
     shutdown_grace: timedelta = timedelta(seconds=10)
     follow_redirects: bool = False
 
@@ -169,26 +170,25 @@ class Dispatcher:
     def launch(
         self, claimed: Task, queue: Queue, worker: _QueueWorker | None, *, retry_from: datetime | None = None
     ) -> None:
-        """Start one attempt in the background."""
-        if worker is not None:
-            worker.inflight += 1
-        attempt = asyncio.ensure_future(self._attempt(claimed, queue, worker, retry_from))
+        """Start one attempt of its own in the background (RunTask: outside the queue's cap)."""
+        self.track(self.attempt(claimed, queue, worker, retry_from))
+
+    def track(self, job: Coroutine[Any, Any, None]) -> None:
+        """Run a coroutine that sends attempts; stop() and settle() wait for it."""
+        attempt = asyncio.ensure_future(job)
         self._attempts.add(attempt)
         attempt.add_done_callback(self._attempts.discard)
 
-    async def _attempt(
-        self, claimed: Task, queue: Queue, worker: _QueueWorker | None, retry_from: datetime | None
+    async def attempt(
+        self, claimed: Task, queue: Queue, worker: _QueueWorker | None, retry_from: datetime | None = None
     ) -> None:
+        """Send one attempt and queue its result for the store."""
         request = outbound_request(
             claimed,
             app_engine_url=self.settings.app_engine_url,
             follow_redirects=self.settings.follow_redirects,
         )
-        try:
-            outcome = await self._pusher.push(request)
-        finally:
-            if worker is not None:
-                worker.slot_freed()
+        outcome = await self._pusher.push(request)
         retry = (worker.queue if worker is not None else queue).retry_config
         after = after_attempt(claimed, outcome, self._clock.now(), retry, retry_from=retry_from)
         self._results.add(AttemptResult(claimed.name, claimed.dispatch_count, after))
@@ -213,7 +213,9 @@ class _QueueWorker:
         self.bucket = TokenBucket(
             limits.max_dispatches_per_second, limits.max_burst_size, self._clock.monotonic()
         )
-        self.inflight = 0
+        self.inflight = 0  # attempts being sent
+        self.senders = 0  # coroutines sending this queue's attempts, one attempt at a time each
+        self.pending: deque[Task] = deque()  # claimed, waiting for a sender
         self._wake = asyncio.Event()
         self._wake_at: datetime | None = None
         self._blocked_on_slots = False
@@ -223,6 +225,8 @@ class _QueueWorker:
         self._loop = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
+        # Claimed but unsent tasks stay claimed in the store; their leases make them due again.
+        self.pending.clear()
         if self._loop is not None:
             self._loop.cancel()
             await asyncio.gather(self._loop, return_exceptions=True)
@@ -242,10 +246,38 @@ class _QueueWorker:
         if self._wake_at is None or when < self._wake_at:
             self._wake.set()
 
-    def slot_freed(self) -> None:
-        self.inflight -= 1
-        if self._blocked_on_slots:
+    def enqueue(self, claimed: Task) -> None:
+        """Hand a claimed task to a sender, starting one if every sender is busy."""
+        self.pending.append(claimed)
+        if self.senders - self.inflight < len(self.pending):
+            self.senders += 1
+            self._dispatcher.track(self._send())
+
+    async def _send(self) -> None:
+        """Send pending attempts one after another (cheaper than a task per attempt)."""
+        try:
+            while self.pending:
+                claimed = self.pending.popleft()
+                self.inflight += 1
+                try:
+                    await self._dispatcher.attempt(claimed, self.queue, self)
+                finally:
+                    self.inflight -= 1
+                    self._slot_freed()
+        finally:
+            self.senders -= 1
+
+    def _slot_freed(self) -> None:
+        # When the cap is what holds the queue back, claim in batches rather than per freed slot.
+        if self._blocked_on_slots and self._free_slots() >= self._claim_threshold():
             self._wake.set()
+
+    def _free_slots(self) -> int:
+        return self.queue.rate_limits.max_concurrent_dispatches - self.inflight - len(self.pending)
+
+    def _claim_threshold(self) -> int:
+        cap = self.queue.rate_limits.max_concurrent_dispatches
+        return max(1, min(self._dispatcher.settings.claim_batch, cap // 4))
 
     async def _run(self) -> None:
         while True:
@@ -266,8 +298,8 @@ class _QueueWorker:
         self._blocked_on_slots = False
         if self.queue.state != QueueState.RUNNING:
             return 0, None
-        free = self.queue.rate_limits.max_concurrent_dispatches - self.inflight
-        if free <= 0:
+        free = self._free_slots()
+        if free < self._claim_threshold() and (self.inflight or self.pending):
             self._blocked_on_slots = True
             return 0, None
         monotonic = self._clock.monotonic()
@@ -281,7 +313,7 @@ class _QueueWorker:
         )
         self.bucket.take(monotonic, len(claim.tasks))
         for task in claim.tasks:
-            self._dispatcher.launch(task, self.queue, self)
+            self.enqueue(task)
         if len(claim.tasks) == limit:
             return len(claim.tasks), 0.0  # there may be more: look again straight away
         if claim.next_due is None:

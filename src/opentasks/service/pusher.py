@@ -12,6 +12,11 @@ from opentasks.domain.task import AttemptFailure, AttemptOutcome
 # aiohttp adds these unless told not to; Cloud Tasks sends a task's headers as stored.
 _NO_AUTO_HEADERS = ("User-Agent", "Content-Type", "Accept", "Accept-Encoding")
 _MAX_REDIRECTS = 5
+_DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=600.0)  # Cloud Tasks' default dispatch deadline
+
+
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    return _DEFAULT_TIMEOUT if seconds == _DEFAULT_TIMEOUT.total else aiohttp.ClientTimeout(total=seconds)
 
 
 class Pusher(Protocol):
@@ -36,6 +41,7 @@ class AiohttpPusher:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
                 cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=_DEFAULT_TIMEOUT,
                 auto_decompress=False,
                 skip_auto_headers=_NO_AUTO_HEADERS,
             )
@@ -48,7 +54,7 @@ class AiohttpPusher:
                 request.url,
                 headers=request.headers,
                 data=request.body or None,
-                timeout=aiohttp.ClientTimeout(total=request.timeout_s),
+                timeout=_timeout(request.timeout_s),
                 allow_redirects=request.follow_redirects,
                 max_redirects=_MAX_REDIRECTS,
             ) as response:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
 
 from opentasks.domain.task import Attempt, AttemptOutcome, Task
 from opentasks.storage import codec
@@ -53,16 +55,25 @@ def progress_json(task: Task) -> str | None:
     )
 
 
-def task_of(spec: str, progress: str | None, body: bytes | None) -> Task:
-    """Rebuild a task from its columns."""
+def task_of(spec: str, progress: str | None, body: bytes | None, schedule_time: datetime) -> Task:
+    """Rebuild a task from its columns (one copy, as this runs for every claimed task)."""
     task = codec.loads(Task, spec)
+    changes: dict[str, Any] = {"schedule_time": schedule_time}
     if progress:
-        task = _with_progress(task, codec.loads(TaskProgress, progress))
+        p = codec.loads(TaskProgress, progress)
+        changes.update(
+            dispatch_count=p.dispatch_count,
+            response_count=p.response_count,
+            execution_count=p.execution_count,
+            first_attempt=p.first_attempt,
+            last_attempt=p.last_attempt,
+            previous_outcome=p.previous_outcome,
+        )
     if body and task.http_request is not None:
-        task = replace(task, http_request=replace(task.http_request, body=bytes(body)))
+        changes["http_request"] = replace(task.http_request, body=bytes(body))
     elif body and task.app_engine_http_request is not None:
-        task = replace(task, app_engine_http_request=replace(task.app_engine_http_request, body=bytes(body)))
-    return task
+        changes["app_engine_http_request"] = replace(task.app_engine_http_request, body=bytes(body))
+    return replace(task, **changes)
 
 
 def _with_progress(task: Task, progress: TaskProgress) -> Task:

@@ -326,12 +326,20 @@ class SqliteStore:
 
     async def finish_attempts(self, results: list[AttemptResult], windows: Windows) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            pks: dict[QueueName, int | None] = {}
+            pks = {q: _queue_pk(conn, q) for q in {r.name.queue for r in results}}
+            done: list[tuple[int, str, int]] = []
+            retried: list[tuple[int, int, str | None, int, str, int]] = []
             for result in results:
-                queue = result.name.queue
-                pk = pks[queue] if queue in pks else pks.setdefault(queue, _queue_pk(conn, queue))
-                if pk is not None:
-                    _finish(conn, pk, result, windows)
+                pk = pks[result.name.queue]
+                if pk is None:
+                    continue  # the queue is gone, and its tasks with it
+                fence = (pk, result.name.task_id, result.dispatch_count)
+                if result.task is None:
+                    done.append(fence)
+                else:
+                    schedule = codec.to_micros(result.task.schedule_time)
+                    retried.append((schedule, schedule, rows.progress_json(result.task), *fence))
+            _finish(conn, done, retried, windows)
 
         await self._write(run)
 
@@ -455,26 +463,24 @@ def _save_claims(conn: sqlite3.Connection, claimed: list[tuple[int, Task]], leas
     )
 
 
-def _finish(conn: sqlite3.Connection, pk: int, result: AttemptResult, windows: Windows) -> None:
-    """Apply one attempt result, unless the task is gone or was claimed again since."""
-    task_id = result.name.task_id
-    fence = (pk, task_id, result.dispatch_count)
-    if result.task is None:
-        deleted = conn.execute(
-            "DELETE FROM tasks WHERE queue_pk = ? AND task_id = ? AND dispatch_count = ? RETURNING named",
-            fence,
-        ).fetchone()
-        if deleted is not None and deleted[0]:
-            _tombstone_task(conn, pk, task_id, windows)
-        return
-    schedule = codec.to_micros(result.task.schedule_time)
-    conn.execute(
-        "UPDATE tasks SET schedule_us = ?, due_us = ?, progress = ? "
-        "WHERE queue_pk = ? AND task_id = ? AND dispatch_count = ?",
-        (schedule, schedule, rows.progress_json(result.task), *fence),
+def _finish(
+    conn: sqlite3.Connection,
+    done: list[tuple[int, str, int]],
+    retried: list[tuple[int, int, str | None, int, str, int]],
+    windows: Windows,
+) -> None:
+    """Apply attempt results, each fenced on (queue, task ID, dispatch count of its claim)."""
+    until = codec.to_micros(windows.task_tombstone_until)
+    fenced = "queue_pk = ? AND task_id = ? AND dispatch_count = ?"
+    conn.executemany(
+        "INSERT OR REPLACE INTO task_tombstones"
+        f" SELECT queue_pk, task_id, ? FROM tasks WHERE {fenced} AND named",
+        [(until, *fence) for fence in done],
     )
+    conn.executemany(f"DELETE FROM tasks WHERE {fenced}", done)
+    conn.executemany(f"UPDATE tasks SET schedule_us = ?, due_us = ?, progress = ? WHERE {fenced}", retried)
 
 
 def _task_from_row(row: tuple[Any, ...]) -> Task:
     _, schedule_us, spec, progress, body = row
-    return replace(rows.task_of(spec, progress, body), schedule_time=codec.from_micros(schedule_us))
+    return rows.task_of(spec, progress, body, codec.from_micros(schedule_us))
