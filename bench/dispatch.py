@@ -232,7 +232,7 @@ def latency(args: argparse.Namespace) -> None:
 
 
 async def rate_run(address: str, base: str, rate: float, seconds: float) -> tuple[float, int, int, int]:
-    """(steady rate after the burst, excess over the bucket bound raw and with 10 ms jitter, burst)."""
+    """(steady rate after the burst, excess over the bucket bound raw and with 25 ms jitter, burst)."""
     client = _client(address)
     queue = f"{PARENT}/queues/rate-{int(rate)}"
     created = await client.create_queue(
@@ -250,14 +250,15 @@ async def rate_run(address: str, base: str, rate: float, seconds: float) -> tupl
     times = sorted(t for t, _, _, _ in stats["arrivals"])
     steady = times[burst:]
     measured = (len(steady) - 1) / (steady[-1] - steady[0])
-    return measured, _bucket_excess(times, burst, rate, 0.0), _bucket_excess(times, burst, rate, 0.010), burst
+    return measured, _bucket_excess(times, burst, rate, 0.0), _bucket_excess(times, burst, rate, 0.025), burst
 
 
 def _bucket_excess(times: list[float], burst: int, rate: float, jitter_s: float) -> int:
     """Most arrivals in any window beyond the token-bucket bound burst + rate * (length + jitter).
 
-    Arrival times are taken at the handler, after the network: ``jitter_s`` allows for requests
-    sent evenly but delivered bunched.
+    Arrival times are taken at the handler, after the network and after the sender's own CPU
+    time: sending a 100-request burst takes milliseconds, so the burst's first arrival is late
+    relative to its tokens and the following ones seem bunched. ``jitter_s`` allows for that.
     """
     excess, j = 0, 0
     for i, t in enumerate(times):
@@ -272,11 +273,13 @@ def _bucket_excess(times: list[float], burst: int, rate: float, jitter_s: float)
 def rate(args: argparse.Namespace) -> None:
     with handler_process() as base, ServerProcess("sqlite:///" + tempfile.mkdtemp() + "/rate.db") as server:
         for target in (5.0, 200.0):
-            measured, excess, burst = asyncio.run(rate_run(server.address, base, target, args.rate_seconds))
+            outcome = asyncio.run(rate_run(server.address, base, target, args.rate_seconds))
+            measured, raw, jittered, burst = outcome
             print(
                 f"rate {target:g}/s over {args.rate_seconds:g} s: measured {measured:.3f}/s "
-                f"({(measured - target) / target:+.2%}, target within ±2%), burst {burst}, "
-                f"largest excess over the bucket bound: {excess} (target 0)"
+                f"({(measured - target) / target:+.2%}, target within ±2%), burst {burst}; most arrivals "
+                f"beyond the bucket bound in any window: {raw} as timed at the handler, {jittered} "
+                "allowing 25 ms for the network and for sending the burst (target 0)"
             )
 
 

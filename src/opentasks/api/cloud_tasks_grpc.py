@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 import grpc
@@ -114,45 +113,54 @@ class CloudTasksApi:
         return convert.task_to_pb(await self._tasks.run_task(TaskName.parse(request.name), view), view)
 
     async def batch_create_tasks(self, request: PB) -> PB:
-        parent = QueueName.parse(request.parent)
-        replayed = self._operations.replay(request.parent, request.request_id)
-        if replayed is not None:
-            return replayed
-        start = self._clock.now()
-        drafts = [(r.parent, convert.task_draft_from_pb(r.task)) for r in request.requests]
-        outcomes = await self._tasks.batch_create_tasks(parent, drafts, TaskView.FULL)
-        response = pb.BatchCreateTasksResponse()
-        metadata = pb.BatchCreateTasksMetadata()
-        for index, (outcome, sub_request) in enumerate(zip(outcomes, request.requests, strict=True)):
-            if isinstance(outcome, OpenTasksError):
-                metadata.failed_requests[index].CopyFrom(rpc_status(outcome))
-            else:
-                view = convert.task_view(sub_request.response_view)
-                response.tasks.append(convert.task_to_pb(outcome.in_view(view), view))
-        failures = len(metadata.failed_requests)
-        metadata.state = _batch_state(failures, len(outcomes), ok=2, partial=5, failed=3)
-        _set_times(metadata, start, self._clock.now())
-        return self._operations.finish(parent.parent, request.parent, request.request_id, metadata, response)
+        async def run(parent: QueueName) -> tuple[list[OpenTasksError | None], PB]:
+            drafts = [(r.parent, convert.task_draft_from_pb(r.task)) for r in request.requests]
+            outcomes = await self._tasks.batch_create_tasks(parent, drafts, TaskView.FULL)
+            response = pb.BatchCreateTasksResponse()
+            for outcome, sub_request in zip(outcomes, request.requests, strict=True):
+                if not isinstance(outcome, OpenTasksError):
+                    view = convert.task_view(sub_request.response_view)
+                    response.tasks.append(convert.task_to_pb(outcome.in_view(view), view))
+            errors = [o if isinstance(o, OpenTasksError) else None for o in outcomes]
+            return errors, response
+
+        return await self._batch(request, run, pb.BatchCreateTasksMetadata(), states=(2, 5, 3))
 
     async def batch_delete_tasks(self, request: PB) -> PB:
+        async def run(parent: QueueName) -> tuple[list[OpenTasksError | None], PB]:
+            return await self._tasks.batch_delete_tasks(parent, list(request.names)), pb.Empty()
+
+        return await self._batch(request, run, pb.BatchDeleteTasksMetadata(), states=(2, 3, 4))
+
+    async def _batch(
+        self,
+        request: PB,
+        run: Callable[[QueueName], Awaitable[tuple[list[OpenTasksError | None], PB]]],
+        metadata: PB,
+        *,
+        states: tuple[int, int, int],
+    ) -> PB:
+        """A batch RPC as a finished operation: replayed by ``request_id``, failures in the metadata.
+
+        ``states`` are the metadata's SUCCEEDED / PARTIALLY_SUCCEEDED / FAILED values (they differ
+        between the two batch messages). If every item fails, the operation's error is ABORTED.
+        """
         parent = QueueName.parse(request.parent)
         replayed = self._operations.replay(request.parent, request.request_id)
         if replayed is not None:
             return replayed
-        start = self._clock.now()
-        outcomes = await self._tasks.batch_delete_tasks(parent, list(request.names))
-        metadata = pb.BatchDeleteTasksMetadata()
-        for index, outcome in enumerate(outcomes):
-            if outcome is not None:
-                metadata.failed_requests[index].CopyFrom(rpc_status(outcome))
+        metadata.start_time.FromDatetime(self._clock.now())
+        errors, response = await run(parent)
+        for index, error in enumerate(errors):
+            if error is not None:
+                metadata.failed_requests[index].CopyFrom(rpc_status(error))
         failures = len(metadata.failed_requests)
-        metadata.state = _batch_state(failures, len(outcomes), ok=2, partial=3, failed=4)
-        _set_times(metadata, start, self._clock.now())
-        result: PB = pb.Empty()
-        if outcomes and failures == len(outcomes):
-            result = rpc_status(
-                Aborted("Every deletion in the batch failed; see the metadata's failedRequests.")
-            )
+        succeeded, partial, failed = states
+        metadata.state = succeeded if not failures else failed if failures == len(errors) else partial
+        metadata.end_time.FromDatetime(self._clock.now())
+        result: PB = response
+        if errors and failures == len(errors):
+            result = rpc_status(Aborted("Every item of the batch failed; see the metadata's failedRequests."))
         return self._operations.finish(parent.parent, request.parent, request.request_id, metadata, result)
 
     async def get_iam_policy(self, request: PB) -> PB:
@@ -195,17 +203,6 @@ class CloudTasksApi:
 
     async def get_operation(self, request: PB) -> PB:
         return self._operations.get(request.name)
-
-
-def _batch_state(failures: int, total: int, *, ok: int, partial: int, failed: int) -> int:
-    if failures == 0:
-        return ok
-    return failed if failures == total else partial
-
-
-def _set_times(metadata: PB, start: datetime, end: datetime) -> None:
-    metadata.start_time.FromDatetime(start)
-    metadata.end_time.FromDatetime(end)
 
 
 def _policy(document: bytes) -> PB:

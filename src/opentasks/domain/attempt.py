@@ -89,33 +89,37 @@ def _eta(task: Task) -> str:
 
 
 def http_headers(claimed: Task) -> dict[str, str]:
-    """Service headers of an HTTP-target attempt (``claimed`` counts the attempt in flight)."""
-    headers = {
-        "X-CloudTasks-QueueName": claimed.name.queue.queue_id,
-        "X-CloudTasks-TaskName": claimed.name.task_id,
-        "X-CloudTasks-TaskRetryCount": str(claimed.dispatch_count - 1),
-        "X-CloudTasks-TaskExecutionCount": str(claimed.execution_count),
-        "X-CloudTasks-TaskETA": _eta(claimed),
-    }
+    """Service headers of an HTTP-target attempt (``claimed`` counts the attempt in flight).
+
+    Executions exclude 5xx answers and attempts without one; on a retry the previous response
+    of an attempt that got no answer (a timeout) reads as 504, and the reason is empty.
+    """
     previous = claimed.previous_outcome
-    if previous is not None and claimed.dispatch_count > 1:
-        # A timeout reads as 504 for HTTP targets; so does any other attempt without an answer.
-        headers["X-CloudTasks-TaskPreviousResponse"] = str(previous.http_status or 504)
-        headers["X-CloudTasks-TaskRetryReason"] = ""
-    return headers
+    retry = None if previous is None else (str(previous.http_status or 504), "")
+    return _service_headers("X-CloudTasks-", claimed, claimed.execution_count, retry)
 
 
 def app_engine_headers(claimed: Task) -> dict[str, str]:
-    """Service headers of an App Engine attempt: 5xx answers count as executions."""
-    headers = {
-        "X-AppEngine-QueueName": claimed.name.queue.queue_id,
-        "X-AppEngine-TaskName": claimed.name.task_id,
-        "X-AppEngine-TaskRetryCount": str(claimed.dispatch_count - 1),
-        "X-AppEngine-TaskExecutionCount": str(claimed.response_count),
-        "X-AppEngine-TaskETA": _eta(claimed),
-    }
+    """Service headers of an App Engine attempt: every answer, 5xx included, is an execution;
+    after a timeout the previous response is 0 and the reason ``Instance Unavailable``."""
     previous = claimed.previous_outcome
-    if previous is not None and claimed.dispatch_count > 1:
-        headers["X-AppEngine-TaskPreviousResponse"] = str(previous.http_status)
-        headers["X-AppEngine-TaskRetryReason"] = "App Error" if previous.responded else "Instance Unavailable"
+    retry = None
+    if previous is not None:
+        reason = "App Error" if previous.responded else "Instance Unavailable"
+        retry = (str(previous.http_status), reason)
+    return _service_headers("X-AppEngine-", claimed, claimed.response_count, retry)
+
+
+def _service_headers(
+    prefix: str, claimed: Task, executions: int, retry: tuple[str, str] | None
+) -> dict[str, str]:
+    headers = {
+        f"{prefix}QueueName": claimed.name.queue.queue_id,
+        f"{prefix}TaskName": claimed.name.task_id,
+        f"{prefix}TaskRetryCount": str(claimed.dispatch_count - 1),
+        f"{prefix}TaskExecutionCount": str(executions),
+        f"{prefix}TaskETA": _eta(claimed),
+    }
+    if retry is not None and claimed.dispatch_count > 1:
+        headers[f"{prefix}TaskPreviousResponse"], headers[f"{prefix}TaskRetryReason"] = retry
     return headers

@@ -311,7 +311,9 @@ class _QueueWorker:
         claim = await self._store.claim_due_tasks(
             self.queue.name, now, limit, self._dispatcher.lease_until(now)
         )
-        self.bucket.take(monotonic, len(claim.tasks))
+        # Charge the bucket when the tasks leave, not when the claim began: a slow commit must
+        # not bunch requests on the wire beyond what the bucket allows.
+        self.bucket.take(self._clock.monotonic(), len(claim.tasks))
         for task in claim.tasks:
             self.enqueue(task)
         if len(claim.tasks) == limit:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -60,15 +60,7 @@ def task_of(spec: str, progress: str | None, body: bytes | None, schedule_time: 
     task = codec.loads(Task, spec)
     changes: dict[str, Any] = {"schedule_time": schedule_time}
     if progress:
-        p = codec.loads(TaskProgress, progress)
-        changes.update(
-            dispatch_count=p.dispatch_count,
-            response_count=p.response_count,
-            execution_count=p.execution_count,
-            first_attempt=p.first_attempt,
-            last_attempt=p.last_attempt,
-            previous_outcome=p.previous_outcome,
-        )
+        changes.update(_progress_fields(codec.loads(TaskProgress, progress)))
     if body and task.http_request is not None:
         changes["http_request"] = replace(task.http_request, body=bytes(body))
     elif body and task.app_engine_http_request is not None:
@@ -77,12 +69,8 @@ def task_of(spec: str, progress: str | None, body: bytes | None, schedule_time: 
 
 
 def _with_progress(task: Task, progress: TaskProgress) -> Task:
-    return replace(
-        task,
-        dispatch_count=progress.dispatch_count,
-        response_count=progress.response_count,
-        execution_count=progress.execution_count,
-        first_attempt=progress.first_attempt,
-        last_attempt=progress.last_attempt,
-        previous_outcome=progress.previous_outcome,
-    )
+    return replace(task, **_progress_fields(progress))
+
+
+def _progress_fields(progress: TaskProgress) -> dict[str, Any]:
+    return {field.name: getattr(progress, field.name) for field in fields(TaskProgress)}
