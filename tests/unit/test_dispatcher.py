@@ -56,10 +56,10 @@ class ScriptedPusher:
 
 
 class World:
-    def __init__(self) -> None:
+    def __init__(self, pusher: ScriptedPusher | None = None) -> None:
         self.clock = FakeClock()
         self.store = MemoryStore()
-        self.pusher = ScriptedPusher()
+        self.pusher = pusher or ScriptedPusher()
         self.dispatcher = Dispatcher(
             self.store, self.clock, self.pusher, settings=DispatchSettings(claim_batch=50)
         )
@@ -275,3 +275,20 @@ async def test_worker_loop_wakes_for_new_tasks_and_due_times() -> None:
     await w.dispatcher.settle()
     assert sorted(r.url for r in w.pusher.sent) == ["https://h/now", "https://h/soon"]
     await w.dispatcher.stop()
+
+
+async def test_an_unexpected_error_in_an_attempt_is_a_failed_attempt() -> None:
+    class Broken(ScriptedPusher):
+        async def push(self, request: OutboundRequest) -> AttemptOutcome:
+            raise RuntimeError("boom")
+
+    world = World(Broken())
+    await world.dispatcher.start(loop=False)
+    await world.queue(retry_config=RetryConfig(min_backoff=timedelta(seconds=5)))
+    task = await world.task()
+    assert await world.step() == 1
+    stored = await world.tasks.get_task(task.name, TaskView.BASIC)
+    assert stored.dispatch_count == 1
+    assert stored.schedule_time == world.clock.now() + timedelta(seconds=5)
+    assert stored.last_attempt is not None and stored.last_attempt.response_status is not None
+    assert "internal error" in stored.last_attempt.response_status.message

@@ -23,7 +23,7 @@ from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.outbound import dispatch_deadline, outbound_request
 from opentasks.domain.queue import Queue, QueueState
 from opentasks.domain.rate_limit import TokenBucket
-from opentasks.domain.task import Task
+from opentasks.domain.task import AttemptFailure, AttemptOutcome, Task
 from opentasks.errors import NotFound
 from opentasks.service.pusher import Pusher
 from opentasks.service.windows import TombstonePolicy
@@ -188,7 +188,11 @@ class Dispatcher:
             app_engine_url=self.settings.app_engine_url,
             follow_redirects=self.settings.follow_redirects,
         )
-        outcome = await self._pusher.push(request)
+        try:
+            outcome = await self._pusher.push(request)
+        except Exception as error:  # a bug must not strand the task: it fails and is retried
+            _log.exception("attempt of %s failed unexpectedly", claimed.name)
+            outcome = AttemptOutcome(failure=AttemptFailure.UNREACHABLE, detail=f"internal error: {error!r}")
         retry = (worker.queue if worker is not None else queue).retry_config
         after = after_attempt(claimed, outcome, self._clock.now(), retry, retry_from=retry_from)
         self._results.add(AttemptResult(claimed.name, claimed.dispatch_count, after))
