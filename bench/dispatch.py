@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 import grpc
+import psutil
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
 from google.protobuf import timestamp_pb2
@@ -102,7 +103,7 @@ async def _load(client: tasks_v2.CloudTasksAsyncClient, queue: str, url: str, co
 # -- throughput -------------------------------------------------------------------------------
 
 
-async def bare_client_loop(base: str, total: int, concurrency: int) -> float:
+async def bare_client_loop(base: str, total: int, concurrency: int) -> tuple[float, float]:
     """The baseline: the fastest plain aiohttp loop we can write, sending the very request a
     dispatch sends (same URL, body and headers) to the same handler."""
     headers = {
@@ -124,12 +125,16 @@ async def bare_client_loop(base: str, total: int, concurrency: int) -> float:
                 async with session.post(f"{base}/task", data=BODY, headers=headers) as response:
                     await response.read()
 
-        start = time.monotonic()
+        start, cpu = time.monotonic(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return total / (time.monotonic() - start)
+        elapsed, cpu = time.monotonic() - start, time.process_time() - cpu
+        return total / elapsed, cpu / total * 1e6
 
 
-async def opentasks_backlog(address: str, base: str, total: int, concurrency: int, round_: int = 0) -> float:
+async def opentasks_backlog(
+    address: str, base: str, total: int, concurrency: int, *, pid: int, round_: int = 0
+) -> tuple[float, float]:
+    """(tasks/s, server CPU µs per task) while a paused backlog drains after resume."""
     client = _client(address)
     queue = f"{PARENT}/queues/throughput-{round_}"
     await client.create_queue(
@@ -141,28 +146,35 @@ async def opentasks_backlog(address: str, base: str, total: int, concurrency: in
     )
     await client.pause_queue(name=queue)
     await _load(client, queue, f"{base}/task", total)
+    server = psutil.Process(pid)
     async with aiohttp.ClientSession() as session:
         await _handler_call(session, base, "/__reset", "POST")
-        start = time.monotonic()
+        start, cpu = time.monotonic(), sum(server.cpu_times()[:2])
         await client.resume_queue(name=queue)
         end = await _wait_count(session, base, total, timeout_s=600)
-    return total / (end - start)
+        cpu = sum(server.cpu_times()[:2]) - cpu
+    return total / (end - start), cpu / total * 1e6
 
 
 def throughput(args: argparse.Namespace) -> None:
     """Alternate baseline and dispatcher runs in one session; compare the medians."""
     bare: list[float] = []
     ours: list[float] = []
+    bare_cpu: list[float] = []
+    our_cpu: list[float] = []
     with handler_process() as base, tempfile.TemporaryDirectory() as folder:
         storage = f"sqlite:///{folder}/bench.db"
         with ServerProcess(storage, "--max-rate-per-queue", "1000000") as server:
             for round_ in range(args.rounds):
-                bare.append(asyncio.run(bare_client_loop(base, args.backlog, args.concurrency)))
-                ours.append(
-                    asyncio.run(
-                        opentasks_backlog(server.address, base, args.backlog, args.concurrency, round_)
-                    )
+                rate, cpu = asyncio.run(bare_client_loop(base, args.backlog, args.concurrency))
+                bare.append(rate)
+                bare_cpu.append(cpu)
+                backlog = opentasks_backlog(
+                    server.address, base, args.backlog, args.concurrency, pid=server.pid, round_=round_
                 )
+                rate, cpu = asyncio.run(backlog)
+                ours.append(rate)
+                our_cpu.append(cpu)
     baseline, dispatcher = statistics.median(bare), statistics.median(ours)
     print(
         f"throughput: backlog of {args.backlog} due tasks, {args.concurrency} concurrent, SQLite store, "
@@ -171,6 +183,11 @@ def throughput(args: argparse.Namespace) -> None:
     print(f"  bare aiohttp client loop : {baseline:8,.0f} requests/s  (rounds: {_figures(bare)})")
     print(f"  opentasks dispatcher     : {dispatcher:8,.0f} tasks/s     (rounds: {_figures(ours)})")
     print(f"  ratio                    : {dispatcher / baseline:.0%} of the baseline (target >= 85%)")
+    client_cpu, server_cpu = statistics.median(bare_cpu), statistics.median(our_cpu)
+    print(
+        f"  CPU per request          : bare client {client_cpu:.0f} us, opentasks server {server_cpu:.0f} us "
+        f"({server_cpu / client_cpu:.2f}x; steadier than the rates on a noisy host)"
+    )
 
 
 def _figures(values: list[float]) -> str:

@@ -195,7 +195,7 @@ class Dispatcher:
             outcome = AttemptOutcome(failure=AttemptFailure.UNREACHABLE, detail=f"internal error: {error!r}")
         retry = (worker.queue if worker is not None else queue).retry_config
         after = after_attempt(claimed, outcome, self._clock.now(), retry, retry_from=retry_from)
-        self._results.add(AttemptResult(claimed.name, claimed.dispatch_count, after))
+        self._results.add(AttemptResult(claimed.name, claimed.dispatch_count, after, claimed.named))
         if after is not None and worker is not None:
             worker.note_due(after.schedule_time)
 

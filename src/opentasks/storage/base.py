@@ -34,12 +34,14 @@ class AttemptResult:
     ``dispatch_count`` is the claim's own count and fences the write: if the task has been
     claimed again since (RunTask, an expired lease), or deleted, the result is dropped.
     ``task`` is the task's new state, or None when it is finished (deleted and, if named,
-    tombstoned).
+    tombstoned). ``named`` says whether its ID was chosen by the caller (only those leave a
+    tombstone; knowing it spares the store a lookup).
     """
 
     name: TaskName
     dispatch_count: int
     task: Task | None
+    named: bool = True
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,8 @@ class Store(Protocol):
 
         Each claimed task counts the attempt (see :func:`opentasks.domain.attempt.claim`) and
         is hidden from further claims until ``lease(task)``. Returns the claimed tasks and the
-        queue's next due time (None if the queue is empty).
+        queue's next due time (None if the queue is empty). When ``limit`` tasks were claimed,
+        more may be due and a backend may answer ``now`` without looking.
         """
         ...
 

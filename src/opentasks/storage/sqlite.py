@@ -301,8 +301,11 @@ class SqliteStore:
             ).fetchall()
             claimed = [(row[0], claim(_task_from_row(row), now)) for row in found]
             _save_claims(conn, claimed, lease)
+            tasks = [t for _, t in claimed]
+            if len(tasks) == limit:  # the caller looks again at once: the next due time is moot
+                return Claim(tasks, now)
             next_due = conn.execute("SELECT MIN(due_us) FROM tasks WHERE queue_pk = ?", (pk,)).fetchone()[0]
-            return Claim([t for _, t in claimed], None if next_due is None else codec.from_micros(next_due))
+            return Claim(tasks, None if next_due is None else codec.from_micros(next_due))
 
         return await self._write(run)
 
@@ -328,6 +331,7 @@ class SqliteStore:
         def run(conn: sqlite3.Connection) -> None:
             pks = {q: _queue_pk(conn, q) for q in {r.name.queue for r in results}}
             done: list[tuple[int, str, int]] = []
+            named: list[tuple[int, str, int]] = []
             retried: list[tuple[int, int, str | None, int, str, int]] = []
             for result in results:
                 pk = pks[result.name.queue]
@@ -336,10 +340,12 @@ class SqliteStore:
                 fence = (pk, result.name.task_id, result.dispatch_count)
                 if result.task is None:
                     done.append(fence)
+                    if result.named:
+                        named.append(fence)
                 else:
                     schedule = codec.to_micros(result.task.schedule_time)
                     retried.append((schedule, schedule, rows.progress_json(result.task), *fence))
-            _finish(conn, done, retried, windows)
+            _finish(conn, done, named, retried, windows)
 
         await self._write(run)
 
@@ -466,16 +472,19 @@ def _save_claims(conn: sqlite3.Connection, claimed: list[tuple[int, Task]], leas
 def _finish(
     conn: sqlite3.Connection,
     done: list[tuple[int, str, int]],
+    named: list[tuple[int, str, int]],
     retried: list[tuple[int, int, str | None, int, str, int]],
     windows: Windows,
 ) -> None:
-    """Apply attempt results, each fenced on (queue, task ID, dispatch count of its claim)."""
+    """Apply attempt results, each fenced on (queue, task ID, dispatch count of its claim).
+
+    ``named`` lists the finished tasks that may be named (the column still decides)."""
     until = codec.to_micros(windows.task_tombstone_until)
     fenced = "queue_pk = ? AND task_id = ? AND dispatch_count = ?"
     conn.executemany(
         "INSERT OR REPLACE INTO task_tombstones"
         f" SELECT queue_pk, task_id, ? FROM tasks WHERE {fenced} AND named",
-        [(until, *fence) for fence in done],
+        [(until, *fence) for fence in named],
     )
     conn.executemany(f"DELETE FROM tasks WHERE {fenced}", done)
     conn.executemany(f"UPDATE tasks SET schedule_us = ?, due_us = ?, progress = ? WHERE {fenced}", retried)
