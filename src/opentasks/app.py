@@ -10,8 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
+from aiohttp import web
 
 from opentasks.api.cloud_tasks_grpc import CloudTasksApi, handlers
+from opentasks.api.rest import RestApi
 from opentasks.clock import Clock, SystemClock
 from opentasks.config import Settings, StorageUrl
 from opentasks.domain.limits import Limits
@@ -92,6 +94,8 @@ class Server:
         self.dispatcher = build_dispatcher(settings, self.store, self.clock) if settings.dispatch else None
         self.services = build_services(settings, self.store, self.clock, self.dispatcher)
         self.port = settings.port
+        self.http_port = settings.http_port
+        self._http: web.AppRunner | None = None
         self._grpc = grpc.aio.server(
             options=[("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.so_reuseport", 0)]
         )
@@ -105,10 +109,16 @@ class Server:
         self._grpc.add_generic_rpc_handlers(handlers(api))
         self.port = self._grpc.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
         await self._grpc.start()
+        self._http = web.AppRunner(RestApi(api).app(), access_log=None)
+        await self._http.setup()
+        site = web.TCPSite(self._http, self.settings.host, self.settings.http_port)
+        await site.start()
+        self.http_port = self._http.addresses[0][1]
         _log.info(
-            "opentasks listening on %s:%d (gRPC), storage %s, %s",
+            "opentasks listening on %s:%d (gRPC) and :%d (HTTP), storage %s, %s",
             self.settings.host,
             self.port,
+            self.http_port,
             self.settings.storage.describe(),
             "dispatching" if self.dispatcher is not None else "not dispatching (--no-dispatch)",
         )
@@ -118,6 +128,8 @@ class Server:
         calls, let running ones finish (bounded), and close the store."""
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+        if self._http is not None:
+            await self._http.cleanup()
         await self._grpc.stop(self.settings.shutdown_grace.total_seconds())
         await self.store.close()
         _log.info("opentasks stopped")

@@ -57,7 +57,7 @@ def main() -> None:
     type=int,
     envvar="OPENTASKS_HTTP_PORT",
     show_envvar=True,
-    help="HTTP port (REST API and dashboard; reserved for upcoming versions).",
+    help="HTTP port of the REST API (0 picks a free one).",
 )
 @click.option(
     "--storage",

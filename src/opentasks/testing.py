@@ -20,6 +20,8 @@ from types import TracebackType
 from typing import IO
 
 import grpc
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
@@ -39,12 +41,23 @@ class ServerProcess:
         self.storage = storage
         self.extra = extra
         self.port = free_port()
+        self.http_port = free_port()
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
     def start(self, timeout_s: float = 30) -> ServerProcess:
-        args = [OPENTASKS, "serve", "--port", str(self.port), "--storage", self.storage, *self.extra]
+        args = [
+            OPENTASKS,
+            "serve",
+            "--port",
+            str(self.port),
+            "--http-port",
+            str(self.http_port),
+            "--storage",
+            self.storage,
+            *self.extra,
+        ]
         self._log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - closed by stop()
         self.process = subprocess.Popen(
             args, stdout=self._log or subprocess.DEVNULL, stderr=subprocess.STDOUT, env={**os.environ}
@@ -59,15 +72,27 @@ class ServerProcess:
 
     @property
     def address(self) -> str:
+        """host:port of the gRPC API."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        """Base URL of the REST API (``http://127.0.0.1:PORT``)."""
+        return f"http://127.0.0.1:{self.http_port}"
 
     @property
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
 
-    def client(self) -> tasks_v2.CloudTasksClient:
-        """The official client, as the README tells users to build it."""
+    def client(self, transport: str = "grpc") -> tasks_v2.CloudTasksClient:
+        """The official client, as the README tells users to build it (``transport`` grpc or rest)."""
+        if transport == "rest":
+            return tasks_v2.CloudTasksClient(
+                transport="rest",
+                credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                client_options=ClientOptions(api_endpoint=self.rest_url),
+            )
         channel = grpc.insecure_channel(self.address)
         return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
 
