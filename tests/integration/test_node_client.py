@@ -34,6 +34,7 @@ def test_node_client(node_client: Path, server: ServerProcess, transport: str) -
         text=True,
         timeout=120,
         cwd=NODE_PROJECT,
+        check=False,
     )
     assert run.returncode == 0, run.stderr
     seen = json.loads(run.stdout)
