@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -24,6 +25,8 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+
+from opentasks.clock import SystemClock
 
 OPENTASKS = str(Path(sys.executable).parent / "opentasks")
 
@@ -124,3 +127,15 @@ class ServerProcess:
     ) -> None:
         if self.process is not None and self.process.poll() is None:
             self.stop()
+
+
+def wait_until_drained(client: tasks_v2.CloudTasksClient, queue: str, timeout_s: float = 30) -> None:
+    """Wait until ``queue`` holds no task (all were delivered, or gave up); AssertionError on timeout."""
+    clock = SystemClock()
+    deadline = clock.monotonic() + timeout_s
+    while True:
+        if not list(client.list_tasks(request={"parent": queue, "page_size": 1})):
+            return
+        if clock.monotonic() > deadline:
+            raise AssertionError(f"{queue} still has tasks after {timeout_s} s")
+        time.sleep(0.05)

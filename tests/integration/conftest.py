@@ -1,3 +1,5 @@
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,3 +27,17 @@ def queue_path(request: pytest.FixtureRequest) -> str:
     """A queue name of its own for each test."""
     queue_id = request.node.name.replace("_", "-").replace("[", "-").replace("]", "")[:90]
     return f"projects/it-project/locations/us-central1/queues/{queue_id}"
+
+
+NODE_PROJECT = Path(__file__).resolve().parents[1] / "node"
+
+
+@pytest.fixture(scope="session")
+def node_project() -> Path:
+    """The Node test project (tests/node), its packages installed from its lock file."""
+    npm = shutil.which("npm")
+    assert npm and shutil.which("node"), "Node.js and npm are needed for the Node client tests"
+    subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_PROJECT, check=True, timeout=300
+    )
+    return NODE_PROJECT

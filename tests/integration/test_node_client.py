@@ -1,7 +1,6 @@
 """The official Node client (@google-cloud/tasks) over gRPC and over its REST fallback."""
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -10,30 +9,18 @@ import pytest
 from opentasks.testing import ServerProcess
 
 pytestmark = pytest.mark.integration
-NODE_PROJECT = Path(__file__).resolve().parents[1] / "node"
 PARENT = "projects/node-project/locations/us-central1"
 
 
-@pytest.fixture(scope="module")
-def node_client() -> Path:
-    """The Node test project, its packages installed from its lock file."""
-    npm = shutil.which("npm")
-    assert npm and shutil.which("node"), "Node.js and npm are needed for the Node client tests"
-    subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_PROJECT, check=True, timeout=300
-    )
-    return NODE_PROJECT / "client.mjs"
-
-
 @pytest.mark.parametrize("transport", ["grpc", "rest"])
-def test_node_client(node_client: Path, server: ServerProcess, transport: str) -> None:
+def test_node_client(node_project: Path, server: ServerProcess, transport: str) -> None:
     port = server.port if transport == "grpc" else server.http_port
     run = subprocess.run(
-        ["node", str(node_client), transport, str(port), PARENT],
+        ["node", "client.mjs", transport, str(port), PARENT],
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=NODE_PROJECT,
+        cwd=node_project,
         check=False,
     )
     assert run.returncode == 0, run.stderr

@@ -1,0 +1,43 @@
+"""pytest fixtures for testing applications against opentasks (loaded automatically once
+opentasks is installed).
+
+* ``opentasks_server``: a real server for the test session, on free ports, with an in-memory
+  store; ``CLOUD_TASKS_EMULATOR_HOST`` points at it, so :func:`opentasks.client` finds it.
+* ``opentasks_client``: an official ``CloudTasksClient`` connected to it.
+
+Wait for the tasks of a queue to be done with :func:`opentasks.testing.wait_until_drained`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from google.cloud import tasks_v2
+
+from opentasks.clients import EMULATOR_HOST, REST_URL
+from opentasks.testing import ServerProcess
+
+
+@pytest.fixture(scope="session")
+def opentasks_server() -> Iterator[ServerProcess]:
+    """An opentasks server for the whole session (memory store, dispatching on)."""
+    saved = {name: os.environ.get(name) for name in (EMULATOR_HOST, REST_URL)}
+    with ServerProcess("memory://") as server:
+        os.environ[EMULATOR_HOST] = server.address
+        os.environ[REST_URL] = server.rest_url
+        try:
+            yield server
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+@pytest.fixture
+def opentasks_client(opentasks_server: ServerProcess) -> tasks_v2.CloudTasksClient:
+    """The official client, wired to ``opentasks_server``."""
+    return opentasks_server.client()

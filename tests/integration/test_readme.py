@@ -1,0 +1,50 @@
+"""Every README example tagged ``<!-- example: KIND -->`` runs, as printed, against a real server."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from opentasks.testing import ServerProcess
+
+pytestmark = pytest.mark.integration
+README = Path(__file__).resolve().parents[2] / "README.md"
+_EXAMPLE = re.compile(r"<!-- example: (\w+) -->\n```\w*\n(.*?)```", re.DOTALL)
+EXAMPLES = [(kind, code) for kind, code in _EXAMPLE.findall(README.read_text())]
+
+
+def test_the_readme_has_examples_of_every_kind() -> None:
+    assert {kind for kind, _ in EXAMPLES} == {"python", "node", "sh"}
+
+
+def _for(server: ServerProcess, code: str) -> str:
+    """The example aimed at this server's ports instead of the defaults 8123 and 8124."""
+    return (
+        code.replace("127.0.0.1:8123", server.address)
+        .replace("127.0.0.1:8124", f"127.0.0.1:{server.http_port}")
+        .replace("port: 8123", f"port: {server.port}")
+    )
+
+
+@pytest.mark.parametrize(("kind", "code"), EXAMPLES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(EXAMPLES)])
+def test_readme_example_runs(kind: str, code: str, node_project: Path, tmp_path: Path) -> None:
+    with ServerProcess("memory://") as server:
+        example = _for(server, code)
+        if kind == "python":
+            command = [sys.executable, "-c", example]
+            cwd = tmp_path
+        elif kind == "node":
+            script = node_project / f".readme-example-{server.port}.mjs"  # beside its node_modules
+            script.write_text(example)
+            command, cwd = ["node", script.name], node_project
+        else:
+            command, cwd = ["bash", "-euo", "pipefail", "-c", example], tmp_path
+        try:
+            run = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+        finally:
+            if kind == "node":
+                script.unlink()
+    assert run.returncode == 0, f"{kind} example failed:\n{run.stdout}\n{run.stderr}"
+    assert run.stdout.strip(), "every example prints what it did"
