@@ -1,4 +1,4 @@
-"""The ``opentasks`` command."""
+"""``opentasks serve``: start the server."""
 
 from __future__ import annotations
 
@@ -11,35 +11,12 @@ from typing import Any
 
 import click
 
-from opentasks import __version__
 from opentasks.app import serve as run_server
-from opentasks.config import ConfigError, Settings, StorageUrl, default_data_dir, parse_duration
+from opentasks.cli.params import duration as _duration
+from opentasks.config import ConfigError, Settings, StorageUrl, default_data_dir
 
 
-def _duration(setting: str) -> click.ParamType[timedelta, Any]:
-    class Duration(click.ParamType[timedelta, Any]):
-        name = "duration"
-
-        def convert(
-            self, value: object, param: click.Parameter | None, ctx: click.Context | None
-        ) -> timedelta:
-            if isinstance(value, timedelta):
-                return value
-            try:
-                return parse_duration(str(value), setting=setting)
-            except ConfigError as error:
-                self.fail(str(error), param, ctx)
-
-    return Duration()
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.version_option(__version__, prog_name="opentasks")
-def main() -> None:
-    """opentasks: a self-hosted, durable Google Cloud Tasks (API v2) server."""
-
-
-@main.command()
+@click.command(context_settings={"show_default": True})
 @click.option(
     "--host", default="127.0.0.1", envvar="OPENTASKS_HOST", show_envvar=True, help="Address to listen on."
 )
@@ -214,7 +191,3 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
     else:
         uvloop.run(main)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,21 @@
+"""The ``opentasks`` command: ``serve``, and ``queues`` / ``tasks`` shaped like ``gcloud tasks``."""
+
+from __future__ import annotations
+
+import click
+
+from opentasks import __version__
+from opentasks.cli.queues import queues
+from opentasks.cli.serve import serve
+from opentasks.cli.tasks import tasks
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="opentasks")
+def main() -> None:
+    """opentasks: a self-hosted, durable Google Cloud Tasks (API v2) server and its client."""
+
+
+main.add_command(serve)
+main.add_command(queues)
+main.add_command(tasks)

@@ -1,0 +1,187 @@
+"""``opentasks queues ...``: manage queues, with the flags of ``gcloud tasks queues``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+from google.cloud import tasks_v2
+from google.protobuf import field_mask_pb2
+
+from opentasks.cli.output import format_option, resource_dict, show
+from opentasks.cli.params import duration
+from opentasks.cli.remote import Remote, remote_options, reports_errors
+
+# flag (without --) -> (Queue field path, conversion)
+_SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "max_dispatches_per_second": ("rate_limits.max_dispatches_per_second", float),
+    "max_concurrent_dispatches": ("rate_limits.max_concurrent_dispatches", int),
+    "max_attempts": ("retry_config.max_attempts", lambda v: -1 if str(v).lower() == "unlimited" else int(v)),
+    "max_retry_duration": ("retry_config.max_retry_duration", lambda v: v),
+    "min_backoff": ("retry_config.min_backoff", lambda v: v),
+    "max_backoff": ("retry_config.max_backoff", lambda v: v),
+    "max_doublings": ("retry_config.max_doublings", int),
+    "routing_override": ("app_engine_routing_override", lambda text: routing(text)),  # noqa: PLW0108 - defined below
+}
+COLUMNS = (
+    ("QUEUE_NAME", "name|id"),
+    ("STATE", "state"),
+    ("MAX_NUM_OF_TASKS", "rateLimits.maxConcurrentDispatches"),
+    ("MAX_RATE (/sec)", "rateLimits.maxDispatchesPerSecond"),
+    ("MAX_ATTEMPTS", "retryConfig.maxAttempts"),
+)
+
+
+def routing(text: str) -> dict[str, str]:
+    """``service:worker,version:v2,instance:i1`` -> AppEngineRouting fields."""
+    fields: dict[str, str] = {}
+    for part in filter(None, text.split(",")):
+        key, sep, value = part.partition(":")
+        if not sep or key.strip() not in ("service", "version", "instance"):
+            raise click.BadParameter(f"'{part}': write KEY:VALUE with KEY one of service, version, instance.")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--max-dispatches-per-second", type=float, help="Token bucket refill rate."),
+        click.option("--max-concurrent-dispatches", type=int, help="Most attempts in flight at once."),
+        click.option("--max-attempts", help="Attempts per task (the first one included), or 'unlimited'."),
+        click.option(
+            "--max-retry-duration",
+            type=duration("--max-retry-duration"),
+            help="Stop retrying a task this long after its first attempt (e.g. 2h).",
+        ),
+        click.option(
+            "--min-backoff", type=duration("--min-backoff"), help="Shortest wait before a retry (e.g. 0.1s)."
+        ),
+        click.option(
+            "--max-backoff", type=duration("--max-backoff"), help="Longest wait before a retry (e.g. 1h)."
+        ),
+        click.option(
+            "--max-doublings", type=int, help="How often the wait doubles before it grows linearly."
+        ),
+        click.option(
+            "--routing-override", help="App Engine routing for every task: service:S,version:V,instance:I."
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def queue_body(name: str, values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The Queue to send and the field paths that flags set."""
+    body: dict[str, Any] = {"name": name}
+    paths = []
+    for flag, value in values.items():
+        if value is None or flag not in _SETTINGS:
+            continue
+        path, convert = _SETTINGS[flag]
+        *parents, leaf = path.split(".")
+        target = body
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = convert(value)
+        paths.append(path)
+    return body, paths
+
+
+@click.group()
+def queues() -> None:
+    """Create, inspect and manage queues (like `gcloud tasks queues`)."""
+
+
+@queues.command()
+@click.argument("queue")
+@setting_options
+@remote_options
+@format_option("yaml")
+@reports_errors
+def create(remote: Remote, queue: str, output_format: str, **settings: Any) -> None:
+    """Create QUEUE (an ID, or a full name)."""
+    body, _ = queue_body(remote.queue(queue), settings)
+    created = remote.client().create_queue(parent=remote.parent, queue=tasks_v2.Queue(body))
+    show(_queue(created), output_format, COLUMNS)
+
+
+@queues.command()
+@click.argument("queue")
+@setting_options
+@click.option("--clear-max-dispatches-per-second", is_flag=True, help="Back to the default rate.")
+@click.option("--clear-max-concurrent-dispatches", is_flag=True, help="Back to the default concurrency.")
+@click.option("--clear-max-attempts", is_flag=True, help="Back to the default attempts.")
+@click.option("--clear-max-retry-duration", is_flag=True, help="Retry without a time limit.")
+@click.option("--clear-min-backoff", is_flag=True, help="Back to the default minimum backoff.")
+@click.option("--clear-max-backoff", is_flag=True, help="Back to the default maximum backoff.")
+@click.option("--clear-max-doublings", is_flag=True, help="Back to the default doublings.")
+@click.option("--clear-routing-override", is_flag=True, help="Remove the App Engine routing override.")
+@remote_options
+@format_option("yaml")
+@reports_errors
+def update(remote: Remote, queue: str, output_format: str, **settings: Any) -> None:
+    """Change settings of QUEUE (creating it if missing); only the flags given change."""
+    body, paths = queue_body(remote.queue(queue), settings)
+    for flag, cleared in settings.items():
+        if flag.startswith("clear_") and cleared:
+            paths.append(_SETTINGS[flag.removeprefix("clear_")][0])
+    if not paths:
+        raise click.UsageError("Name at least one setting to change (see --help).")
+    mask = field_mask_pb2.FieldMask(paths=paths)
+    updated = remote.client().update_queue(queue=tasks_v2.Queue(body), update_mask=mask)
+    show(_queue(updated), output_format, COLUMNS)
+
+
+@queues.command()
+@click.argument("queue")
+@remote_options
+@format_option("yaml")
+@reports_errors
+def describe(remote: Remote, queue: str, output_format: str) -> None:
+    """Show QUEUE as `gcloud tasks queues describe` does."""
+    show(_queue(remote.client().get_queue(name=remote.queue(queue))), output_format, COLUMNS)
+
+
+@queues.command(name="list")
+@click.option("--filter", "filter_", default="", help="e.g. 'state: PAUSED'.")
+@remote_options
+@format_option("table")
+@reports_errors
+def list_(remote: Remote, filter_: str, output_format: str) -> None:
+    """List the queues of the project and location."""
+    found = remote.client().list_queues(request={"parent": remote.parent, "filter": filter_})
+    show([_queue(q) for q in found], output_format, COLUMNS)
+
+
+def _action(
+    name: str, done: str, summary: str, call: Callable[[tasks_v2.CloudTasksClient, str], Any]
+) -> None:
+    """A command that acts on one queue and says what it did."""
+
+    @queues.command(name=name, help=summary)
+    @click.argument("queue")
+    @remote_options
+    @reports_errors
+    def command(remote: Remote, queue: str) -> None:
+        full = remote.queue(queue)
+        call(remote.client(), full)
+        click.echo(f"{done} queue [{full}].")
+
+
+_action(
+    "pause",
+    "Paused",
+    "Stop dispatching QUEUE's tasks (new tasks are still accepted).",
+    lambda c, q: c.pause_queue(name=q),
+)
+_action("resume", "Resumed", "Dispatch QUEUE's tasks again.", lambda c, q: c.resume_queue(name=q))
+_action(
+    "purge", "Purged", "Delete every task of QUEUE created before now.", lambda c, q: c.purge_queue(name=q)
+)
+_action("delete", "Deleted", "Delete QUEUE and all its tasks.", lambda c, q: c.delete_queue(name=q))
+
+
+def _queue(queue: tasks_v2.Queue) -> dict[str, Any]:
+    return resource_dict(queue)

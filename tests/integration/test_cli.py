@@ -1,0 +1,244 @@
+"""The `opentasks queues|tasks` commands, run as a user runs them, against a real server."""
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from opentasks.testing import OPENTASKS, ServerProcess, free_port
+from tests.integration.handlers import HandlerProcess
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def handler() -> Iterator[HandlerProcess]:
+    with HandlerProcess() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def cli_server(handler: HandlerProcess) -> Iterator[ServerProcess]:
+    with ServerProcess("memory://", "--app-engine-url", handler.url("")) as running:
+        yield running
+
+
+def cli(
+    server: ServerProcess, *args: str, ok: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    run = subprocess.run(
+        [OPENTASKS, *args, "--endpoint", server.address, "--project", "cli-project"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        input=stdin,
+        check=False,
+    )
+    if ok:
+        assert run.returncode == 0, run.stderr
+    return run
+
+
+def test_seed_workflow(cli_server: ServerProcess, handler: HandlerProcess) -> None:
+    created = yaml.safe_load(
+        cli(
+            cli_server,
+            "queues",
+            "create",
+            "emails",
+            "--max-dispatches-per-second",
+            "5",
+            "--max-attempts",
+            "3",
+            "--min-backoff",
+            "1s",
+            "--max-backoff",
+            "10s",
+        ).stdout
+    )
+    assert created["name"] == "projects/cli-project/locations/us-central1/queues/emails"
+    assert created["rateLimits"] == {
+        "maxDispatchesPerSecond": 5.0,
+        "maxBurstSize": 10,
+        "maxConcurrentDispatches": 1000,
+    }
+    assert created["retryConfig"]["maxAttempts"] == 3
+    assert created["retryConfig"]["minBackoff"] == "1s"
+
+    task = yaml.safe_load(
+        cli(
+            cli_server,
+            "tasks",
+            "create-http-task",
+            "welcome-ada",
+            "--queue",
+            "emails",
+            "--url",
+            handler.url("/send-email"),
+            "--header",
+            "Content-Type: application/json",
+            "--body-content",
+            '{"to": "ada@example.com"}',
+        ).stdout
+    )
+    assert task["name"].endswith("/queues/emails/tasks/welcome-ada")
+    (received,) = handler.take(1)
+    assert (received.path, received.body) == ("/send-email", b'{"to": "ada@example.com"}')
+    assert received.header("Content-Type") == "application/json"
+
+    described = yaml.safe_load(cli(cli_server, "queues", "describe", "emails").stdout)
+    assert described["state"] == "RUNNING"
+    table = cli(cli_server, "queues", "list").stdout.splitlines()
+    assert table[0].split() == [
+        "QUEUE_NAME",
+        "STATE",
+        "MAX_NUM_OF_TASKS",
+        "MAX_RATE",
+        "(/sec)",
+        "MAX_ATTEMPTS",
+    ]
+    assert table[1].split() == ["emails", "RUNNING", "1000", "5.0", "3"]
+
+
+def test_queue_updates_and_state(cli_server: ServerProcess) -> None:
+    cli(cli_server, "queues", "create", "settings")
+    updated = yaml.safe_load(
+        cli(
+            cli_server,
+            "queues",
+            "update",
+            "settings",
+            "--max-concurrent-dispatches",
+            "7",
+            "--max-attempts",
+            "unlimited",
+            "--routing-override",
+            "service:worker",
+        ).stdout
+    )
+    assert updated["rateLimits"]["maxConcurrentDispatches"] == 7
+    assert updated["retryConfig"]["maxAttempts"] == -1
+    assert updated["appEngineRoutingOverride"]["service"] == "worker"
+    cleared = yaml.safe_load(
+        cli(
+            cli_server,
+            "queues",
+            "update",
+            "settings",
+            "--clear-max-attempts",
+            "--clear-routing-override",
+            "--format",
+            "json",
+        ).stdout
+    )
+    assert cleared["retryConfig"]["maxAttempts"] == 100
+    assert "appEngineRoutingOverride" not in cleared
+    assert cli(cli_server, "queues", "pause", "settings").stdout.startswith("Paused queue [")
+    paused = json.loads(
+        cli(cli_server, "queues", "list", "--filter", "state: PAUSED", "--format", "json").stdout
+    )
+    assert [q["name"].rsplit("/", 1)[1] for q in paused] == ["settings"]
+    assert cli(cli_server, "queues", "resume", "settings").stdout.startswith("Resumed queue [")
+    assert cli(cli_server, "queues", "purge", "settings").stdout.startswith("Purged queue [")
+    assert cli(cli_server, "queues", "delete", "settings").stdout.startswith("Deleted queue [")
+    assert cli(cli_server, "queues", "update", "x", ok=False).returncode == 2  # no setting named
+
+
+def test_task_commands(cli_server: ServerProcess, handler: HandlerProcess, tmp_path: Path) -> None:
+    cli(cli_server, "queues", "create", "work")
+    cli(cli_server, "queues", "pause", "work")
+    body = tmp_path / "body.bin"
+    body.write_bytes(b"\x00\x01binary")
+    cli(
+        cli_server,
+        "tasks",
+        "create-app-engine-task",
+        "ae1",
+        "--queue",
+        "work",
+        "--relative-uri",
+        "/ae",
+        "--body-file",
+        str(body),
+        "--routing",
+        "service:worker",
+        "--schedule-time",
+        "+1h",
+    )
+    cli(
+        cli_server,
+        "tasks",
+        "create-http-task",
+        "--queue",
+        "work",
+        "--url",
+        handler.url("/generated"),
+        "--method",
+        "put",
+        "--body-content",
+        "x",
+    )
+    listed = json.loads(cli(cli_server, "tasks", "list", "--queue", "work", "--format", "json").stdout)
+    assert [t["type"] for t in listed] == ["App Engine", "HTTP"]
+    table = cli(cli_server, "tasks", "list", "--queue", "work").stdout.splitlines()
+    assert table[0].split()[:2] == ["TASK_NAME", "TYPE"] and table[1].startswith("ae1")
+    full = yaml.safe_load(
+        cli(cli_server, "tasks", "describe", "ae1", "--queue", "work", "--response-view", "full").stdout
+    )
+    assert full["appEngineHttpRequest"]["body"] == "AAFiaW5hcnk="  # base64, as in the REST API
+    assert full["appEngineHttpRequest"]["appEngineRouting"]["service"] == "worker"
+    ran = yaml.safe_load(cli(cli_server, "tasks", "run", "ae1", "--queue", "work").stdout)
+    assert ran["dispatchCount"] == 1
+    (received,) = handler.take(1)
+    assert (received.path, received.body) == ("/ae", b"\x00\x01binary")
+    assert cli(cli_server, "tasks", "delete", listed[1]["name"], "--queue", "work").stdout.startswith(
+        "Deleted task"
+    )
+
+
+def test_import_tasks_from_json_lines(cli_server: ServerProcess, tmp_path: Path) -> None:
+    cli(cli_server, "queues", "create", "bulk")
+    cli(cli_server, "queues", "pause", "bulk")
+    lines = [json.dumps({"httpRequest": {"url": f"https://example.com/{i}"}}) for i in range(250)]
+    lines.insert(10, json.dumps({"httpRequest": {"url": "ftp://refused"}}))
+    source = tmp_path / "tasks.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    run = cli(cli_server, "tasks", "import", str(source), "--queue", "bulk", ok=False)
+    assert run.returncode == 1
+    assert "Created 250 of 251 tasks" in run.stdout
+    assert "line 11: HttpTarget.url must start with 'http://' or 'https://'." in run.stderr
+    listed = json.loads(cli(cli_server, "tasks", "list", "--queue", "bulk", "--format", "json").stdout)
+    assert len(listed) == 250
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"httpRequest": {"url": "https://x"}}\n{not json\n')
+    run = cli(cli_server, "tasks", "import", str(broken), "--queue", "bulk", ok=False)
+    assert run.returncode == 1 and "line 2: not a Task in JSON" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_errors_read_well(cli_server: ServerProcess) -> None:
+    missing = cli(cli_server, "queues", "describe", "nope", ok=False)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (
+        "ERROR: (NOT_FOUND) Queue does not exist. If you just created the queue, wait at least a minute "
+        "for the queue to initialize."
+    )
+    invalid = cli(cli_server, "queues", "create", "bad", "--max-dispatches-per-second", "501", ok=False)
+    assert invalid.stderr.strip() == (
+        "ERROR: (INVALID_ARGUMENT) RateLimits.maxDispatchesPerSecond must be less than or equal to 500."
+    )
+    nowhere = ServerProcess("memory://")
+    nowhere.port = free_port()  # nothing listens there
+    unreachable = subprocess.run(
+        [OPENTASKS, "queues", "list", "--endpoint", nowhere.address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert unreachable.returncode == 2
+    assert unreachable.stderr.startswith("ERROR: cannot reach the opentasks server")
+    assert "Traceback" not in missing.stderr + invalid.stderr + unreachable.stderr
