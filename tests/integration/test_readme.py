@@ -1,5 +1,6 @@
 """Every README example tagged ``<!-- example: KIND -->`` runs, as printed, against a real server."""
 
+import os
 import re
 import subprocess
 import sys
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from opentasks.testing import ServerProcess
+from opentasks.testing import OPENTASKS, ServerProcess, free_port
 
 pytestmark = pytest.mark.integration
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -16,15 +17,17 @@ EXAMPLES = [(kind, code) for kind, code in _EXAMPLE.findall(README.read_text())]
 
 
 def test_the_readme_has_examples_of_every_kind() -> None:
-    assert {kind for kind, _ in EXAMPLES} == {"python", "node", "sh"}
+    assert {kind for kind, _ in EXAMPLES} == {"python", "node", "sh", "cli"}
 
 
 def _for(server: ServerProcess, code: str) -> str:
-    """The example aimed at this server's ports instead of the defaults 8123 and 8124."""
+    """The example aimed at this server's ports instead of the defaults 8123 and 8124 (and at a
+    free port instead of 8080 for the stand-in handler)."""
     return (
         code.replace("127.0.0.1:8123", server.address)
         .replace("127.0.0.1:8124", f"127.0.0.1:{server.http_port}")
         .replace("port: 8123", f"port: {server.port}")
+        .replace("8080", str(free_port()))
     )
 
 
@@ -41,10 +44,20 @@ def test_readme_example_runs(kind: str, code: str, node_project: Path, tmp_path:
             command, cwd = ["node", script.name], node_project
         else:
             command, cwd = ["bash", "-euo", "pipefail", "-c", example], tmp_path
+        env = {
+            **os.environ,
+            "PATH": f"{Path(OPENTASKS).parent}{os.pathsep}{os.environ['PATH']}",  # as after `activate`
+            "CLOUD_TASKS_EMULATOR_HOST": server.address,
+        }
         try:
-            run = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+            run = subprocess.run(
+                command, cwd=cwd, capture_output=True, text=True, timeout=120, check=False, env=env
+            )
         finally:
             if kind == "node":
                 script.unlink()
     assert run.returncode == 0, f"{kind} example failed:\n{run.stdout}\n{run.stderr}"
     assert run.stdout.strip(), "every example prints what it did"
+    if kind == "cli":  # the handler saw the task, and the task is done
+        assert '"GET / HTTP/1.1" 200' in run.stderr
+        assert run.stdout.rstrip().endswith("Listed 0 items.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from opentasks import __version__
+from opentasks.cli.apply import apply
 from opentasks.cli.queues import queues
 from opentasks.cli.serve import serve
 from opentasks.cli.tasks import tasks
@@ -19,3 +20,4 @@ def main() -> None:
 main.add_command(serve)
 main.add_command(queues)
 main.add_command(tasks)
+main.add_command(apply)

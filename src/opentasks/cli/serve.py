@@ -4,19 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import sys
 from collections.abc import Coroutine
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import click
 
+from opentasks.app import Server
 from opentasks.app import serve as run_server
+from opentasks.cli.apply import apply_file
 from opentasks.cli.params import duration as _duration
+from opentasks.cli.remote import Remote
 from opentasks.config import ConfigError, Settings, StorageUrl, default_data_dir
+from opentasks.config_file import ConfigFile, load
 
 
 @click.command(context_settings={"show_default": True})
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="OPENTASKS_CONFIG",
+    show_envvar=True,
+    is_eager=True,
+    callback=lambda ctx, _, value: _read_config(ctx, value),
+    help="YAML file with server settings (flags and env vars win) and queues to create or update at start.",
+)
 @click.option(
     "--host", default="127.0.0.1", envvar="OPENTASKS_HOST", show_envvar=True, help="Address to listen on."
 )
@@ -136,6 +153,7 @@ from opentasks.config import ConfigError, Settings, StorageUrl, default_data_dir
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
 def serve(  # noqa: PLR0917 - click passes every option as an argument
+    config_file: ConfigFile | None,
     host: str,
     port: int,
     http_port: int,
@@ -176,10 +194,13 @@ def serve(  # noqa: PLR0917 - click passes every option as an argument
         )
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
+    applied = _ConfigApplier(config_file)
     try:
-        _run(run_server(settings))
+        _run(run_server(settings, on_ready=applied.start))
     except (OSError, RuntimeError) as error:  # e.g. the port is taken
         click.echo(f"opentasks: cannot start: {error}", err=True)
+        sys.exit(1)
+    if applied.failed:
         sys.exit(1)
 
 
@@ -191,3 +212,41 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
     else:
         uvloop.run(main)
+
+
+def _read_config(ctx: click.Context, path: Path | None) -> ConfigFile | None:
+    """Load --config before the other options, so its server settings become their defaults."""
+    if path is None:
+        return None
+    try:
+        config = load(path)
+    except ConfigError as error:
+        raise click.BadParameter(str(error), param_hint="--config") from None
+    defaults = {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in config.server.items()}
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return config
+
+
+class _ConfigApplier:
+    """Applies the queues of --config once the server listens; a failure stops the server."""
+
+    def __init__(self, config: ConfigFile | None) -> None:
+        self.config = config
+        self.failed = False
+        self._job: asyncio.Task[None] | None = None
+
+    def start(self, server: Server) -> None:
+        if self.config is not None and self.config.queues:
+            self._job = asyncio.ensure_future(self._apply(server, self.config))
+
+    async def _apply(self, server: Server, config: ConfigFile) -> None:
+        host = "127.0.0.1" if server.settings.host in ("0.0.0.0", "::", "") else server.settings.host
+        remote = Remote(
+            f"{host}:{server.port}", config.project or "my-project", config.location or "us-central1"
+        )
+        try:
+            await asyncio.to_thread(apply_file, remote, config)
+        except Exception as error:
+            logging.getLogger("opentasks").error("could not apply %s: %s; stopping", config.path, error)
+            self.failed = True
+            os.kill(os.getpid(), signal.SIGTERM)
