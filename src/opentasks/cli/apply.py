@@ -11,6 +11,7 @@ from google.api_core import exceptions
 from google.cloud import tasks_v2
 from google.protobuf import field_mask_pb2
 
+from opentasks.cli.queues import nested_queue
 from opentasks.cli.remote import Remote, remote_options, reports_errors
 from opentasks.config import ConfigError
 from opentasks.config_file import ConfigFile, DeclaredQueue, load
@@ -65,7 +66,7 @@ def execute(client: tasks_v2.CloudTasksClient, remote: Remote, steps: list[Step]
     for step in steps:
         if step.action in ("create", "update"):
             assert step.declared is not None
-            body, paths = _queue_update(step.queue, step.declared.settings)
+            body, paths = nested_queue(step.queue, step.declared.settings)
             client.update_queue(queue=tasks_v2.Queue(body), update_mask=field_mask_pb2.FieldMask(paths=paths))
         elif step.action == "pause":
             client.pause_queue(name=step.queue)
@@ -127,17 +128,6 @@ def _value(queue: tasks_v2.Queue, path: str) -> Any:
     if path == "app_engine_routing_override":
         return {k: v for k in ("service", "version", "instance") if (v := getattr(value, k))}
     return value
-
-
-def _queue_update(name: str, settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    body: dict[str, Any] = {"name": name}
-    for path, value in settings.items():
-        *parents, leaf = path.split(".")
-        target = body
-        for part in parents:
-            target = target.setdefault(part, {})
-        target[leaf] = value
-    return body, list(settings)
 
 
 def _shown(value: Any) -> str:

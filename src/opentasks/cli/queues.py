@@ -73,20 +73,25 @@ def setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def queue_body(name: str, values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The Queue to send and the field paths that flags set."""
-    body: dict[str, Any] = {"name": name}
-    paths = []
+    """The Queue to send and the field paths that the given flags set."""
+    settings = {}
     for flag, value in values.items():
-        if value is None or flag not in _SETTINGS:
-            continue
-        path, convert = _SETTINGS[flag]
+        if value is not None and flag in _SETTINGS:
+            path, convert = _SETTINGS[flag]
+            settings[path] = convert(value)
+    return nested_queue(name, settings)
+
+
+def nested_queue(name: str, settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``{"rate_limits.max_concurrent_dispatches": 3}`` -> a Queue body and its update-mask paths."""
+    body: dict[str, Any] = {"name": name}
+    for path, value in settings.items():
         *parents, leaf = path.split(".")
         target = body
         for part in parents:
             target = target.setdefault(part, {})
-        target[leaf] = convert(value)
-        paths.append(path)
-    return body, paths
+        target[leaf] = value
+    return body, list(settings)
 
 
 @click.group()
