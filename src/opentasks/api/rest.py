@@ -197,11 +197,8 @@ class RestApi:
 
 async def _request_message(route: Route, resource: str, request: web.Request) -> PB:
     message = route.request()
-    query = {
-        k: _query_value(v)
-        for k, v in request.query.items()
-        if not k.startswith("$") and k not in _SYSTEM_PARAMETERS
-    }
+    # json_format reads numbers and enum numbers from strings, as query values always are.
+    query = {k: v for k, v in request.query.items() if not k.startswith("$") and k not in _SYSTEM_PARAMETERS}
     _parse(query, message, "query parameters")
     if route.body is not None:
         body = await _json_body(request)
@@ -212,11 +209,6 @@ async def _request_message(route: Route, resource: str, request: web.Request) ->
         target = getattr(target, part)
     setattr(target, leaf, resource)
     return message
-
-
-def _query_value(value: str) -> Any:
-    """Query values are strings; numbers (page sizes, enum numbers) are meant as numbers."""
-    return int(value) if value.lstrip("-").isdigit() else value
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
