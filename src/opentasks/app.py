@@ -45,7 +45,11 @@ class Services:
 
 
 def tombstone_policy(settings: Settings) -> TombstonePolicy:
-    return TombstonePolicy(task=settings.task_tombstone, queue=settings.queue_tombstone)
+    return TombstonePolicy(
+        task=settings.task_tombstone,
+        queue=settings.queue_tombstone,
+        queue_yaml_task=settings.queue_yaml_task_tombstone,
+    )
 
 
 def build_dispatcher(settings: Settings, store: Store, clock: Clock) -> Dispatcher:

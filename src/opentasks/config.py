@@ -88,6 +88,7 @@ class Settings:
     storage: StorageUrl = StorageUrl("memory")
     task_tombstone: timedelta = timedelta(hours=1)
     queue_tombstone: timedelta = timedelta(days=7)
+    queue_yaml_task_tombstone: timedelta = timedelta(days=9)
     max_rate_per_queue: float = 500.0
     allowed_locations: frozenset[str] | None = None
     require_https_for_tokens: bool = False
@@ -103,7 +104,8 @@ class Settings:
                 raise ConfigError(f"{label}: {port} is not a TCP port (0-65535).")
         if self.max_rate_per_queue <= 0:
             raise ConfigError("--max-rate-per-queue must be a positive number of dispatches per second.")
-        if self.task_tombstone < timedelta(0) or self.queue_tombstone < timedelta(0):
+        windows = (self.task_tombstone, self.queue_tombstone, self.queue_yaml_task_tombstone)
+        if min(windows) < timedelta(0):
             raise ConfigError("Tombstone windows must not be negative.")
         if not self.app_engine_url.startswith(("http://", "https://")):
             raise ConfigError(

@@ -18,8 +18,10 @@ opentasks YAML::
 migration: ``rate`` -> maxDispatchesPerSecond, ``max_concurrent_requests`` ->
 maxConcurrentDispatches, ``retry_parameters`` -> retryConfig (``task_retry_limit`` ->
 maxAttempts, ``task_age_limit`` -> maxRetryDuration, ``min/max_backoff_seconds``,
-``max_doublings``), ``target`` -> appEngineRoutingOverride. Fields without an equivalent are
-reported in :attr:`ConfigFile.notes`, never silently dropped.
+``max_doublings``), ``target`` -> appEngineRoutingOverride. ``bucket_size`` (default 5) stays
+the queue's burst, and finished task names stay reserved ~9 days, as for queue.yaml queues on
+Cloud Tasks. Fields without an equivalent are reported in :attr:`ConfigFile.notes`, never
+silently dropped.
 
 Every error names the file, the line and the field.
 """
@@ -35,6 +37,7 @@ from typing import Any
 import yaml
 
 from opentasks.config import ConfigError, parse_duration
+from opentasks.domain.queue import DEFAULT_BUCKET_SIZE, MAX_BUCKET_SIZE
 
 _QUEUE_FIELDS: dict[str, dict[str, str]] = {
     # section -> field -> kind
@@ -56,6 +59,7 @@ _SERVER_FIELDS = {
     "data_dir",
     "task_tombstone",
     "queue_tombstone",
+    "queue_yaml_task_tombstone",
     "max_rate_per_queue",
     "locations",
     "require_https_for_tokens",
@@ -245,10 +249,6 @@ class _Reader:
             if key != "queue":
                 self.note(key_node, key, "has no Cloud Tasks equivalent; not applied.")
         queues = [self._app_engine_queue(node) for node in self.sequence(top["queue"][1], "queue")]
-        self.notes.append(
-            f"{self.path}: task names of these queues stay reserved for the server's --task-tombstone, "
-            "not the ~9 days Cloud Tasks keeps for queue.yaml queues."
-        )
         return ConfigFile(self.path, "queue.yaml", queues, {}, notes=self.notes)
 
     def _app_engine_queue(self, node: yaml.Node) -> DeclaredQueue:
@@ -256,30 +256,34 @@ class _Reader:
         if "name" not in fields_:
             raise self.fail(node, "queue[].name", "every queue needs a name.")
         name = str(self.scalar(fields_["name"][1], "name"))
-        settings: dict[str, Any] = {}
+        # App Engine's default bucket; the queue keeps it (v2 would derive the burst from the rate).
+        settings: dict[str, Any] = {"rate_limits.max_burst_size": DEFAULT_BUCKET_SIZE}
         for key, (key_node, value_node) in fields_.items():
-            field_name = f"{name}.{key}"
-            if key == "name":
-                continue
-            if key == "rate":
-                settings["rate_limits.max_dispatches_per_second"] = self._rate(value_node, field_name)
-            elif key == "max_concurrent_requests":
-                settings["rate_limits.max_concurrent_dispatches"] = self._value("int", value_node, field_name)
-            elif key == "retry_parameters":
-                settings.update(self._retry_parameters(value_node, name))
-            elif key == "target":
-                settings["app_engine_routing_override"] = _target(str(self.scalar(value_node, field_name)))
-            elif key == "mode" and str(self.scalar(value_node, field_name)) == "push":
-                continue
-            elif key == "bucket_size":
-                self.note(
-                    key_node,
-                    field_name,
-                    "not applied: in Cloud Tasks API v2 the burst size is derived from the rate.",
-                )
-            else:
-                self.note(key_node, field_name, "has no Cloud Tasks equivalent; not applied.")
+            if key != "name":
+                settings.update(self._app_engine_setting(name, key, key_node, value_node))
         return DeclaredQueue(name, node.start_mark.line + 1, settings)
+
+    def _app_engine_setting(
+        self, queue: str, key: str, key_node: yaml.Node, value_node: yaml.Node
+    ) -> dict[str, Any]:
+        """The Cloud Tasks settings of one queue.yaml field (none, with a note, if it has no equivalent)."""
+        field_name = f"{queue}.{key}"
+        if key == "rate":
+            return {"rate_limits.max_dispatches_per_second": self._rate(value_node, field_name)}
+        if key == "bucket_size":
+            size = self._value("int", value_node, field_name)
+            if not 1 <= size <= MAX_BUCKET_SIZE:
+                raise self.fail(value_node, field_name, f"must be between 1 and {MAX_BUCKET_SIZE}.")
+            return {"rate_limits.max_burst_size": size}
+        if key == "max_concurrent_requests":
+            return {"rate_limits.max_concurrent_dispatches": self._value("int", value_node, field_name)}
+        if key == "retry_parameters":
+            return self._retry_parameters(value_node, queue)
+        if key == "target":
+            return {"app_engine_routing_override": _target(str(self.scalar(value_node, field_name)))}
+        if key != "mode" or str(self.scalar(value_node, field_name)) != "push":
+            self.note(key_node, field_name, "has no Cloud Tasks equivalent; not applied.")
+        return {}
 
     def _rate(self, node: yaml.Node, field_name: str) -> float:
         raw = str(self.scalar(node, field_name))

@@ -5,7 +5,9 @@ import time
 from pathlib import Path
 
 import pytest
+from google.api_core import exceptions
 from google.cloud import tasks_v2
+from google.protobuf import field_mask_pb2
 
 from opentasks.testing import OPENTASKS, ServerProcess
 
@@ -82,16 +84,32 @@ def test_apply_is_idempotent_and_plans(tmp_path: Path) -> None:
         assert names == ["emails", "reports"]
 
 
-def test_apply_queue_yaml_reports_what_it_cannot_convert(tmp_path: Path) -> None:
+def test_apply_queue_yaml_keeps_bucket_size_and_reserves_task_names_longer(tmp_path: Path) -> None:
     queue_yaml = tmp_path / "queue.yaml"
-    queue_yaml.write_text("queue:\n- name: legacy\n  rate: 2/s\n  bucket_size: 5\n  target: worker\n")
-    with ServerProcess("memory://", "--no-dispatch") as server:
+    queue_yaml.write_text("queue:\n- name: legacy\n  rate: 2/s\n  bucket_size: 40\n  target: worker\n")
+    with ServerProcess("memory://", "--no-dispatch", "--task-tombstone", "0s") as server:
         run = apply(server, queue_yaml, "--project", "gae")
         assert run.returncode == 0, run.stderr
-        assert f"NOTE: {queue_yaml}:4: legacy.bucket_size: not applied" in run.stderr
-        legacy = server.client().get_queue(name="projects/gae/locations/us-central1/queues/legacy")
+        assert "NOTE" not in run.stderr
+        client = server.client()
+        name = "projects/gae/locations/us-central1/queues/legacy"
+        legacy = client.get_queue(name=name)
         assert legacy.rate_limits.max_dispatches_per_second == 2
+        assert legacy.rate_limits.max_burst_size == 40
         assert legacy.app_engine_routing_override.service == "worker"
+        assert apply(server, queue_yaml, "--project", "gae").stdout.startswith("Nothing to change")
+        # Task names stay reserved (~9 days), although API queues here release them at once.
+        task = tasks_v2.Task(name=f"{name}/tasks/nightly", http_request={"url": "http://127.0.0.1:9/"})
+        client.create_task(parent=name, task=task)
+        client.delete_task(name=task.name)
+        with pytest.raises(exceptions.AlreadyExists):
+            client.create_task(parent=name, task=task)
+        # A plain UpdateQueue turns it into an API queue: the burst follows the rate again.
+        updated = client.update_queue(
+            queue=tasks_v2.Queue(name=name, rate_limits={"max_dispatches_per_second": 2}),
+            update_mask=field_mask_pb2.FieldMask(paths=["rate_limits.max_dispatches_per_second"]),
+        )
+        assert updated.rate_limits.max_burst_size == 10
 
 
 def test_apply_rejects_an_invalid_file(tmp_path: Path) -> None:

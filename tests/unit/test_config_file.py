@@ -85,6 +85,7 @@ queue:
     assert default.settings == {
         "rate_limits.max_dispatches_per_second": pytest.approx(10 / 60),
         "rate_limits.max_concurrent_dispatches": 7,
+        "rate_limits.max_burst_size": 20,
         "app_engine_routing_override": {"service": "worker", "version": "v2"},
         "retry_config.max_attempts": 5,
         "retry_config.max_retry_duration": timedelta(days=2),
@@ -92,10 +93,13 @@ queue:
         "retry_config.max_backoff": timedelta(seconds=30),
         "retry_config.max_doublings": 3,
     }
-    assert hourly.settings == {"rate_limits.max_dispatches_per_second": pytest.approx(1 / 3600)}
+    assert hourly.settings == {
+        "rate_limits.max_dispatches_per_second": pytest.approx(1 / 3600),
+        "rate_limits.max_burst_size": 5,  # App Engine's default bucket
+    }
     notes = "\n".join(config.notes)
     assert "queue.yaml:2: total_storage_limit: has no Cloud Tasks equivalent" in notes
-    assert "queue.yaml:6: default.bucket_size: not applied" in notes
+    assert "bucket_size" not in notes
     assert "queue.yaml:18: hourly.acl: has no Cloud Tasks equivalent" in notes
 
 
@@ -117,6 +121,10 @@ queue:
         ),
         ("server:\n  prot: 1\n", "opentasks.yaml:2: server.prot: unknown setting"),
         ("queue:\n- name: q\n  rate: lots\n", "opentasks.yaml:3: q.rate: 'lots' is not a rate"),
+        (
+            "queue:\n- name: q\n  bucket_size: 501\n",
+            "opentasks.yaml:3: q.bucket_size: must be between 1 and 500",
+        ),
         ("queues: [\n", "opentasks.yaml:2: not valid YAML"),
         ("whatever: 1\n", "opentasks.yaml:1: whatever: unknown"),
     ],

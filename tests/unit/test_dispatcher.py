@@ -11,10 +11,11 @@ from opentasks.domain.names import LocationName, QueueName
 from opentasks.domain.outbound import OutboundRequest
 from opentasks.domain.queue import Queue, RateLimits, RetryConfig
 from opentasks.domain.task import AttemptFailure, AttemptOutcome, HttpRequest, Task, TaskDraft, TaskView
-from opentasks.errors import NotFound
+from opentasks.errors import AlreadyExists, NotFound
 from opentasks.service.dispatcher import Dispatcher, DispatchSettings
 from opentasks.service.queues import QueueService
 from opentasks.service.tasks import TaskService
+from opentasks.service.windows import TombstonePolicy
 from opentasks.storage.memory import MemoryStore
 
 PARENT = LocationName("p", "l")
@@ -292,3 +293,23 @@ async def test_an_unexpected_error_in_an_attempt_is_a_failed_attempt() -> None:
     assert stored.schedule_time == world.clock.now() + timedelta(seconds=5)
     assert stored.last_attempt is not None and stored.last_attempt.response_status is not None
     assert "internal error" in stored.last_attempt.response_status.message
+
+
+async def test_finished_tasks_of_queue_yaml_queues_keep_their_names_longer() -> None:
+    world = World()
+    world.dispatcher = Dispatcher(
+        world.store,
+        world.clock,
+        world.pusher,
+        tombstones=TombstonePolicy(task=timedelta(minutes=1), queue_yaml_task=timedelta(days=9)),
+    )
+    world.queues = QueueService(world.store, world.clock, events=world.dispatcher)
+    world.tasks = TaskService(world.store, world.clock, events=world.dispatcher)
+    await world.dispatcher.start(loop=False)
+    await world.queues.update_queue(Queue(Q), [], queue_yaml=True)
+    await world.dispatcher.settle()
+    await world.task(name=f"{Q}/tasks/daily-report")
+    assert await world.step() == 1
+    world.clock.advance(8 * 86400)
+    with pytest.raises(AlreadyExists):
+        await world.task(name=f"{Q}/tasks/daily-report")

@@ -174,3 +174,44 @@ async def test_get_missing_task(services: tuple[QueueService, TaskService]) -> N
         await tasks.get_task(TaskName(Q, "nope"), TaskView.BASIC)
     with pytest.raises(NotFound, match="Queue does not exist"):
         await tasks.list_tasks(QueueName("p", "l", "nope"), view=TaskView.BASIC, page_size=0, page_token="")
+
+
+async def test_queue_yaml_queues_keep_their_bucket_until_a_plain_update(
+    services: tuple[QueueService, TaskService],
+) -> None:
+    queues, _ = services
+    legacy = Queue(Q, rate_limits=RateLimits(max_dispatches_per_second=2, max_burst_size=40))
+    created = await queues.update_queue(legacy, [], queue_yaml=True)
+    assert created.rate_limits.max_burst_size == 40
+    assert created.from_queue_yaml
+    rate_only = await queues.update_queue(
+        Queue(Q, rate_limits=RateLimits(max_dispatches_per_second=3)),
+        ["rate_limits.max_dispatches_per_second"],
+        queue_yaml=True,
+    )
+    assert rate_only.rate_limits.max_burst_size == 40  # kept: the file did not change it
+    # A plain UpdateQueue makes it an API queue: the burst is derived from the rate again.
+    plain = await queues.update_queue(Queue(Q), ["retry_config.max_attempts"])
+    assert (plain.rate_limits.max_burst_size, plain.from_queue_yaml) == (10, False)
+    with pytest.raises(InvalidArgument, match=r"bucket_size of a queue\.yaml queue must be"):
+        await queues.update_queue(Queue(Q, rate_limits=RateLimits(max_burst_size=501)), [], queue_yaml=True)
+
+
+async def test_queue_yaml_queues_reserve_task_names_longer(clock: FakeClock) -> None:
+    store = MemoryStore()
+    policy = TombstonePolicy(task=timedelta(minutes=5), queue_yaml_task=timedelta(minutes=30))
+    queues = QueueService(store, clock, tombstones=policy)
+    tasks = TaskService(store, clock, tombstones=policy)
+    await queues.update_queue(Queue(Q), [], queue_yaml=True)
+    for ending in (tasks.delete_task, lambda name: tasks.batch_delete_tasks(Q, [str(name)])):
+        created = await tasks.create_task(Q, draft(f"{Q}/tasks/once"), TaskView.BASIC)
+        await ending(created.name)
+        clock.advance(29 * 60)
+        with pytest.raises(AlreadyExists):
+            await tasks.create_task(Q, draft(f"{Q}/tasks/once"), TaskView.BASIC)
+        clock.advance(61)
+    await tasks.create_task(Q, draft(f"{Q}/tasks/once"), TaskView.BASIC)
+    await queues.purge_queue(Q)
+    clock.advance(29 * 60)
+    with pytest.raises(AlreadyExists):
+        await tasks.create_task(Q, draft(f"{Q}/tasks/once"), TaskView.BASIC)

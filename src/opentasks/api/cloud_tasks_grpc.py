@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 from grpc_status import rpc_status as grpc_rpc_status
 
-from opentasks.api import convert
+from opentasks.api import call, convert
 from opentasks.api import messages as pb
 from opentasks.api.messages import PB
 from opentasks.api.operations import OperationRegistry
@@ -62,12 +62,16 @@ class CloudTasksApi:
 
     async def create_queue(self, request: PB) -> PB:
         parent = LocationName.parse(request.parent)
-        queue = await self._queues.create_queue(parent, convert.queue_from_pb(request.queue))
+        queue = await self._queues.create_queue(
+            parent, convert.queue_from_pb(request.queue), queue_yaml=call.from_queue_yaml()
+        )
         return convert.queue_to_pb(queue)
 
     async def update_queue(self, request: PB) -> PB:
         queue = convert.queue_from_pb(request.queue)
-        return convert.queue_to_pb(await self._queues.update_queue(queue, list(request.update_mask.paths)))
+        paths = list(request.update_mask.paths)
+        updated = await self._queues.update_queue(queue, paths, queue_yaml=call.from_queue_yaml())
+        return convert.queue_to_pb(updated)
 
     async def delete_queue(self, request: PB) -> PB:
         await self._queues.delete_queue(QueueName.parse(request.name))
@@ -224,7 +228,8 @@ def _location(name: LocationName) -> PB:
 
 
 def _rpc(handler: Handler, request_class: Any, response_class: Any) -> grpc.RpcMethodHandler:
-    async def call(request: PB, context: grpc.aio.ServicerContext[PB, PB]) -> PB:
+    async def serve(request: PB, context: grpc.aio.ServicerContext[PB, PB]) -> PB:
+        call.bind(context.invocation_metadata() or ())
         try:
             return await handler(request)
         except OpenTasksError as error:
@@ -236,7 +241,7 @@ def _rpc(handler: Handler, request_class: Any, response_class: Any) -> grpc.RpcM
         raise AssertionError("unreachable")  # abort_with_status always raises
 
     return grpc.unary_unary_rpc_method_handler(
-        call,
+        serve,
         request_deserializer=request_class.FromString,
         response_serializer=response_class.SerializeToString,
     )

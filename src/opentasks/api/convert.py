@@ -54,11 +54,13 @@ def _set_time(target: PB, value: datetime | None) -> None:
 
 
 def queue_from_pb(message: PB) -> Queue:
-    """The caller's queue; output-only fields are dropped."""
+    """The caller's queue; output-only fields are dropped, except the burst, which the domain
+    honours only for queues from a queue.yaml."""
     return Queue(
         name=QueueName.parse(message.name),
         rate_limits=RateLimits(
             max_dispatches_per_second=message.rate_limits.max_dispatches_per_second,
+            max_burst_size=message.rate_limits.max_burst_size,
             max_concurrent_dispatches=message.rate_limits.max_concurrent_dispatches,
         ),
         retry_config=retry_config_from_pb(message.retry_config),

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import json_format
 
+from opentasks.api import call
 from opentasks.api import messages as pb
 from opentasks.api.cloud_tasks_grpc import CloudTasksApi
 from opentasks.api.messages import PB
@@ -182,6 +183,7 @@ class RestApi:
 
     async def handle(self, request: web.Request) -> web.Response:
         int_enums = "enum-encoding=int" in request.query.get("$alt", "")
+        call.bind(request.headers.items())
         try:
             route, resource = find_route(request.method, request.match_info["path"])
             message = await _request_message(route, resource, request)

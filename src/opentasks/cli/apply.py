@@ -11,6 +11,7 @@ from google.api_core import exceptions
 from google.cloud import tasks_v2
 from google.protobuf import field_mask_pb2
 
+from opentasks.api.call import QUEUE_YAML_HEADER
 from opentasks.cli.queues import nested_queue
 from opentasks.cli.remote import Remote, remote_options, reports_errors
 from opentasks.config import ConfigError
@@ -62,12 +63,20 @@ def plan(client: tasks_v2.CloudTasksClient, remote: Remote, config: ConfigFile, 
     return steps
 
 
-def execute(client: tasks_v2.CloudTasksClient, remote: Remote, steps: list[Step]) -> None:
+def execute(
+    client: tasks_v2.CloudTasksClient, remote: Remote, steps: list[Step], *, queue_yaml: bool = False
+) -> None:
+    """Carry out ``steps``; queues of a queue.yaml are marked so (they keep their bucket_size)."""
+    metadata = [(QUEUE_YAML_HEADER, "true")] if queue_yaml else []
     for step in steps:
         if step.action in ("create", "update"):
             assert step.declared is not None
             body, paths = nested_queue(step.queue, step.declared.settings)
-            client.update_queue(queue=tasks_v2.Queue(body), update_mask=field_mask_pb2.FieldMask(paths=paths))
+            client.update_queue(
+                queue=tasks_v2.Queue(body),
+                update_mask=field_mask_pb2.FieldMask(paths=paths),
+                metadata=metadata,
+            )
         elif step.action == "pause":
             client.pause_queue(name=step.queue)
         elif step.action == "resume":
@@ -91,7 +100,7 @@ def apply_file(
     elif dry_run:
         click.echo(f"Dry run: {len(steps)} change(s) planned, none made.")
     else:
-        execute(client, remote, steps)
+        execute(client, remote, steps, queue_yaml=config.kind == "queue.yaml")
         click.echo(f"Applied {len(steps)} change(s).")
     return steps
 

@@ -86,6 +86,14 @@ from opentasks.config_file import ConfigFile, load
     help="How long a deleted queue's name stays reserved.",
 )
 @click.option(
+    "--queue-yaml-task-tombstone",
+    default="9d",
+    type=_duration("--queue-yaml-task-tombstone"),
+    envvar="OPENTASKS_QUEUE_YAML_TASK_TOMBSTONE",
+    show_envvar=True,
+    help="How long task names stay reserved in queues applied from an App Engine queue.yaml.",
+)
+@click.option(
     "--max-rate-per-queue",
     default=500.0,
     type=float,
@@ -161,6 +169,7 @@ def serve(  # noqa: PLR0917 - click passes every option as an argument
     data_dir: str | None,
     task_tombstone: timedelta,
     queue_tombstone: timedelta,
+    queue_yaml_task_tombstone: timedelta,
     max_rate_per_queue: float,
     locations: str,
     require_https_for_tokens: bool,
@@ -183,6 +192,7 @@ def serve(  # noqa: PLR0917 - click passes every option as an argument
             storage=StorageUrl.parse(url),
             task_tombstone=task_tombstone,
             queue_tombstone=queue_tombstone,
+            queue_yaml_task_tombstone=queue_yaml_task_tombstone,
             max_rate_per_queue=max_rate_per_queue,
             allowed_locations=allowed,
             require_https_for_tokens=require_https_for_tokens,

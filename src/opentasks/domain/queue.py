@@ -19,6 +19,9 @@ DEFAULT_MAX_ATTEMPTS = 100
 DEFAULT_MIN_BACKOFF = timedelta(milliseconds=100)
 DEFAULT_MAX_BACKOFF = timedelta(seconds=3600)
 DEFAULT_MAX_DOUBLINGS = 16
+# App Engine's queue.yaml ``bucket_size``: its default and its largest value.
+DEFAULT_BUCKET_SIZE = 5
+MAX_BUCKET_SIZE = 500
 
 
 class QueueState(IntEnum):
@@ -126,6 +129,10 @@ class Queue:
 
     ``iam_policy`` is the queue's IAM policy document as SetIamPolicy stored it (opaque here:
     opentasks keeps policies for clients that read them back, but does not enforce them).
+
+    ``from_queue_yaml`` marks a queue last written from an App Engine queue.yaml: it keeps the
+    file's ``bucket_size`` as its burst and, like on Cloud Tasks, reserves the names of its
+    finished tasks longer. Not part of the API; any plain UpdateQueue clears it.
     """
 
     name: QueueName
@@ -137,6 +144,7 @@ class Queue:
     http_target: HttpTarget | None = None
     logging_sampling_ratio: float = 0.0
     iam_policy: bytes = b""
+    from_queue_yaml: bool = False
 
 
 BurstSizeFunction = Callable[[float], int]
@@ -150,12 +158,13 @@ def default_burst_size(max_dispatches_per_second: float) -> int:
 def resolve_queue(queue: Queue, limits: Limits, burst_size: BurstSizeFunction = default_burst_size) -> Queue:
     """Validate a queue's settings and fill Cloud Tasks' defaults for the ones not given.
 
-    ``max_burst_size`` is output-only in v2: it is always recomputed from the rate.
+    ``max_burst_size`` is output-only in v2: it is always recomputed from the rate, except on
+    queues from a queue.yaml, whose burst is the file's ``bucket_size``.
     """
     rate = _resolve_rate(queue.rate_limits, limits)
     rate_limits = RateLimits(
         max_dispatches_per_second=rate,
-        max_burst_size=burst_size(rate),
+        max_burst_size=_bucket_size(queue.rate_limits) if queue.from_queue_yaml else burst_size(rate),
         max_concurrent_dispatches=_resolve_concurrency(queue.rate_limits, limits),
     )
     ratio = queue.logging_sampling_ratio
@@ -176,6 +185,15 @@ def _resolve_rate(rate_limits: RateLimits, limits: Limits) -> float:
             f"{limits.max_dispatches_per_second:g}."
         )
     return rate or DEFAULT_MAX_DISPATCHES_PER_SECOND
+
+
+def _bucket_size(rate_limits: RateLimits) -> int:
+    size = rate_limits.max_burst_size or DEFAULT_BUCKET_SIZE
+    if not 1 <= size <= MAX_BUCKET_SIZE:
+        raise InvalidArgument(
+            f"bucket_size of a queue.yaml queue must be between 1 and {MAX_BUCKET_SIZE}, not {size}."
+        )
+    return size
 
 
 def _resolve_concurrency(rate_limits: RateLimits, limits: Limits) -> int:
@@ -259,15 +277,25 @@ _GROUPS = ("rate_limits", "retry_config", "stackdriver_logging_config")
 _OUTPUT_ONLY_PATHS = frozenset({"name", "state", "purge_time", "rate_limits.max_burst_size"})
 
 
-def apply_update_mask(existing: Queue, update: Queue, paths: list[str]) -> Queue:
+_BURST_PATH = "rate_limits.max_burst_size"
+
+
+def apply_update_mask(existing: Queue, update: Queue, paths: list[str], *, queue_yaml: bool = False) -> Queue:
     """Copy the fields named by ``paths`` from ``update`` onto ``existing``.
 
     An empty mask updates every input field. Output-only paths are ignored, as on Cloud Tasks;
-    unknown paths are an error. The result still needs :func:`resolve_queue`.
+    unknown paths are an error. With ``queue_yaml`` (a write from a queue.yaml) the burst is an
+    input too; without it the queue stops being a queue.yaml queue, so its burst is derived from
+    the rate again, as Cloud Tasks does. The result still needs :func:`resolve_queue`.
     """
-    result = existing
+    result = replace(existing, from_queue_yaml=queue_yaml)
     for chain in _expand_paths(paths):
         result = _copy_chain(result, update, chain)
+    if queue_yaml and (not paths or _BURST_PATH in paths or "rate_limits" in paths):
+        result = replace(
+            result,
+            rate_limits=replace(result.rate_limits, max_burst_size=update.rate_limits.max_burst_size),
+        )
     return result
 
 

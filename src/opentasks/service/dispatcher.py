@@ -195,7 +195,8 @@ class Dispatcher:
             outcome = AttemptOutcome(failure=AttemptFailure.UNREACHABLE, detail=f"internal error: {error!r}")
         retry = (worker.queue if worker is not None else queue).retry_config
         after = after_attempt(claimed, outcome, self._clock.now(), retry, retry_from=retry_from)
-        self._results.add(AttemptResult(claimed.name, claimed.dispatch_count, after, claimed.named))
+        result = AttemptResult(claimed.name, claimed.dispatch_count, after, claimed.named)
+        self._results.add(result, queue_yaml=queue.from_queue_yaml)
         if after is not None and worker is not None:
             worker.note_due(after.schedule_time)
 
@@ -334,25 +335,32 @@ class _ResultWriter:
         self._store = store
         self._clock = clock
         self._tombstones = tombstones
-        self._pending: list[AttemptResult] = []
+        # Results by whether their queue is from a queue.yaml (its task names stay reserved longer).
+        self._pending: dict[bool, list[AttemptResult]] = {False: [], True: []}
         self._flusher: asyncio.Task[None] | None = None
 
-    def add(self, result: AttemptResult) -> None:
-        self._pending.append(result)
+    def add(self, result: AttemptResult, *, queue_yaml: bool = False) -> None:
+        self._pending[queue_yaml].append(result)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._flush_all())
 
     async def flush(self) -> None:
         while self._flusher is not None and not self._flusher.done():
             await self._flusher
-        if self._pending:
+        if any(self._pending.values()):
             await self._flush_all()
 
     async def _flush_all(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                await self._store.finish_attempts(batch, self._tombstones.windows(self._clock.now()))
-            except Exception:
-                # The tasks stay claimed; their leases expire and they are dispatched again.
-                _log.exception("could not record %d attempt outcome(s); they will be retried", len(batch))
+        while any(self._pending.values()):
+            for queue_yaml, batch in self._pending.items():
+                if batch:
+                    self._pending[queue_yaml] = []
+                    await self._finish(batch, queue_yaml)
+
+    async def _finish(self, batch: list[AttemptResult], queue_yaml: bool) -> None:
+        windows = self._tombstones.windows(self._clock.now(), queue_yaml=queue_yaml)
+        try:
+            await self._store.finish_attempts(batch, windows)
+        except Exception:
+            # The tasks stay claimed; their leases expire and they are dispatched again.
+            _log.exception("could not record %d attempt outcome(s); they will be retried", len(batch))

@@ -57,13 +57,16 @@ class QueueService:
         self._burst_size = burst_size
         self._events = events or NoDispatch()
 
-    async def create_queue(self, parent: LocationName, queue: Queue) -> Queue:
+    async def create_queue(self, parent: LocationName, queue: Queue, *, queue_yaml: bool = False) -> Queue:
+        """Create ``queue``; ``queue_yaml`` marks a queue written from an App Engine queue.yaml."""
         if queue.name.parent != parent:
             raise InvalidArgument(
                 f"Queue.name '{queue.name}' must be in the location of the request's parent '{parent}'."
             )
         self._check_location(parent)
-        resolved = self._resolve(replace(queue, state=QueueState.RUNNING, purge_time=None))
+        resolved = self._resolve(
+            replace(queue, state=QueueState.RUNNING, purge_time=None, from_queue_yaml=queue_yaml)
+        )
         created = await self._store.create_queue(resolved, self._clock.now())
         self._events.queue_changed(created.name)
         return created
@@ -84,14 +87,14 @@ class QueueService:
         cursor = queues[-1].name.queue_id if more else None
         return QueuePage(queues, next_page_token(cursor, fingerprint=fingerprint))
 
-    async def update_queue(self, queue: Queue, update_mask: list[str]) -> Queue:
+    async def update_queue(self, queue: Queue, update_mask: list[str], *, queue_yaml: bool = False) -> Queue:
         """Apply ``update_mask`` from ``queue`` to the stored queue, creating it when missing."""
         self._check_location(queue.name.parent)
         apply_update_mask(Queue(queue.name), queue, update_mask)  # reject bad paths before any write
 
         def change(current: Queue | None) -> Queue:
             existing = current or Queue(queue.name)
-            return self._resolve(apply_update_mask(existing, queue, update_mask))
+            return self._resolve(apply_update_mask(existing, queue, update_mask, queue_yaml=queue_yaml))
 
         updated = await self._store.update_queue(queue.name, change, self._clock.now())
         self._events.queue_changed(updated.name)
@@ -110,7 +113,9 @@ class QueueService:
 
     async def purge_queue(self, name: QueueName) -> Queue:
         now = self._clock.now()
-        purged = await self._store.purge_queue(name, now, self._tombstones.windows(now))
+        queue_yaml = (await self._store.get_queue(name)).from_queue_yaml
+        windows = self._tombstones.windows(now, queue_yaml=queue_yaml)
+        purged = await self._store.purge_queue(name, now, windows)
         self._events.queue_changed(name)
         return purged
 

@@ -10,11 +10,14 @@ from opentasks.storage.base import Windows
 
 @dataclass(frozen=True)
 class TombstonePolicy:
-    """Reuse windows: a finished or deleted named task blocks its name for ``task``; a deleted
-    queue blocks its name for ``queue`` (Cloud Tasks: ~1 h and 7 days)."""
+    """Reuse windows: a finished or deleted named task blocks its name for ``task`` (for
+    ``queue_yaml_task`` in a queue from a queue.yaml); a deleted queue blocks its name for
+    ``queue`` (Cloud Tasks: ~1 h, ~9 days and 7 days)."""
 
     task: timedelta = timedelta(hours=1)
     queue: timedelta = timedelta(days=7)
+    queue_yaml_task: timedelta = timedelta(days=9)
 
-    def windows(self, now: datetime) -> Windows:
-        return Windows(task_tombstone_until=now + self.task, queue_tombstone_until=now + self.queue)
+    def windows(self, now: datetime, *, queue_yaml: bool = False) -> Windows:
+        task = self.queue_yaml_task if queue_yaml else self.task
+        return Windows(task_tombstone_until=now + task, queue_tombstone_until=now + self.queue)
