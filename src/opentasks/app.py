@@ -12,11 +12,17 @@ from dataclasses import dataclass
 import grpc
 from aiohttp import web
 
+from opentasks.api import discovery
+from opentasks.api.auth import ApiAuth
 from opentasks.api.cloud_tasks_grpc import CloudTasksApi, handlers
 from opentasks.api.rest import RestApi
 from opentasks.clock import Clock, SystemClock
-from opentasks.config import Settings, StorageUrl
+from opentasks.config import Settings, StorageUrl, default_data_dir
+from opentasks.credentials.keys import KeyRing
+from opentasks.credentials.tokens import TokenMinter
 from opentasks.domain.limits import Limits
+from opentasks.domain.routing import AppEngineRoutes
+from opentasks.domain.target_policy import DEFAULT_DENY, TargetPolicy
 from opentasks.service.dispatcher import Dispatcher, DispatchSettings
 from opentasks.service.locations import LocationService
 from opentasks.service.pusher import AiohttpPusher
@@ -52,15 +58,43 @@ def tombstone_policy(settings: Settings) -> TombstonePolicy:
     )
 
 
-def build_dispatcher(settings: Settings, store: Store, clock: Clock) -> Dispatcher:
+def app_engine_routes(settings: Settings) -> AppEngineRoutes:
+    return AppEngineRoutes(settings.app_engine_url, dict(settings.app_engine_services))
+
+
+def target_policy(settings: Settings) -> TargetPolicy:
+    deny = (DEFAULT_DENY if settings.default_dispatch_deny else ()) + settings.dispatch_deny
+    return TargetPolicy(deny=deny, allow=settings.dispatch_allow)
+
+
+def api_auth(settings: Settings) -> ApiAuth | None:
+    if not (settings.api_tokens or settings.api_read_only_tokens):
+        return None
+    return ApiAuth(settings.api_tokens, settings.api_read_only_tokens)
+
+
+def build_minter(settings: Settings, clock: Clock) -> TokenMinter:
+    """OIDC signing with the keys of ``keys_dir`` (made on first use); the issuer is set at start."""
+    keys = KeyRing(settings.keys_dir or default_data_dir() / "keys", clock=clock)
+    return TokenMinter(keys, settings.issuer(settings.http_port), dict(settings.oauth_tokens))
+
+
+def build_dispatcher(settings: Settings, store: Store, clock: Clock, minter: TokenMinter) -> Dispatcher:
     dispatch_settings = DispatchSettings(
-        app_engine_url=settings.app_engine_url,
+        app_engine=app_engine_routes(settings),
         lease_grace=settings.lease_grace,
         shutdown_grace=settings.shutdown_grace,
         follow_redirects=settings.follow_redirects,
     )
+    targets = target_policy(settings)
     return Dispatcher(
-        store, clock, AiohttpPusher(), tombstones=tombstone_policy(settings), settings=dispatch_settings
+        store,
+        clock,
+        AiohttpPusher(targets),
+        tombstones=tombstone_policy(settings),
+        settings=dispatch_settings,
+        credentials=minter,
+        targets=targets,
     )
 
 
@@ -72,6 +106,7 @@ def build_services(
         require_https_for_tokens=settings.require_https_for_tokens,
     )
     tombstones = tombstone_policy(settings)
+    targets, routes = target_policy(settings), app_engine_routes(settings)
     return Services(
         queues=QueueService(
             store,
@@ -80,9 +115,18 @@ def build_services(
             tombstones=tombstones,
             allowed_locations=settings.allowed_locations,
             events=dispatcher,
+            targets=targets,
+            app_engine=routes,
         ),
         tasks=TaskService(
-            store, clock, limits=limits, tombstones=tombstones, events=dispatcher, runner=dispatcher
+            store,
+            clock,
+            limits=limits,
+            tombstones=tombstones,
+            events=dispatcher,
+            runner=dispatcher,
+            targets=targets,
+            app_engine=routes,
         ),
         locations=LocationService(store, allowed_locations=settings.allowed_locations),
     )
@@ -95,7 +139,10 @@ class Server:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.store = store or build_store(settings.storage)
-        self.dispatcher = build_dispatcher(settings, self.store, self.clock) if settings.dispatch else None
+        self.minter = build_minter(settings, self.clock)
+        self.dispatcher = (
+            build_dispatcher(settings, self.store, self.clock, self.minter) if settings.dispatch else None
+        )
         self.services = build_services(settings, self.store, self.clock, self.dispatcher)
         self.port = settings.port
         self.http_port = settings.http_port
@@ -106,18 +153,31 @@ class Server:
 
     async def start(self) -> None:
         await self.store.open()
+        await asyncio.to_thread(self.minter.keys.load)
         if self.dispatcher is not None:
             await self.dispatcher.start()
         services = self.services
         api = CloudTasksApi(services.queues, services.tasks, services.locations, self.clock)
-        self._grpc.add_generic_rpc_handlers(handlers(api))
+        auth = api_auth(self.settings)
+        self._grpc.add_generic_rpc_handlers(handlers(api, auth))
         self.port = self._grpc.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
         await self._grpc.start()
-        self._http = web.AppRunner(RestApi(api).app(), access_log=None)
+        minter = self.minter
+        app = RestApi(api, auth).app(
+            extra_routes=lambda app: discovery.add_routes(app, minter.keys, lambda: minter.issuer)
+        )
+        self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         site = web.TCPSite(self._http, self.settings.host, self.settings.http_port)
         await site.start()
         self.http_port = self._http.addresses[0][1]
+        self.minter.issuer = self.settings.issuer(self.http_port)
+        if auth is None and not self.settings.loopback_only:
+            _log.warning(
+                "API AUTHENTICATION IS OFF (--insecure-no-auth) and the server listens on %s: "
+                "anyone who can reach it can create, read and delete tasks",
+                self.settings.host,
+            )
         _log.info(
             "opentasks listening on %s:%d (gRPC) and :%d (HTTP), storage %s, %s",
             self.settings.host,

@@ -8,10 +8,12 @@ to Cloud Tasks with the application's default credentials. One environment varia
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import grpc
 from google.api_core.client_options import ClientOptions
-from google.auth.credentials import AnonymousCredentials
+from google.auth.api_key import Credentials as ApiKeyCredentials
+from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import (
     CloudTasksGrpcAsyncIOTransport,
@@ -20,36 +22,74 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import (
 
 EMULATOR_HOST = "CLOUD_TASKS_EMULATOR_HOST"
 REST_URL = "OPENTASKS_REST_URL"
+API_TOKEN = "OPENTASKS_API_TOKEN"
 
 
-def client(endpoint: str | None = None, *, transport: str = "grpc") -> tasks_v2.CloudTasksClient:
+def client(
+    endpoint: str | None = None, *, transport: str = "grpc", api_token: str | None = None
+) -> tasks_v2.CloudTasksClient:
     """A ``CloudTasksClient`` for opentasks at ``endpoint`` (``host:port`` of the gRPC API).
 
     Without ``endpoint``, ``CLOUD_TASKS_EMULATOR_HOST`` is used; if that is unset too, the
     client talks to Google Cloud Tasks. With ``transport="rest"`` the REST API is used: its URL
     is ``OPENTASKS_REST_URL`` if set, else the gRPC endpoint's host with the port after it
-    (``opentasks serve`` defaults to 8123 for gRPC and 8124 for HTTP).
+    (``opentasks serve`` defaults to 8123 for gRPC and 8124 for HTTP). ``api_token`` (default
+    ``OPENTASKS_API_TOKEN``) is sent on every call to a server that requires one.
     """
     target = endpoint or os.environ.get(EMULATOR_HOST)
     if not target:
         return tasks_v2.CloudTasksClient(transport=transport)
+    token = api_token if api_token is not None else os.environ.get(API_TOKEN, "")
     if transport == "rest":
+        credentials: Credentials = (
+            ApiKeyCredentials(token) if token else AnonymousCredentials()  # type: ignore[no-untyped-call]
+        )
         return tasks_v2.CloudTasksClient(
             transport="rest",
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            credentials=credentials,
             client_options=ClientOptions(api_endpoint=rest_url(target)),
         )
-    channel = grpc.insecure_channel(target)
+    channel = with_token(grpc.insecure_channel(target), token)
     return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
 
 
-def async_client(endpoint: str | None = None) -> tasks_v2.CloudTasksAsyncClient:
+def async_client(
+    endpoint: str | None = None, *, api_token: str | None = None
+) -> tasks_v2.CloudTasksAsyncClient:
     """The asyncio twin of :func:`client` (gRPC)."""
     target = endpoint or os.environ.get(EMULATOR_HOST)
     if not target:
         return tasks_v2.CloudTasksAsyncClient()
-    channel = grpc.aio.insecure_channel(target)
+    token = api_token if api_token is not None else os.environ.get(API_TOKEN, "")
+    interceptors = [_AsyncBearer(token)] if token else None
+    channel = grpc.aio.insecure_channel(target, interceptors=interceptors)
     return tasks_v2.CloudTasksAsyncClient(transport=CloudTasksGrpcAsyncIOTransport(channel=channel))
+
+
+def with_token(channel: grpc.Channel, token: str) -> grpc.Channel:
+    """``channel`` sending ``authorization: Bearer <token>`` on every call (unchanged without a token)."""
+    return grpc.intercept_channel(channel, _Bearer(token)) if token else channel
+
+
+def _with_bearer(details: Any, token: str) -> Any:
+    metadata = [*(details.metadata or ()), ("authorization", f"Bearer {token}")]
+    return details._replace(metadata=metadata)
+
+
+class _Bearer(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return continuation(_with_bearer(client_call_details, self._token), request)
+
+
+class _AsyncBearer(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(_with_bearer(client_call_details, self._token), request)
 
 
 def rest_url(grpc_endpoint: str) -> str:

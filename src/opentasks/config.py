@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -95,8 +96,18 @@ class Settings:
     shutdown_grace: timedelta = timedelta(seconds=10)
     dispatch: bool = True
     app_engine_url: str = "http://127.0.0.1:8080"
+    app_engine_services: tuple[tuple[str, str], ...] = ()
     lease_grace: timedelta = timedelta(seconds=30)
     follow_redirects: bool = False
+    keys_dir: Path | None = None
+    oidc_issuer: str = ""
+    oauth_tokens: tuple[tuple[str, str], ...] = ()
+    dispatch_deny: tuple[str, ...] = ()
+    dispatch_allow: tuple[str, ...] = ()
+    default_dispatch_deny: bool = True
+    api_tokens: tuple[str, ...] = ()
+    api_read_only_tokens: tuple[str, ...] = ()
+    insecure_no_auth: bool = False
 
     def __post_init__(self) -> None:
         for label, port in (("--port", self.port), ("--http-port", self.http_port)):
@@ -107,7 +118,31 @@ class Settings:
         windows = (self.task_tombstone, self.queue_tombstone, self.queue_yaml_task_tombstone)
         if min(windows) < timedelta(0):
             raise ConfigError("Tombstone windows must not be negative.")
-        if not self.app_engine_url.startswith(("http://", "https://")):
+        for label, url in (("--app-engine-url", self.app_engine_url), *self.app_engine_services):
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"{label}: '{url}' must start with http:// or https://.")
+        if not (self.loopback_only or self.api_tokens or self.api_read_only_tokens or self.insecure_no_auth):
             raise ConfigError(
-                f"--app-engine-url: '{self.app_engine_url}' must start with http:// or https://."
+                f"--host {self.host} exposes the API beyond this machine, so it needs API "
+                "authentication: set --api-token (or OPENTASKS_API_TOKENS). To run without it "
+                "anyway (e.g. behind an authenticating proxy), pass --insecure-no-auth."
             )
+
+    @property
+    def loopback_only(self) -> bool:
+        """True when the server listens on a loopback address only."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False
+
+    def issuer(self, http_port: int) -> str:
+        """``iss`` of OIDC tokens and the base URL of the published keys (``--oidc-issuer``, else
+        this server's HTTP address)."""
+        if self.oidc_issuer:
+            return self.oidc_issuer.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{http_port}"

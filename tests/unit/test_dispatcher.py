@@ -3,14 +3,37 @@
 import asyncio
 from collections import defaultdict
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from opentasks.clock import FakeClock
+from opentasks.credentials.keys import KeyRing
+from opentasks.credentials.tokens import TokenMinter
 from opentasks.domain.names import LocationName, QueueName
 from opentasks.domain.outbound import OutboundRequest
-from opentasks.domain.queue import Queue, RateLimits, RetryConfig
-from opentasks.domain.task import AttemptFailure, AttemptOutcome, HttpRequest, Task, TaskDraft, TaskView
+from opentasks.domain.queue import (
+    AppEngineRouting,
+    HttpTarget,
+    OAuthToken,
+    OidcToken,
+    Queue,
+    RateLimits,
+    RetryConfig,
+    UriOverride,
+)
+from opentasks.domain.routing import AppEngineRoutes
+from opentasks.domain.target_policy import TargetDenied
+from opentasks.domain.task import (
+    AppEngineHttpRequest,
+    AttemptFailure,
+    AttemptOutcome,
+    HttpRequest,
+    Task,
+    TaskDraft,
+    TaskView,
+)
 from opentasks.errors import AlreadyExists, NotFound
 from opentasks.service.dispatcher import Dispatcher, DispatchSettings
 from opentasks.service.queues import QueueService
@@ -57,13 +80,12 @@ class ScriptedPusher:
 
 
 class World:
-    def __init__(self, pusher: ScriptedPusher | None = None) -> None:
+    def __init__(self, pusher: ScriptedPusher | None = None, **options: Any) -> None:
         self.clock = FakeClock()
         self.store = MemoryStore()
         self.pusher = pusher or ScriptedPusher()
-        self.dispatcher = Dispatcher(
-            self.store, self.clock, self.pusher, settings=DispatchSettings(claim_batch=50)
-        )
+        options.setdefault("settings", DispatchSettings(claim_batch=50))
+        self.dispatcher = Dispatcher(self.store, self.clock, self.pusher, **options)
         self.queues = QueueService(self.store, self.clock, events=self.dispatcher)
         self.tasks = TaskService(self.store, self.clock, events=self.dispatcher, runner=self.dispatcher)
 
@@ -296,15 +318,7 @@ async def test_an_unexpected_error_in_an_attempt_is_a_failed_attempt() -> None:
 
 
 async def test_finished_tasks_of_queue_yaml_queues_keep_their_names_longer() -> None:
-    world = World()
-    world.dispatcher = Dispatcher(
-        world.store,
-        world.clock,
-        world.pusher,
-        tombstones=TombstonePolicy(task=timedelta(minutes=1), queue_yaml_task=timedelta(days=9)),
-    )
-    world.queues = QueueService(world.store, world.clock, events=world.dispatcher)
-    world.tasks = TaskService(world.store, world.clock, events=world.dispatcher)
+    world = World(tombstones=TombstonePolicy(task=timedelta(minutes=1), queue_yaml_task=timedelta(days=9)))
     await world.dispatcher.start(loop=False)
     await world.queues.update_queue(Queue(Q), [], queue_yaml=True)
     await world.dispatcher.settle()
@@ -313,3 +327,71 @@ async def test_finished_tasks_of_queue_yaml_queues_keep_their_names_longer() -> 
     world.clock.advance(8 * 86400)
     with pytest.raises(AlreadyExists):
         await world.task(name=f"{Q}/tasks/daily-report")
+
+
+async def test_queue_level_http_target_retargets_waiting_tasks(world: World) -> None:
+    await world.queue()
+    await world.task("https://old.example/jobs?x=1")
+    await world.queues.update_queue(
+        Queue(Q, http_target=HttpTarget(uri_override=UriOverride(host="new.example"))), ["http_target"]
+    )
+    await world.dispatcher.settle()
+    assert await world.step() == 1
+    assert world.pusher.sent[0].url == "https://new.example/jobs?x=1"
+
+
+async def test_app_engine_tasks_follow_routing_and_the_queue_override() -> None:
+    routes = AppEngineRoutes("http://default:1", {"worker": "http://worker:2", "v2.worker": "http://v2:3"})
+    world = World(settings=DispatchSettings(app_engine=routes))
+    await world.dispatcher.start(loop=False)
+    await world.queue()
+
+    async def app_engine_task(routing: AppEngineRouting | None) -> None:
+        request = AppEngineHttpRequest(relative_uri="/work", app_engine_routing=routing)
+        await world.tasks.create_task(Q, TaskDraft(app_engine_http_request=request), TaskView.FULL)
+
+    await app_engine_task(None)
+    await app_engine_task(AppEngineRouting(service="worker", version="v2"))
+    await world.step()
+    assert sorted(r.url for r in world.pusher.sent) == ["http://default:1/work", "http://v2:3/work"]
+    override = AppEngineRouting(service="worker")
+    await world.queues.update_queue(
+        Queue(Q, app_engine_routing_override=override), ["app_engine_routing_override"]
+    )
+    await world.dispatcher.settle()
+    await app_engine_task(AppEngineRouting(service="ignored"))
+    await world.step()
+    assert world.pusher.sent[-1].url == "http://worker:2/work"
+
+
+async def test_signed_tasks_carry_a_token_and_unsignable_ones_fail(tmp_path: Path) -> None:
+    keys = KeyRing(tmp_path / "keys")
+    keys.load()
+    minter = TokenMinter(keys, "http://issuer")
+    world = World(credentials=minter)
+    await world.dispatcher.start(loop=False)
+    await world.queue(retry_config=RetryConfig(min_backoff=timedelta(seconds=5)))
+    oidc = HttpRequest(
+        url="https://h/oidc", headers={"Authorization": "forged"}, oidc_token=OidcToken("sa@p")
+    )
+    await world.tasks.create_task(Q, TaskDraft(http_request=oidc), TaskView.FULL)
+    oauth = HttpRequest(url="https://h/oauth", oauth_token=OAuthToken("nobody@p", "scope"))
+    unsigned = await world.tasks.create_task(Q, TaskDraft(http_request=oauth), TaskView.FULL)
+    await world.step()
+    [sent] = world.pusher.sent
+    assert sent.headers["Authorization"].startswith("Bearer ey")
+    stored = await world.tasks.get_task(unsigned.name, TaskView.FULL)
+    assert stored.last_attempt is not None and stored.last_attempt.response_status is not None
+    assert "No OAuth token is configured for nobody@p" in stored.last_attempt.response_status.message
+
+
+async def test_denied_targets_are_refused_without_a_request(world: World) -> None:
+    await world.queue()
+    with pytest.raises(TargetDenied):
+        await world.task("http://169.254.169.254/computeMetadata/v1/")
+    await world.task("https://fine.example/x")
+    rebound = HttpTarget(uri_override=UriOverride(host="fine.example"))
+    await world.queues.update_queue(Queue(Q, http_target=rebound), ["http_target"])
+    with pytest.raises(TargetDenied):
+        bad = HttpTarget(uri_override=UriOverride(host="metadata.google.internal"))
+        await world.queues.update_queue(Queue(Q, http_target=bad), ["http_target"])

@@ -20,6 +20,7 @@ FORBIDDEN = {
     ),
     "storage": ("opentasks.service", "opentasks.api", "opentasks.app", "grpc", "google"),
     "service": ("opentasks.api", "opentasks.app", "grpc", "google"),
+    "credentials": ("opentasks.service", "opentasks.api", "opentasks.app", "opentasks.storage", "grpc"),
 }
 CONCRETE_STORES = ("opentasks.storage.memory", "opentasks.storage.sqlite", "opentasks.storage.postgres")
 

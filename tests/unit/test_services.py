@@ -6,11 +6,21 @@ import pytest
 
 from opentasks.clock import FakeClock
 from opentasks.domain.names import LocationName, QueueName, TaskName
-from opentasks.domain.queue import Queue, QueueState, RateLimits, RetryConfig
-from opentasks.domain.task import HttpRequest, TaskDraft, TaskView
+from opentasks.domain.queue import (
+    AppEngineRouting,
+    HttpMethod,
+    HttpTarget,
+    Queue,
+    QueueState,
+    RateLimits,
+    RetryConfig,
+    UriOverride,
+)
+from opentasks.domain.routing import AppEngineRoutes
+from opentasks.domain.task import AppEngineHttpRequest, HttpRequest, TaskDraft, TaskView
 from opentasks.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from opentasks.service.queues import QueueService
-from opentasks.service.tasks import TaskService
+from opentasks.service.tasks import BufferedRequest, TaskService
 from opentasks.service.windows import TombstonePolicy
 from opentasks.storage.memory import MemoryStore
 
@@ -215,3 +225,45 @@ async def test_queue_yaml_queues_reserve_task_names_longer(clock: FakeClock) -> 
     clock.advance(29 * 60)
     with pytest.raises(AlreadyExists):
         await tasks.create_task(Q, draft(f"{Q}/tasks/once"), TaskView.BASIC)
+
+
+async def test_app_engine_host_is_filled_from_the_routes(clock: FakeClock) -> None:
+    store = MemoryStore()
+    routes = AppEngineRoutes("http://127.0.0.1:8080", {"worker": "http://127.0.0.1:8081"})
+    queues = QueueService(store, clock, app_engine=routes)
+    tasks = TaskService(store, clock, app_engine=routes)
+    queue = await queues.create_queue(
+        PARENT, Queue(Q, app_engine_routing_override=AppEngineRouting("worker"))
+    )
+    assert queue.app_engine_routing_override == AppEngineRouting("worker", host="127.0.0.1:8081")
+    request = AppEngineHttpRequest(relative_uri="/x")
+    task = await tasks.create_task(Q, TaskDraft(app_engine_http_request=request), TaskView.FULL)
+    assert task.app_engine_http_request is not None
+    assert task.app_engine_http_request.app_engine_routing == AppEngineRouting(host="127.0.0.1:8080")
+
+
+async def test_buffer_task_uses_the_queue_override(services: tuple[QueueService, TaskService]) -> None:
+    queues, tasks = services
+    await queues.create_queue(PARENT, Queue(Q))
+    call = BufferedRequest(HttpMethod.POST, b'{"a": 1}', "application/json")
+    with pytest.raises(FailedPrecondition, match="BufferTask needs queue-level routing"):
+        await tasks.buffer_task(Q, "", call)
+    target = HttpTarget(uri_override=UriOverride(host="h.example", path="/in"))
+    await queues.update_queue(Queue(Q, http_target=target), ["http_target"])
+    task = await tasks.buffer_task(Q, "b1", call)
+    assert task.name == TaskName(Q, "b1")
+    assert task.http_request is not None
+    assert task.http_request.url == "https://h.example/in"
+    assert task.http_request.headers["Content-Type"] == "application/json"
+    full = await tasks.get_task(task.name, TaskView.FULL)
+    assert full.http_request is not None and full.http_request.body == b'{"a": 1}'
+
+
+async def test_tasks_aimed_at_metadata_servers_are_refused(
+    services: tuple[QueueService, TaskService],
+) -> None:
+    queues, tasks = services
+    await queues.create_queue(PARENT, Queue(Q))
+    aimed = TaskDraft(http_request=HttpRequest(url="http://169.254.169.254/computeMetadata/v1/token"))
+    with pytest.raises(InvalidArgument, match=r"dispatch target 169\.254\.169\.254 is not allowed"):
+        await tasks.create_task(Q, aimed, TaskView.BASIC)

@@ -18,6 +18,11 @@ def bind(pairs: Iterable[tuple[str, str | bytes]]) -> None:
     _headers.set({key.lower(): value for key, value in pairs if isinstance(value, str)})
 
 
+def headers() -> Mapping[str, str]:
+    """Every header or metadata value of the current call."""
+    return _headers.get() or {}
+
+
 def header(name: str) -> str:
     """A header or metadata value of the current call ('' when absent); ``name`` lower-case."""
     headers = _headers.get()

@@ -12,17 +12,19 @@ from grpc_status import rpc_status as grpc_rpc_status
 
 from opentasks.api import call, convert
 from opentasks.api import messages as pb
+from opentasks.api.auth import ApiAuth
 from opentasks.api.messages import PB
 from opentasks.api.operations import OperationRegistry
 from opentasks.api.status import rpc_status
 from opentasks.clock import Clock
 from opentasks.domain.iam import policy_etag
 from opentasks.domain.names import LocationName, QueueName, TaskName
+from opentasks.domain.queue import HttpMethod
 from opentasks.domain.task import TaskView
 from opentasks.errors import Aborted, Internal, InvalidArgument, OpenTasksError, Unimplemented
 from opentasks.service.locations import LocationService
 from opentasks.service.queues import QueueService
-from opentasks.service.tasks import TaskService
+from opentasks.service.tasks import BufferedRequest, TaskService
 
 SERVICE = "google.cloud.tasks.v2.CloudTasks"
 _log = logging.getLogger(__name__)
@@ -107,6 +109,16 @@ class CloudTasksApi:
         draft = convert.task_draft_from_pb(request.task)
         task = await self._tasks.create_task(QueueName.parse(request.parent), draft, view)
         return convert.task_to_pb(task, view)
+
+    async def buffer_task(self, queue: str, task_id: str, method: str, body: bytes, content_type: str) -> PB:
+        """BufferTask (REST only): the call's method, body and Content-Type make an HTTP task."""
+        try:
+            http_method = HttpMethod[method.upper()]
+        except KeyError:
+            raise InvalidArgument(f"BufferTask cannot make a task with HTTP method {method}.") from None
+        buffered = BufferedRequest(http_method, body, content_type if body else "")
+        task = await self._tasks.buffer_task(QueueName.parse(queue), task_id, buffered)
+        return convert.task_to_pb(task, TaskView.BASIC)
 
     async def delete_task(self, request: PB) -> PB:
         await self._tasks.delete_task(TaskName.parse(request.name))
@@ -227,10 +239,16 @@ def _location(name: LocationName) -> PB:
     return pb.Location(name=str(name), location_id=name.location, display_name=name.location)
 
 
-def _rpc(handler: Handler, request_class: Any, response_class: Any) -> grpc.RpcMethodHandler:
+def _rpc(
+    handler: Handler, request_class: Any, response_class: Any, auth: ApiAuth | None
+) -> grpc.RpcMethodHandler:
+    name = getattr(handler, "__name__", "")
+
     async def serve(request: PB, context: grpc.aio.ServicerContext[PB, PB]) -> PB:
         call.bind(context.invocation_metadata() or ())
         try:
+            if auth is not None:
+                auth.check(call.headers(), name)
             return await handler(request)
         except OpenTasksError as error:
             await context.abort_with_status(grpc_rpc_status.to_status(rpc_status(error)))
@@ -247,8 +265,9 @@ def _rpc(handler: Handler, request_class: Any, response_class: Any) -> grpc.RpcM
     )
 
 
-def handlers(api: CloudTasksApi) -> tuple[grpc.GenericRpcHandler, ...]:
-    """The generic handlers serving every v2 RPC and its mixins under their full method names."""
+def handlers(api: CloudTasksApi, auth: ApiAuth | None = None) -> tuple[grpc.GenericRpcHandler, ...]:
+    """The generic handlers serving every v2 RPC and its mixins under their full method names
+    (each call checked by ``auth`` when given)."""
     tasks_methods = {
         "ListQueues": (api.list_queues, pb.ListQueuesRequest, pb.ListQueuesResponse),
         "GetQueue": (api.get_queue, pb.GetQueueRequest, pb.Queue),
@@ -281,7 +300,9 @@ def handlers(api: CloudTasksApi) -> tuple[grpc.GenericRpcHandler, ...]:
     }
     operation_methods = {"GetOperation": (api.get_operation, pb.GetOperationRequest, pb.Operation)}
     return tuple(
-        grpc.method_handlers_generic_handler(service, {name: _rpc(*entry) for name, entry in methods.items()})
+        grpc.method_handlers_generic_handler(
+            service, {name: _rpc(*entry, auth) for name, entry in methods.items()}
+        )
         for service, methods in (
             (SERVICE, tasks_methods),
             ("google.cloud.location.Locations", location_methods),

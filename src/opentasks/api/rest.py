@@ -18,10 +18,11 @@ from google.protobuf import json_format
 
 from opentasks.api import call
 from opentasks.api import messages as pb
+from opentasks.api.auth import ApiAuth
 from opentasks.api.cloud_tasks_grpc import CloudTasksApi
 from opentasks.api.messages import PB
 from opentasks.api.status import grpc_code, http_status, rpc_status
-from opentasks.errors import FailedPrecondition, Internal, InvalidArgument, NotFound, OpenTasksError
+from opentasks.errors import Internal, InvalidArgument, NotFound, OpenTasksError
 
 _log = logging.getLogger(__name__)
 Rpc = Callable[[PB], Awaitable[PB]]
@@ -121,6 +122,8 @@ ROUTES = (
     Route("GET", (*_LOCATION, "operations", "*"), "", "get_operation", pb.GetOperationRequest, "name", 6),
 )
 _BUFFER_PATTERNS = ((*_QUEUE, "tasks"), _TASK)
+# BufferTask turns the call's own method into the task's (samples use GET and POST).
+_BUFFER_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 # Google's system parameters, accepted on every call and meaningless here.
 _SYSTEM_PARAMETERS = frozenset(
     {
@@ -152,26 +155,39 @@ def find_route(method: str, path: str) -> tuple[Route, str]:
     for route in ROUTES:
         if route.matches(method, segments, verb):
             return route, "/".join(segments[: route.bind])
-    if (
-        verb == "buffer"
-        and any(len(segments) == len(p) for p in _BUFFER_PATTERNS)
-        and method in ("GET", "POST")
-    ):
-        raise FailedPrecondition(
-            "BufferTask needs queue-level routing (Queue.httpTarget.uriOverride), which this server "
-            "does not apply yet; create the task with CreateTask instead."
-        )
     raise NotFound(f"No Cloud Tasks v2 method is served at {method} /v2/{path}.")
+
+
+def buffer_target(method: str, path: str) -> tuple[str, str] | None:
+    """(queue name, task ID or '') when ``method path`` is a BufferTask call, else None."""
+    segments, verb = split_path(path)
+    if verb != "buffer" or method not in _BUFFER_METHODS:
+        return None
+    for pattern in _BUFFER_PATTERNS:
+        if len(segments) == len(pattern) and all(
+            p in ("*", s) for p, s in zip(pattern, segments, strict=True)
+        ):
+            task_id = segments[7] if len(segments) == len(_TASK) else ""
+            return "/".join(segments[:6]), task_id
+    return None
 
 
 class RestApi:
     """The aiohttp application serving ``/v2/...``."""
 
-    def __init__(self, api: CloudTasksApi) -> None:
+    def __init__(self, api: CloudTasksApi, auth: ApiAuth | None = None) -> None:
         self._api = api
+        self._auth = auth
 
-    def app(self) -> web.Application:
+    def _authorize(self, request: web.Request, rpc: str) -> None:
+        if self._auth is not None:
+            self._auth.check(call.headers(), rpc, request.query.get("key", ""))
+
+    def app(self, *, extra_routes: Callable[[web.Application], None] | None = None) -> web.Application:
+        """The application; ``extra_routes`` registers other paths (before the catch-all 404)."""
         app = web.Application(client_max_size=8 * 2**20)
+        if extra_routes is not None:
+            extra_routes(app)
         app.router.add_route("*", "/v2/{path:.+}", self.handle)
         app.router.add_route("*", "/{path:.*}", self.unknown)
         return app
@@ -185,7 +201,14 @@ class RestApi:
         int_enums = "enum-encoding=int" in request.query.get("$alt", "")
         call.bind(request.headers.items())
         try:
+            buffered = buffer_target(request.method, request.match_info["path"])
+            if buffered is not None:
+                self._authorize(request, "buffer_task")
+                task = await self._buffer(request, *buffered)
+                body = json_format.MessageToDict(task, use_integers_for_enums=int_enums)
+                return web.json_response({"task": body})  # BufferTaskResponse has no proto here
             route, resource = find_route(request.method, request.match_info["path"])
+            self._authorize(request, route.rpc)
             message = await _request_message(route, resource, request)
             rpc: Rpc = getattr(self._api, route.rpc)
             response = await rpc(message)
@@ -195,6 +218,11 @@ class RestApi:
             _log.exception("unexpected error serving %s %s", request.method, request.path)
             return _error(Internal("Internal error in opentasks; the server log has the details."), int_enums)
         return web.json_response(json_format.MessageToDict(response, use_integers_for_enums=int_enums))
+
+    async def _buffer(self, request: web.Request, queue: str, task_id: str) -> PB:
+        body = await request.read()
+        task = await self._api.buffer_task(queue, task_id, request.method, body, request.content_type)
+        return task
 
 
 async def _request_message(route: Route, resource: str, request: web.Request) -> PB:

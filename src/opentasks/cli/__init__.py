@@ -6,6 +6,7 @@ import click
 
 from opentasks import __version__
 from opentasks.cli.apply import apply
+from opentasks.cli.keys import keys
 from opentasks.cli.queues import queues
 from opentasks.cli.serve import serve
 from opentasks.cli.tasks import tasks
@@ -21,3 +22,4 @@ main.add_command(serve)
 main.add_command(queues)
 main.add_command(tasks)
 main.add_command(apply)
+main.add_command(keys)

@@ -126,7 +126,12 @@ def apply(remote: Remote, path: Path, dry_run: bool, prune: bool) -> None:
         config = load(path)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
-    remote = Remote(remote.endpoint, config.project or remote.project, config.location or remote.location)
+    remote = Remote(
+        remote.endpoint,
+        config.project or remote.project,
+        config.location or remote.location,
+        remote.api_token,
+    )
     apply_file(remote, config, dry_run=dry_run, prune=prune)
 
 

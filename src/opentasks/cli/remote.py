@@ -15,7 +15,7 @@ from google.api_core import exceptions
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
-from opentasks.clients import EMULATOR_HOST
+from opentasks.clients import API_TOKEN, EMULATOR_HOST, with_token
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,6 +30,7 @@ class Remote:
     endpoint: str
     project: str
     location: str
+    api_token: str = ""
 
     @property
     def parent(self) -> str:
@@ -52,7 +53,8 @@ class Remote:
             raise Unreachable(
                 f"nothing answers at {self.endpoint} (start it with `opentasks serve`)"
             ) from None
-        return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+        transport = CloudTasksGrpcTransport(channel=with_token(channel, self.api_token))
+        return tasks_v2.CloudTasksClient(transport=transport)
 
 
 class Unreachable(Exception):
@@ -84,9 +86,17 @@ def remote_options(command: Callable[..., Any]) -> Callable[..., Any]:
         show_envvar=True,
         help="Location ID of the queues.",
     )
+    @click.option(
+        "--api-token",
+        envvar=API_TOKEN,
+        default="",
+        show_envvar=True,
+        show_default=False,
+        help="Token for a server that requires API authentication.",
+    )
     @functools.wraps(command)
-    def wrapper(endpoint: str, project: str, location: str, **kwargs: Any) -> Any:
-        return command(remote=Remote(endpoint, project, location), **kwargs)
+    def wrapper(endpoint: str, project: str, location: str, api_token: str, **kwargs: Any) -> Any:
+        return command(remote=Remote(endpoint, project, location, api_token), **kwargs)
 
     return wrapper
 

@@ -14,13 +14,16 @@ from typing import Any
 
 import click
 
-from opentasks.app import Server
+from opentasks.app import Server, target_policy
 from opentasks.app import serve as run_server
 from opentasks.cli.apply import apply_file
 from opentasks.cli.params import duration as _duration
 from opentasks.cli.remote import Remote
 from opentasks.config import ConfigError, Settings, StorageUrl, default_data_dir
 from opentasks.config_file import ConfigFile, load
+from opentasks.credentials.tokens import parse_oauth_tokens
+from opentasks.domain.routing import parse_service_routes
+from opentasks.errors import InvalidArgument
 
 
 @click.command(context_settings={"show_default": True})
@@ -123,6 +126,93 @@ from opentasks.config_file import ConfigFile, load
     help="Base URL that App Engine tasks are sent to (relativeUri is appended).",
 )
 @click.option(
+    "--app-engine-service",
+    "app_engine_services",
+    multiple=True,
+    metavar="SERVICE=URL",
+    envvar="OPENTASKS_APP_ENGINE_SERVICES",
+    show_envvar=True,
+    help="Base URL of one App Engine service, or of one version as VERSION.SERVICE=URL "
+    "(repeatable; the env var takes a space-separated list).",
+)
+@click.option(
+    "--keys-dir",
+    default=None,
+    envvar="OPENTASKS_KEYS_DIR",
+    show_envvar=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory of the RSA keys that sign OIDC tokens (a key is made on first start). "
+    "[default: keys/ in --data-dir]",
+)
+@click.option(
+    "--oidc-issuer",
+    default="",
+    envvar="OPENTASKS_OIDC_ISSUER",
+    show_envvar=True,
+    help="'iss' of OIDC tokens: the public URL that serves /oauth2/v3/certs.  "
+    "[default: this server's HTTP address]",
+)
+@click.option(
+    "--oauth-token",
+    "oauth_tokens",
+    multiple=True,
+    metavar="EMAIL=TOKEN",
+    envvar="OPENTASKS_OAUTH_TOKENS",
+    show_envvar=True,
+    help="Bearer token sent for tasks with an OAuth token of service account EMAIL ('*' = any).",
+)
+@click.option(
+    "--dispatch-deny",
+    multiple=True,
+    metavar="NETWORK|HOST",
+    envvar="OPENTASKS_DISPATCH_DENY",
+    show_envvar=True,
+    help="Never send tasks to this network (10.0.0.0/8) or host (*.corp.example); repeatable.",
+)
+@click.option(
+    "--dispatch-allow",
+    multiple=True,
+    metavar="NETWORK|HOST",
+    envvar="OPENTASKS_DISPATCH_ALLOW",
+    show_envvar=True,
+    help="Send tasks only to these networks or hosts (repeatable; default: anywhere not denied).",
+)
+@click.option(
+    "--default-dispatch-deny/--no-default-dispatch-deny",
+    default=True,
+    envvar="OPENTASKS_DEFAULT_DISPATCH_DENY",
+    show_envvar=True,
+    help="Deny link-local addresses and cloud metadata servers (169.254.0.0/16, "
+    "metadata.google.internal, ...).",
+)
+@click.option(
+    "--api-token",
+    "api_tokens",
+    multiple=True,
+    envvar="OPENTASKS_API_TOKENS",
+    show_envvar=True,
+    show_default=False,
+    help="Require this bearer token / API key on every API call (repeatable; prefer the env var, "
+    "space-separated, over flags that show in ps).",
+)
+@click.option(
+    "--api-read-only-token",
+    "api_read_only_tokens",
+    multiple=True,
+    envvar="OPENTASKS_API_READ_ONLY_TOKENS",
+    show_envvar=True,
+    show_default=False,
+    help="A token that may only call Get/List RPCs (repeatable).",
+)
+@click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    envvar="OPENTASKS_INSECURE_NO_AUTH",
+    show_envvar=True,
+    help="Listen on a non-loopback --host without API authentication (e.g. behind an "
+    "authenticating proxy). Anyone who reaches the port can then manage every queue.",
+)
+@click.option(
     "--lease-grace",
     default="30s",
     type=_duration("--lease-grace"),
@@ -174,6 +264,16 @@ def serve(  # noqa: PLR0917 - click passes every option as an argument
     locations: str,
     require_https_for_tokens: bool,
     app_engine_url: str,
+    app_engine_services: tuple[str, ...],
+    keys_dir: Path | None,
+    oidc_issuer: str,
+    oauth_tokens: tuple[str, ...],
+    dispatch_deny: tuple[str, ...],
+    dispatch_allow: tuple[str, ...],
+    default_dispatch_deny: bool,
+    api_tokens: tuple[str, ...],
+    api_read_only_tokens: tuple[str, ...],
+    insecure_no_auth: bool,
     lease_grace: timedelta,
     shutdown_grace: timedelta,
     follow_redirects: bool,
@@ -183,7 +283,8 @@ def serve(  # noqa: PLR0917 - click passes every option as an argument
     """Start the server (gRPC API of Cloud Tasks v2)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        url = storage or f"sqlite:///{(default_data_dir() if data_dir is None else data_dir)}/opentasks.db"
+        data = default_data_dir() if data_dir is None else Path(data_dir)
+        url = storage or f"sqlite:///{data}/opentasks.db"
         allowed = frozenset(x.strip() for x in locations.split(",") if x.strip()) or None
         settings = Settings(
             host=host,
@@ -197,12 +298,23 @@ def serve(  # noqa: PLR0917 - click passes every option as an argument
             allowed_locations=allowed,
             require_https_for_tokens=require_https_for_tokens,
             app_engine_url=app_engine_url,
+            app_engine_services=tuple(parse_service_routes(list(app_engine_services)).items()),
+            keys_dir=keys_dir or data / "keys",
+            oidc_issuer=oidc_issuer,
+            oauth_tokens=tuple(parse_oauth_tokens(list(oauth_tokens)).items()),
+            dispatch_deny=dispatch_deny,
+            dispatch_allow=dispatch_allow,
+            default_dispatch_deny=default_dispatch_deny,
+            api_tokens=api_tokens,
+            api_read_only_tokens=api_read_only_tokens,
+            insecure_no_auth=insecure_no_auth,
             lease_grace=lease_grace,
             shutdown_grace=shutdown_grace,
             follow_redirects=follow_redirects,
             dispatch=not no_dispatch,
         )
-    except ConfigError as error:
+        target_policy(settings)  # a bad --dispatch-allow/-deny entry fails here, not at dispatch
+    except (ConfigError, InvalidArgument, ValueError) as error:
         raise click.UsageError(str(error)) from None
     applied = _ConfigApplier(config_file)
     try:
@@ -224,6 +336,19 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
+# Options given more than once; a config file lists their values.
+_MULTIPLE = frozenset(
+    {
+        "app_engine_services",
+        "oauth_tokens",
+        "dispatch_deny",
+        "dispatch_allow",
+        "api_tokens",
+        "api_read_only_tokens",
+    }
+)
+
+
 def _read_config(ctx: click.Context, path: Path | None) -> ConfigFile | None:
     """Load --config before the other options, so its server settings become their defaults."""
     if path is None:
@@ -232,7 +357,10 @@ def _read_config(ctx: click.Context, path: Path | None) -> ConfigFile | None:
         config = load(path)
     except ConfigError as error:
         raise click.BadParameter(str(error), param_hint="--config") from None
-    defaults = {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in config.server.items()}
+    defaults = {
+        k: v if k in _MULTIPLE else ",".join(map(str, v)) if isinstance(v, list) else v
+        for k, v in config.server.items()
+    }
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return config
 
@@ -251,8 +379,12 @@ class _ConfigApplier:
 
     async def _apply(self, server: Server, config: ConfigFile) -> None:
         host = "127.0.0.1" if server.settings.host in ("0.0.0.0", "::", "") else server.settings.host
+        tokens = server.settings.api_tokens
         remote = Remote(
-            f"{host}:{server.port}", config.project or "my-project", config.location or "us-central1"
+            f"{host}:{server.port}",
+            config.project or "my-project",
+            config.location or "us-central1",
+            tokens[0] if tokens else "",
         )
         try:
             await asyncio.to_thread(apply_file, remote, config)

@@ -1,4 +1,4 @@
-"""The HTTP request an attempt sends, built from a claimed task (pure)."""
+"""The HTTP request an attempt sends, built from a claimed task and its queue (pure)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from opentasks.domain.attempt import app_engine_headers, http_headers
+from opentasks.domain.queue import OAuthToken, OidcToken, Queue
+from opentasks.domain.routing import AppEngineRoutes, apply_http_target, effective_routing
 from opentasks.domain.task import Task
 
 DEFAULT_APP_ENGINE_DEADLINE = timedelta(minutes=10)
@@ -13,7 +15,11 @@ DEFAULT_APP_ENGINE_DEADLINE = timedelta(minutes=10)
 
 @dataclass(frozen=True)
 class OutboundRequest:
-    """One attempt's request. ``follow_redirects`` is never true for App Engine targets."""
+    """One attempt's request. ``follow_redirects`` is never true for App Engine targets.
+
+    ``oidc_token`` / ``oauth_token`` say which credential the sender must mint and put in the
+    ``Authorization`` header (``headers`` then hold none of their own).
+    """
 
     method: str
     url: str
@@ -21,6 +27,8 @@ class OutboundRequest:
     body: bytes
     timeout_s: float
     follow_redirects: bool = False
+    oidc_token: OidcToken | None = None
+    oauth_token: OAuthToken | None = None
 
 
 def dispatch_deadline(task: Task) -> timedelta:
@@ -29,30 +37,38 @@ def dispatch_deadline(task: Task) -> timedelta:
 
 
 def outbound_request(
-    claimed: Task, *, app_engine_url: str, follow_redirects: bool = False
+    claimed: Task, queue: Queue, *, app_engine: AppEngineRoutes, follow_redirects: bool = False
 ) -> OutboundRequest:
     """The request for ``claimed`` (which already counts the attempt in flight).
 
-    HTTP targets go to their URL with their stored headers plus the ``X-CloudTasks-*`` headers;
-    App Engine targets go to ``app_engine_url`` + ``relative_uri`` with ``X-AppEngine-*``.
-    Service headers are added last, so a task can never forge them.
+    HTTP targets go to their URL, rewritten by the queue's ``http_target`` as it is now, with
+    their stored headers plus the ``X-CloudTasks-*`` headers; App Engine targets go to the base
+    URL their (or the queue's override) routing resolves to + ``relative_uri``, with
+    ``X-AppEngine-*``. Service headers are added last, so a task can never forge them.
     """
     timeout_s = dispatch_deadline(claimed).total_seconds()
     if claimed.http_request is not None:
-        request = claimed.http_request
+        request = apply_http_target(claimed.http_request, queue.http_target)
+        signed = request.oidc_token is not None or request.oauth_token is not None
+        headers = request.headers
+        if signed:
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
         return OutboundRequest(
             method=request.http_method.name,
             url=request.url,
-            headers={**request.headers, **http_headers(claimed)},
+            headers={**headers, **http_headers(claimed)},
             body=request.body,
             timeout_s=timeout_s,
             follow_redirects=follow_redirects,
+            oidc_token=request.oidc_token,
+            oauth_token=request.oauth_token,
         )
     engine = claimed.app_engine_http_request
     assert engine is not None, "a stored task always has a target"
+    routing = effective_routing(engine.app_engine_routing, queue.app_engine_routing_override)
     return OutboundRequest(
         method=engine.http_method.name,
-        url=app_engine_url.rstrip("/") + engine.relative_uri,
+        url=app_engine.base_url(routing) + engine.relative_uri,
         headers={**engine.headers, **app_engine_headers(claimed)},
         body=engine.body,
         timeout_s=timeout_s,

@@ -266,16 +266,21 @@ def is_local_host(host: str) -> bool:
     return address.is_loopback or address.is_private
 
 
+def reserved_http_header(name: str) -> bool:
+    """Headers an HTTP task (or a queue's header override) cannot set: Cloud Tasks computes
+    Host, Content-Length and User-Agent, and keeps ``X-Google-*``, ``X-AppEngine-*`` and
+    ``X-CloudTasks-*`` for itself."""
+    lower = name.lower()
+    return lower in ("host", "content-length", "user-agent") or lower.startswith(
+        ("x-google-", "x-appengine-", "x-cloudtasks-")
+    )
+
+
 def _stored_http_headers(headers: dict[str, str], has_token: bool) -> dict[str, str]:
     """Cloud Tasks ignores Host/Content-Length and Google-reserved headers and sets User-Agent."""
     stored: dict[str, str] = {}
     for key, value in _check_headers(headers).items():
-        lower = key.lower()
-        if lower in ("host", "content-length", "user-agent") or lower.startswith(
-            ("x-google-", "x-appengine-", "x-cloudtasks-")
-        ):
-            continue
-        if has_token and lower == "authorization":
+        if reserved_http_header(key) or (has_token and key.lower() == "authorization"):
             continue
         stored[key] = value
     stored["User-Agent"] = HTTP_USER_AGENT

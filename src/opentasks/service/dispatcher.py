@@ -13,16 +13,19 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from opentasks.clock import Clock
+from opentasks.credentials.base import CredentialError, Credentials
 from opentasks.domain.attempt import after_attempt
 from opentasks.domain.names import QueueName, TaskName
-from opentasks.domain.outbound import dispatch_deadline, outbound_request
+from opentasks.domain.outbound import OutboundRequest, dispatch_deadline, outbound_request
 from opentasks.domain.queue import Queue, QueueState
 from opentasks.domain.rate_limit import TokenBucket
+from opentasks.domain.routing import AppEngineRoutes
+from opentasks.domain.target_policy import TargetDenied, TargetPolicy
 from opentasks.domain.task import AttemptFailure, AttemptOutcome, Task
 from opentasks.errors import NotFound
 from opentasks.service.pusher import Pusher
@@ -37,7 +40,7 @@ class DispatchSettings:
     """How the dispatcher behaves.
 
     Attributes:
-        app_engine_url: base URL that App Engine tasks are sent to.
+        app_engine: base URLs that App Engine tasks are sent to, by service and version.
         lease_grace: added to a task's dispatch deadline to form its visibility timeout: an
             attempt that has not reported back by then is considered lost and the task falls
             due again.
@@ -46,7 +49,7 @@ class DispatchSettings:
         follow_redirects: follow 3xx answers of HTTP targets (Cloud Tasks was observed not to).
     """
 
-    app_engine_url: str = "http://127.0.0.1:8080"
+    app_engine: AppEngineRoutes = field(default_factory=AppEngineRoutes)
     lease_grace: timedelta = timedelta(seconds=30)
     claim_batch: int = 500
     shutdown_grace: timedelta = timedelta(seconds=10)
@@ -64,10 +67,14 @@ class Dispatcher:
         *,
         tombstones: TombstonePolicy | None = None,
         settings: DispatchSettings | None = None,
+        credentials: Credentials | None = None,
+        targets: TargetPolicy | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._pusher = pusher
+        self._credentials = credentials
+        self._targets = targets or TargetPolicy()
         self._tombstones = tombstones or TombstonePolicy()
         self.settings = settings or DispatchSettings()
         self._workers: dict[QueueName, _QueueWorker] = {}
@@ -183,22 +190,38 @@ class Dispatcher:
         self, claimed: Task, queue: Queue, worker: _QueueWorker | None, retry_from: datetime | None = None
     ) -> None:
         """Send one attempt and queue its result for the store."""
-        request = outbound_request(
-            claimed,
-            app_engine_url=self.settings.app_engine_url,
-            follow_redirects=self.settings.follow_redirects,
-        )
+        current = worker.queue if worker is not None else queue  # re-targeting applies at once
         try:
+            request = self._prepared(
+                outbound_request(
+                    claimed,
+                    current,
+                    app_engine=self.settings.app_engine,
+                    follow_redirects=self.settings.follow_redirects,
+                )
+            )
             outcome = await self._pusher.push(request)
+        except (TargetDenied, CredentialError) as refusal:
+            outcome = AttemptOutcome(failure=AttemptFailure.REFUSED, detail=str(refusal))
         except Exception as error:  # a bug must not strand the task: it fails and is retried
             _log.exception("attempt of %s failed unexpectedly", claimed.name)
             outcome = AttemptOutcome(failure=AttemptFailure.UNREACHABLE, detail=f"internal error: {error!r}")
-        retry = (worker.queue if worker is not None else queue).retry_config
+        retry = current.retry_config
         after = after_attempt(claimed, outcome, self._clock.now(), retry, retry_from=retry_from)
         result = AttemptResult(claimed.name, claimed.dispatch_count, after, claimed.named)
         self._results.add(result, queue_yaml=queue.from_queue_yaml)
         if after is not None and worker is not None:
             worker.note_due(after.schedule_time)
+
+    def _prepared(self, request: OutboundRequest) -> OutboundRequest:
+        """Check the target against the policy and add the credential the attempt carries."""
+        self._targets.check_url(request.url, "the task's URL")
+        if request.oidc_token is None and request.oauth_token is None:
+            return request
+        if self._credentials is None:
+            raise CredentialError("This server signs no requests (no credentials are configured).")
+        authorization = self._credentials.authorization(request, self._clock.now())
+        return replace(request, headers={**request.headers, "Authorization": authorization})
 
     def _spawn(self, job: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(job)

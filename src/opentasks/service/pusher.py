@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import socket
+from typing import Any, Protocol
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from opentasks.domain.outbound import OutboundRequest
+from opentasks.domain.target_policy import TargetPolicy
 from opentasks.domain.task import AttemptFailure, AttemptOutcome
 
 # aiohttp adds these unless told not to; Cloud Tasks sends a task's headers as stored.
@@ -29,17 +32,38 @@ class Pusher(Protocol):
     async def close(self) -> None: ...
 
 
+class GuardedResolver(AbstractResolver):
+    """Resolves host names, refusing any whose addresses the target policy denies (so a name
+    cannot smuggle a task to a metadata server; checked on every fresh lookup)."""
+
+    def __init__(self, policy: TargetPolicy) -> None:
+        self._inner = aiohttp.DefaultResolver()
+        self._policy = policy
+
+    async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        for result in results:
+            self._policy.check_address(host, result["host"])
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 class AiohttpPusher:
     """One shared aiohttp session with unlimited pooled connections (concurrency is capped per
     queue by the dispatcher, not here)."""
 
-    def __init__(self) -> None:
+    def __init__(self, targets: TargetPolicy | None = None) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._targets = targets or TargetPolicy()
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(
+                    limit=0, ttl_dns_cache=300, resolver=GuardedResolver(self._targets)
+                ),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=_DEFAULT_TIMEOUT,
                 auto_decompress=False,

@@ -18,6 +18,8 @@ from opentasks.domain.queue import (
     default_burst_size,
     resolve_queue,
 )
+from opentasks.domain.routing import AppEngineRoutes, with_host
+from opentasks.domain.target_policy import TargetPolicy
 from opentasks.errors import InvalidArgument, NotFound
 from opentasks.service.events import DispatchEvents, NoDispatch
 from opentasks.service.paging import next_page_token, page_request
@@ -48,7 +50,11 @@ class QueueService:
         allowed_locations: frozenset[str] | None = None,
         burst_size: BurstSizeFunction = default_burst_size,
         events: DispatchEvents | None = None,
+        targets: TargetPolicy | None = None,
+        app_engine: AppEngineRoutes | None = None,
     ) -> None:
+        self._targets = targets or TargetPolicy()
+        self._app_engine = app_engine or AppEngineRoutes()
         self._store = store
         self._clock = clock
         self._limits = limits or Limits()
@@ -155,7 +161,14 @@ class QueueService:
         return await self._store.update_queue(name, existing_only, self._clock.now())
 
     def _resolve(self, queue: Queue) -> Queue:
-        return resolve_queue(queue, self._limits, self._burst_size)
+        resolved = resolve_queue(queue, self._limits, self._burst_size)
+        override = resolved.http_target.uri_override if resolved.http_target is not None else None
+        if override is not None and override.host:
+            self._targets.check_host(override.host.lower(), "HttpTarget.uriOverride.host")
+        if resolved.app_engine_routing_override is not None:
+            routing = with_host(resolved.app_engine_routing_override, self._app_engine)
+            resolved = replace(resolved, app_engine_routing_override=routing)
+        return resolved
 
     def _check_location(self, parent: LocationName) -> None:
         if self._allowed_locations is not None and parent.location not in self._allowed_locations:

@@ -6,14 +6,17 @@ import asyncio
 import random
 import typing
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TypeVar
 
 from opentasks.clock import Clock
 from opentasks.domain.limits import Limits
 from opentasks.domain.names import QueueName, TaskName
-from opentasks.domain.task import Task, TaskDraft, TaskView, new_task
+from opentasks.domain.queue import HttpMethod
+from opentasks.domain.routing import AppEngineRoutes, buffer_url, with_host
+from opentasks.domain.target_policy import TargetPolicy
+from opentasks.domain.task import HttpRequest, Task, TaskDraft, TaskView, new_task
 from opentasks.errors import AlreadyExists, FailedPrecondition, InvalidArgument, OpenTasksError
 from opentasks.service.events import DispatchEvents, NoDispatch, TaskRunner
 from opentasks.service.paging import next_page_token, page_request
@@ -27,6 +30,15 @@ MAX_BATCH_DELETE = 1000
 # Generated IDs look like Cloud Tasks' own: 19-20 decimal digits.
 _MIN_GENERATED_ID = 10**18
 _GENERATED_ID_SPAN = 2**64 - _MIN_GENERATED_ID
+
+
+@dataclass(frozen=True)
+class BufferedRequest:
+    """The HTTP call BufferTask received: its method, body and Content-Type become the task's."""
+
+    method: HttpMethod
+    body: bytes
+    content_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,7 +69,11 @@ class TaskService:
         tombstones: TombstonePolicy | None = None,
         events: DispatchEvents | None = None,
         runner: TaskRunner | None = None,
+        targets: TargetPolicy | None = None,
+        app_engine: AppEngineRoutes | None = None,
     ) -> None:
+        self._targets = targets or TargetPolicy()
+        self._app_engine = app_engine or AppEngineRoutes()
         self._store = store
         self._clock = clock
         self._limits = limits or Limits()
@@ -68,7 +84,7 @@ class TaskService:
     async def create_task(self, parent: QueueName, draft: TaskDraft, view: TaskView) -> Task:
         now = self._clock.now()
         for _ in range(3):
-            task = new_task(draft, parent, now, generate_task_id(), self._limits)
+            task = self._routed(new_task(draft, parent, now, generate_task_id(), self._limits))
             try:
                 created = await self._store.create_task(task, now)
             except AlreadyExists:
@@ -78,6 +94,27 @@ class TaskService:
             self._events.task_added(created)
             return created.in_view(view)
         raise AssertionError("three generated task IDs collided")  # pragma: no cover
+
+    def _routed(self, task: Task) -> Task:
+        """Refuse targets the server may not send to; compute App Engine's output-only host."""
+        if task.http_request is not None:
+            self._targets.check_url(task.http_request.url)
+            return task
+        engine = task.app_engine_http_request
+        assert engine is not None, "new_task always sets a target"
+        routing = with_host(engine.app_engine_routing, self._app_engine)
+        return replace(task, app_engine_http_request=replace(engine, app_engine_routing=routing))
+
+    async def buffer_task(self, parent: QueueName, task_id: str, request: BufferedRequest) -> Task:
+        """BufferTask: a task whose URL is the queue's URI override and whose method, body and
+        Content-Type are those of the call."""
+        queue = await self._store.get_queue(parent)
+        headers = {"Content-Type": request.content_type} if request.content_type else {}
+        http = HttpRequest(
+            url=buffer_url(queue.http_target), http_method=request.method, headers=headers, body=request.body
+        )
+        name = f"{parent}/tasks/{task_id}" if task_id else ""
+        return await self.create_task(parent, TaskDraft(name=name, http_request=http), TaskView.BASIC)
 
     async def get_task(self, name: TaskName, view: TaskView) -> Task:
         task = await self._store.get_task(name, self._clock.now())

@@ -1,0 +1,1 @@
+"""Credentials of dispatched requests: signing keys, OIDC tokens, OAuth bearer tokens."""
