@@ -1,9 +1,9 @@
 """The store's dispatch operations: claims, leases, fenced results. One contract, every backend."""
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from msgspec.structs import replace
 
 from opentasks.domain.attempt import after_attempt
 from opentasks.domain.limits import Limits

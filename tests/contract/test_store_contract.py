@@ -1,10 +1,10 @@
 """One contract, every backend: each storage rule is written once here."""
 
 import asyncio
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from msgspec.structs import replace
 
 from opentasks.domain.limits import Limits
 from opentasks.domain.names import LocationName, QueueName, TaskName

@@ -1,7 +1,7 @@
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from msgspec.structs import replace
 
 from opentasks.domain.limits import Limits
 from opentasks.domain.names import QueueName

@@ -3,8 +3,9 @@ attempt records, and the headers Cloud Tasks adds to the request (spec sections 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+
+from msgspec.structs import replace
 
 from opentasks.domain.queue import RetryConfig
 from opentasks.domain.retry import backoff_delay, should_stop_retrying

@@ -6,7 +6,8 @@ Parsing raises :class:`~opentasks.errors.InvalidArgument` with Cloud Tasks' mess
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+import msgspec
 
 from opentasks.errors import HelpLink, InvalidArgument
 
@@ -26,8 +27,7 @@ QUEUE_NAME_FORMAT = (
 )
 
 
-@dataclass(frozen=True, order=True)
-class LocationName:
+class LocationName(msgspec.Struct, frozen=True, order=True):
     """``projects/{project}/locations/{location}``."""
 
     project: str
@@ -47,8 +47,7 @@ class LocationName:
         return f"projects/{self.project}/locations/{self.location}"
 
 
-@dataclass(frozen=True, order=True)
-class QueueName:
+class QueueName(msgspec.Struct, frozen=True, order=True):
     """``projects/{project}/locations/{location}/queues/{queue_id}``."""
 
     project: str
@@ -70,8 +69,7 @@ class QueueName:
         return f"projects/{self.project}/locations/{self.location}/queues/{self.queue_id}"
 
 
-@dataclass(frozen=True, order=True)
-class TaskName:
+class TaskName(msgspec.Struct, frozen=True, order=True):
     """``{queue name}/tasks/{task_id}``."""
 
     queue: QueueName

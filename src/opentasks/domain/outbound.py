@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
+
+import msgspec
 
 from opentasks.domain.attempt import app_engine_headers, http_headers
 from opentasks.domain.queue import OAuthToken, OidcToken, Queue
@@ -13,8 +14,7 @@ from opentasks.domain.task import Task
 DEFAULT_APP_ENGINE_DEADLINE = timedelta(minutes=10)
 
 
-@dataclass(frozen=True)
-class OutboundRequest:
+class OutboundRequest(msgspec.Struct, frozen=True):
     """One attempt's request. ``follow_redirects`` is never true for App Engine targets.
 
     ``oidc_token`` / ``oauth_token`` say which credential the sender must mint and put in the

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import Any
+
+import msgspec
+from msgspec.structs import replace
 
 from opentasks.domain.limits import Limits
 from opentasks.domain.names import QueueName
@@ -46,8 +48,7 @@ class HttpMethod(IntEnum):
     OPTIONS = 7
 
 
-@dataclass(frozen=True)
-class RateLimits:
+class RateLimits(msgspec.Struct, frozen=True):
     """Token bucket and concurrency settings; zero means "not given" on input."""
 
     max_dispatches_per_second: float = 0.0
@@ -55,8 +56,7 @@ class RateLimits:
     max_concurrent_dispatches: int = 0
 
 
-@dataclass(frozen=True)
-class RetryConfig:
+class RetryConfig(msgspec.Struct, frozen=True):
     """Retry settings; zero / None means "not given" on input (then the default applies)."""
 
     max_attempts: int = 0
@@ -66,8 +66,7 @@ class RetryConfig:
     max_doublings: int = 0
 
 
-@dataclass(frozen=True)
-class AppEngineRouting:
+class AppEngineRouting(msgspec.Struct, frozen=True):
     """Service / version / instance of an App Engine target; ``host`` is output-only."""
 
     service: str = ""
@@ -76,14 +75,12 @@ class AppEngineRouting:
     host: str = ""
 
 
-@dataclass(frozen=True)
-class OAuthToken:
+class OAuthToken(msgspec.Struct, frozen=True):
     service_account_email: str = ""
     scope: str = ""
 
 
-@dataclass(frozen=True)
-class OidcToken:
+class OidcToken(msgspec.Struct, frozen=True):
     service_account_email: str = ""
     audience: str = ""
 
@@ -100,8 +97,7 @@ class UriOverrideEnforceMode(IntEnum):
     ALWAYS = 2
 
 
-@dataclass(frozen=True)
-class UriOverride:
+class UriOverride(msgspec.Struct, frozen=True):
     """Queue-level rewrite of task URLs; ``None`` fields are not overridden."""
 
     scheme: UriScheme | None = None
@@ -112,8 +108,7 @@ class UriOverride:
     enforce_mode: UriOverrideEnforceMode = UriOverrideEnforceMode.URI_OVERRIDE_ENFORCE_MODE_UNSPECIFIED
 
 
-@dataclass(frozen=True)
-class HttpTarget:
+class HttpTarget(msgspec.Struct, frozen=True):
     """Queue-level routing for HTTP tasks (``Queue.http_target``)."""
 
     uri_override: UriOverride | None = None
@@ -123,8 +118,7 @@ class HttpTarget:
     oidc_token: OidcToken | None = None
 
 
-@dataclass(frozen=True)
-class Queue:
+class Queue(msgspec.Struct, frozen=True):
     """A queue as stored and returned (output-only fields included).
 
     ``iam_policy`` is the queue's IAM policy document as SetIamPolicy stored it (opaque here:
@@ -136,8 +130,8 @@ class Queue:
     """
 
     name: QueueName
-    rate_limits: RateLimits = field(default_factory=RateLimits)
-    retry_config: RetryConfig = field(default_factory=RetryConfig)
+    rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
+    retry_config: RetryConfig = msgspec.field(default_factory=RetryConfig)
     state: QueueState = QueueState.RUNNING
     purge_time: datetime | None = None
     app_engine_routing_override: AppEngineRouting | None = None

@@ -4,8 +4,10 @@ target (``Queue.http_target``) applied to HTTP tasks at dispatch time (spec 2.6,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
+
+from msgspec.structs import replace
 
 from opentasks.domain.queue import (
     AppEngineRouting,

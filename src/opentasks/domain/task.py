@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import IntEnum
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
+
+import msgspec
+from msgspec.structs import replace
 
 from opentasks.domain.limits import Limits
 from opentasks.domain.names import QueueName, TaskName
@@ -43,31 +45,28 @@ class TaskView(IntEnum):
     FULL = 2
 
 
-@dataclass(frozen=True)
-class HttpRequest:
+class HttpRequest(msgspec.Struct, frozen=True):
     """An HTTP target: the request to send, byte for byte."""
 
     url: str
     http_method: HttpMethod = HttpMethod.POST
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
     body: bytes = b""
     oauth_token: OAuthToken | None = None
     oidc_token: OidcToken | None = None
 
 
-@dataclass(frozen=True)
-class AppEngineHttpRequest:
+class AppEngineHttpRequest(msgspec.Struct, frozen=True):
     """An App Engine target: a relative URI on a routed service."""
 
     http_method: HttpMethod = HttpMethod.POST
     app_engine_routing: AppEngineRouting | None = None
     relative_uri: str = "/"
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
     body: bytes = b""
 
 
-@dataclass(frozen=True)
-class ResponseStatus:
+class ResponseStatus(msgspec.Struct, frozen=True):
     """A ``google.rpc.Status`` as kept in ``Attempt.response_status``."""
 
     code: int
@@ -83,8 +82,7 @@ class AttemptFailure(IntEnum):
     REFUSED = 3  # opentasks itself would not send it (e.g. a denied target)
 
 
-@dataclass(frozen=True)
-class AttemptOutcome:
+class AttemptOutcome(msgspec.Struct, frozen=True):
     """The result of one dispatch attempt: an HTTP status, or why there is none."""
 
     http_status: int = 0
@@ -100,8 +98,7 @@ class AttemptOutcome:
         return self.http_status > 0
 
 
-@dataclass(frozen=True)
-class Attempt:
+class Attempt(msgspec.Struct, frozen=True):
     """One dispatch attempt (``Task.first_attempt`` keeps only ``dispatch_time``)."""
 
     schedule_time: datetime | None = None
@@ -110,8 +107,7 @@ class Attempt:
     response_status: ResponseStatus | None = None
 
 
-@dataclass(frozen=True)
-class TaskDraft:
+class TaskDraft(msgspec.Struct, frozen=True):
     """What a caller asks CreateTask for, before defaults and validation."""
 
     name: str = ""
@@ -122,8 +118,7 @@ class TaskDraft:
     retry_config: RetryConfig | None = None
 
 
-@dataclass(frozen=True)
-class Task:
+class Task(msgspec.Struct, frozen=True):
     """A task as stored.
 
     ``enqueue_time`` is the exact time CreateTask accepted it (used by purge); the API's

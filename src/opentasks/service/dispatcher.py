@@ -13,9 +13,11 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+from msgspec.structs import replace
 
 from opentasks.clock import Clock
 from opentasks.credentials.base import CredentialError, Credentials

@@ -6,9 +6,11 @@ import asyncio
 import random
 import typing
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
+
+from msgspec.structs import replace
 
 from opentasks.clock import Clock
 from opentasks.domain.limits import Limits

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
+
+from msgspec.structs import replace
 
 from opentasks.domain.attempt import claim
 from opentasks.domain.names import LocationName, QueueName, TaskName

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any
+
+import msgspec
+from msgspec.structs import replace
 
 from opentasks.domain.task import Attempt, AttemptOutcome, Task
 from opentasks.storage import codec
 
 
-@dataclass(frozen=True)
-class TaskProgress:
+class TaskProgress(msgspec.Struct, frozen=True):
     """The fields of a task that change with each attempt."""
 
     dispatch_count: int = 0
@@ -73,4 +74,4 @@ def _with_progress(task: Task, progress: TaskProgress) -> Task:
 
 
 def _progress_fields(progress: TaskProgress) -> dict[str, Any]:
-    return {field.name: getattr(progress, field.name) for field in fields(TaskProgress)}
+    return {name: getattr(progress, name) for name in TaskProgress.__struct_fields__}

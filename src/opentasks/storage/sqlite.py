@@ -16,10 +16,11 @@ import fcntl
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
+
+from msgspec.structs import replace
 
 from opentasks.domain.attempt import claim
 from opentasks.domain.names import LocationName, QueueName, TaskName
