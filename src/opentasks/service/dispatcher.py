@@ -211,7 +211,7 @@ class Dispatcher:
         retry = current.retry_config
         after = after_attempt(claimed, outcome, self._clock.now(), retry, retry_from=retry_from)
         result = AttemptResult(claimed.name, claimed.dispatch_count, after, claimed.named)
-        self._results.add(result, queue_yaml=queue.from_queue_yaml)
+        self._results.add(result, queue_yaml=current.from_queue_yaml)
         if after is not None and worker is not None:
             worker.note_due(after.schedule_time)
 
