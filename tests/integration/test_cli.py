@@ -242,3 +242,42 @@ def test_errors_read_well(cli_server: ServerProcess) -> None:
     assert unreachable.returncode == 2
     assert unreachable.stderr.startswith("ERROR: cannot reach the opentasks server")
     assert "Traceback" not in missing.stderr + invalid.stderr + unreachable.stderr
+
+
+def test_queue_level_http_target_flags(cli_server: ServerProcess, handler: HandlerProcess) -> None:
+    port = handler.url("").rsplit(":", 1)[1]
+    created = yaml.safe_load(
+        cli(
+            cli_server,
+            "queues",
+            "create",
+            "routed",
+            f"--http-uri-override=scheme:http,host:127.0.0.1,port:{port},path:/routed,mode:always",
+            "--http-header-override",
+            "X-Team: billing",
+            "--http-oidc-service-account-email-override",
+            "queue@cli-project.iam.gserviceaccount.com",
+            "--http-oidc-token-audience-override",
+            "https://billing.example",
+        ).stdout
+    )
+    target = created["httpTarget"]
+    assert target["uriOverride"]["host"] == "127.0.0.1"
+    assert target["uriOverride"]["pathOverride"] == {"path": "/routed"}
+    assert target["headerOverrides"] == [{"header": {"key": "X-Team", "value": "billing"}}]
+    assert target["oidcToken"]["audience"] == "https://billing.example"
+    # An update merges into what the queue has: the URI override stays.
+    updated = yaml.safe_load(
+        cli(cli_server, "queues", "update", "routed", "--http-method-override", "put").stdout
+    )
+    assert updated["httpTarget"]["httpMethod"] == "PUT"
+    assert updated["httpTarget"]["uriOverride"]["pathOverride"] == {"path": "/routed"}
+    cli(cli_server, "tasks", "create-http-task", "--queue", "routed", "--url", "http://elsewhere.example/x")
+    [received] = handler.take(1)
+    assert (received.method, received.path, received.header("X-Team")) == ("PUT", "/routed", "billing")
+    assert (received.header("Authorization") or "").startswith("Bearer ")
+    cleared = yaml.safe_load(cli(cli_server, "queues", "update", "routed", "--clear-http-target").stdout)
+    assert "httpTarget" not in cleared
+    bad = cli(cli_server, "queues", "update", "routed", "--http-uri-override=colour:red", ok=False)
+    assert bad.returncode == 2
+    assert "'colour:red': write KEY:VALUE" in bad.stderr

@@ -6,9 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from google.api_core import exceptions
 from google.cloud import tasks_v2
 from google.protobuf import field_mask_pb2
 
+from opentasks.cli.http_target import http_target_changes, http_target_options, merged
 from opentasks.cli.output import format_option, resource_dict, show
 from opentasks.cli.params import duration
 from opentasks.cli.remote import Remote, remote_options, reports_errors
@@ -102,12 +104,16 @@ def queues() -> None:
 @queues.command()
 @click.argument("queue")
 @setting_options
+@http_target_options
 @remote_options
 @format_option("yaml")
 @reports_errors
 def create(remote: Remote, queue: str, output_format: str, **settings: Any) -> None:
     """Create QUEUE (an ID, or a full name)."""
     body, _ = queue_body(remote.queue(queue), settings)
+    target = http_target_changes(settings)
+    if target:
+        body["http_target"] = target
     created = remote.client().create_queue(parent=remote.parent, queue=tasks_v2.Queue(body))
     show(_queue(created), output_format, COLUMNS)
 
@@ -115,6 +121,7 @@ def create(remote: Remote, queue: str, output_format: str, **settings: Any) -> N
 @queues.command()
 @click.argument("queue")
 @setting_options
+@http_target_options
 @click.option("--clear-max-dispatches-per-second", is_flag=True, help="Back to the default rate.")
 @click.option("--clear-max-concurrent-dispatches", is_flag=True, help="Back to the default concurrency.")
 @click.option("--clear-max-attempts", is_flag=True, help="Back to the default attempts.")
@@ -123,15 +130,22 @@ def create(remote: Remote, queue: str, output_format: str, **settings: Any) -> N
 @click.option("--clear-max-backoff", is_flag=True, help="Back to the default maximum backoff.")
 @click.option("--clear-max-doublings", is_flag=True, help="Back to the default doublings.")
 @click.option("--clear-routing-override", is_flag=True, help="Remove the App Engine routing override.")
+@click.option("--clear-http-target", is_flag=True, help="Remove every --http-...-override.")
 @remote_options
 @format_option("yaml")
 @reports_errors
 def update(remote: Remote, queue: str, output_format: str, **settings: Any) -> None:
     """Change settings of QUEUE (creating it if missing); only the flags given change."""
     body, paths = queue_body(remote.queue(queue), settings)
+    clear_target = settings.pop("clear_http_target")
     for flag, cleared in settings.items():
         if flag.startswith("clear_") and cleared:
             paths.append(_SETTINGS[flag.removeprefix("clear_")][0])
+    changes = http_target_changes(settings)
+    if changes or clear_target:
+        paths.append("http_target")
+    if changes:
+        body["http_target"] = merged(_current_http_target(remote, body["name"]), changes)
     if not paths:
         raise click.UsageError("Name at least one setting to change (see --help).")
     mask = field_mask_pb2.FieldMask(paths=paths)
@@ -186,6 +200,15 @@ _action(
     "purge", "Purged", "Delete every task of QUEUE created before now.", lambda c, q: c.purge_queue(name=q)
 )
 _action("delete", "Deleted", "Delete QUEUE and all its tasks.", lambda c, q: c.delete_queue(name=q))
+
+
+def _current_http_target(remote: Remote, name: str) -> tasks_v2.HttpTarget | None:
+    """The queue's HTTP target, which flags given on update are merged into."""
+    try:
+        current = remote.client().get_queue(name=name)
+    except exceptions.NotFound:
+        return None
+    return current.http_target if "http_target" in current else None
 
 
 def _queue(queue: tasks_v2.Queue) -> dict[str, Any]:
