@@ -1,5 +1,8 @@
 """The embedded SQLite store: durable (WAL, fsync on commit), with group commit.
 
+Commits that hold only dispatch bookkeeping (claims, attempt results) skip the fsync: a power
+loss can undo them, which re-sends a task and never loses one.
+
 Writes are applied on the event loop, each in its own savepoint, into one open transaction;
 only the ``COMMIT`` (where SQLite waits for fsync, without holding the GIL) runs on a thread.
 Operations that arrive while a commit is running form the next batch, so one fsync covers
@@ -34,6 +37,10 @@ from opentasks.storage.migrations import scripts
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], T]
 _TASK_COLUMNS = "seq, schedule_us, spec, progress, body"
+# The synchronous level of commits holding only dispatch bookkeeping. NORMAL in WAL mode still
+# survives kill -9 (the OS has the writes); only a power loss can undo such a commit, and that
+# re-sends a task rather than losing one. EXTRA/FULL commits fsync everything before them too.
+_DISPATCH_SYNCHRONOUS = {"EXTRA": "NORMAL", "FULL": "NORMAL"}
 
 
 class DatabaseInUse(RuntimeError):
@@ -46,6 +53,8 @@ class SqliteStore:
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         self._path = Path(path)
         self._synchronous = synchronous.upper()
+        self._current_synchronous = self._synchronous
+        self._durable_pending = False
         self._conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
         self._lock_file: IO[bytes] | None = None
@@ -88,11 +97,18 @@ class SqliteStore:
 
     # -- group commit ------------------------------------------------------------------------
 
-    async def _write(self, operation: Operation[T]) -> T:
+    async def _write(self, operation: Operation[T], *, durable: bool = True) -> T:
+        """Run ``operation`` in the next group commit.
+
+        ``durable=False`` marks dispatch bookkeeping (claims, attempt results, lease releases):
+        losing it only means a task is sent again, so a batch of nothing else is committed
+        without waiting for fsync. The next durable commit syncs the whole WAL, these included.
+        """
         if self._conn is None:
             raise Unavailable("The store is closed.")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((operation, future))
+        self._durable_pending |= durable
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await future
@@ -101,8 +117,9 @@ class SqliteStore:
         """Commit batches until no operation is waiting; every waiting future gets an outcome."""
         while self._pending:
             batch, self._pending = self._pending, []
+            durable, self._durable_pending = self._durable_pending, False
             try:
-                outcomes = await self._commit(batch)
+                outcomes = await self._commit(batch, durable)
             except sqlite3.Error as error:
                 failure = Unavailable(f"The database could not commit: {error}. Nothing was changed; retry.")
                 outcomes = [(future, None, failure) for _, future in batch]
@@ -110,10 +127,14 @@ class SqliteStore:
                 _settle(future, result, failed)
 
     async def _commit(
-        self, batch: list[tuple[Operation[Any], asyncio.Future[Any]]]
+        self, batch: list[tuple[Operation[Any], asyncio.Future[Any]]], durable: bool
     ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
         conn = self._conn
         assert conn is not None
+        synchronous = self._synchronous if durable else _DISPATCH_SYNCHRONOUS.get(self._synchronous)
+        if synchronous is not None and synchronous != self._current_synchronous:
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._current_synchronous = synchronous
         conn.execute("BEGIN IMMEDIATE")
         try:
             outcomes = [(future, *_in_savepoint(conn, operation)) for operation, future in batch]
@@ -308,7 +329,7 @@ class SqliteStore:
             next_due = conn.execute("SELECT MIN(due_us) FROM tasks WHERE queue_pk = ?", (pk,)).fetchone()[0]
             return Claim(tasks, None if next_due is None else codec.from_micros(next_due))
 
-        return await self._write(run)
+        return await self._write(run, durable=False)
 
     async def claim_task(self, name: TaskName, now: datetime, lease: LeaseUntil) -> Task:
         def run(conn: sqlite3.Connection) -> Task:
@@ -326,7 +347,7 @@ class SqliteStore:
             _save_claims(conn, [(row[0], task)], lease)
             return task
 
-        return await self._write(run)
+        return await self._write(run, durable=False)
 
     async def finish_attempts(self, results: list[AttemptResult], windows: Windows) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -348,13 +369,13 @@ class SqliteStore:
                     retried.append((schedule, schedule, rows.progress_json(result.task), *fence))
             _finish(conn, done, named, retried, windows)
 
-        await self._write(run)
+        await self._write(run, durable=False)
 
     async def release_leases(self) -> int:
         def run(conn: sqlite3.Connection) -> int:
             return conn.execute("UPDATE tasks SET due_us = schedule_us WHERE due_us != schedule_us").rowcount
 
-        return await self._write(run)
+        return await self._write(run, durable=False)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
