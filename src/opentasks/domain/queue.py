@@ -48,7 +48,7 @@ class HttpMethod(IntEnum):
     OPTIONS = 7
 
 
-class RateLimits(msgspec.Struct, frozen=True):
+class RateLimits(msgspec.Struct, frozen=True, omit_defaults=True):
     """Token bucket and concurrency settings; zero means "not given" on input."""
 
     max_dispatches_per_second: float = 0.0
@@ -56,7 +56,7 @@ class RateLimits(msgspec.Struct, frozen=True):
     max_concurrent_dispatches: int = 0
 
 
-class RetryConfig(msgspec.Struct, frozen=True):
+class RetryConfig(msgspec.Struct, frozen=True, omit_defaults=True):
     """Retry settings; zero / None means "not given" on input (then the default applies)."""
 
     max_attempts: int = 0
@@ -66,7 +66,7 @@ class RetryConfig(msgspec.Struct, frozen=True):
     max_doublings: int = 0
 
 
-class AppEngineRouting(msgspec.Struct, frozen=True):
+class AppEngineRouting(msgspec.Struct, frozen=True, omit_defaults=True):
     """Service / version / instance of an App Engine target; ``host`` is output-only."""
 
     service: str = ""
@@ -75,12 +75,12 @@ class AppEngineRouting(msgspec.Struct, frozen=True):
     host: str = ""
 
 
-class OAuthToken(msgspec.Struct, frozen=True):
+class OAuthToken(msgspec.Struct, frozen=True, omit_defaults=True):
     service_account_email: str = ""
     scope: str = ""
 
 
-class OidcToken(msgspec.Struct, frozen=True):
+class OidcToken(msgspec.Struct, frozen=True, omit_defaults=True):
     service_account_email: str = ""
     audience: str = ""
 
@@ -97,7 +97,7 @@ class UriOverrideEnforceMode(IntEnum):
     ALWAYS = 2
 
 
-class UriOverride(msgspec.Struct, frozen=True):
+class UriOverride(msgspec.Struct, frozen=True, omit_defaults=True):
     """Queue-level rewrite of task URLs; ``None`` fields are not overridden."""
 
     scheme: UriScheme | None = None
@@ -108,7 +108,7 @@ class UriOverride(msgspec.Struct, frozen=True):
     enforce_mode: UriOverrideEnforceMode = UriOverrideEnforceMode.URI_OVERRIDE_ENFORCE_MODE_UNSPECIFIED
 
 
-class HttpTarget(msgspec.Struct, frozen=True):
+class HttpTarget(msgspec.Struct, frozen=True, omit_defaults=True):
     """Queue-level routing for HTTP tasks (``Queue.http_target``)."""
 
     uri_override: UriOverride | None = None
@@ -118,7 +118,7 @@ class HttpTarget(msgspec.Struct, frozen=True):
     oidc_token: OidcToken | None = None
 
 
-class Queue(msgspec.Struct, frozen=True):
+class Queue(msgspec.Struct, frozen=True, omit_defaults=True):
     """A queue as stored and returned (output-only fields included).
 
     ``iam_policy`` is the queue's IAM policy document as SetIamPolicy stored it (opaque here:

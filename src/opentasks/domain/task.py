@@ -45,7 +45,7 @@ class TaskView(IntEnum):
     FULL = 2
 
 
-class HttpRequest(msgspec.Struct, frozen=True):
+class HttpRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     """An HTTP target: the request to send, byte for byte."""
 
     url: str
@@ -56,7 +56,7 @@ class HttpRequest(msgspec.Struct, frozen=True):
     oidc_token: OidcToken | None = None
 
 
-class AppEngineHttpRequest(msgspec.Struct, frozen=True):
+class AppEngineHttpRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     """An App Engine target: a relative URI on a routed service."""
 
     http_method: HttpMethod = HttpMethod.POST
@@ -66,7 +66,7 @@ class AppEngineHttpRequest(msgspec.Struct, frozen=True):
     body: bytes = b""
 
 
-class ResponseStatus(msgspec.Struct, frozen=True):
+class ResponseStatus(msgspec.Struct, frozen=True, omit_defaults=True):
     """A ``google.rpc.Status`` as kept in ``Attempt.response_status``."""
 
     code: int
@@ -82,7 +82,7 @@ class AttemptFailure(IntEnum):
     REFUSED = 3  # opentasks itself would not send it (e.g. a denied target)
 
 
-class AttemptOutcome(msgspec.Struct, frozen=True):
+class AttemptOutcome(msgspec.Struct, frozen=True, omit_defaults=True):
     """The result of one dispatch attempt: an HTTP status, or why there is none."""
 
     http_status: int = 0
@@ -98,7 +98,7 @@ class AttemptOutcome(msgspec.Struct, frozen=True):
         return self.http_status > 0
 
 
-class Attempt(msgspec.Struct, frozen=True):
+class Attempt(msgspec.Struct, frozen=True, omit_defaults=True):
     """One dispatch attempt (``Task.first_attempt`` keeps only ``dispatch_time``)."""
 
     schedule_time: datetime | None = None
@@ -107,7 +107,7 @@ class Attempt(msgspec.Struct, frozen=True):
     response_status: ResponseStatus | None = None
 
 
-class TaskDraft(msgspec.Struct, frozen=True):
+class TaskDraft(msgspec.Struct, frozen=True, omit_defaults=True):
     """What a caller asks CreateTask for, before defaults and validation."""
 
     name: str = ""
@@ -118,7 +118,7 @@ class TaskDraft(msgspec.Struct, frozen=True):
     retry_config: RetryConfig | None = None
 
 
-class Task(msgspec.Struct, frozen=True):
+class Task(msgspec.Struct, frozen=True, omit_defaults=True):
     """A task as stored.
 
     ``enqueue_time`` is the exact time CreateTask accepted it (used by purge); the API's

@@ -12,7 +12,7 @@ from opentasks.domain.task import Attempt, AttemptOutcome, Task
 from opentasks.storage import codec
 
 
-class TaskProgress(msgspec.Struct, frozen=True):
+class TaskProgress(msgspec.Struct, frozen=True, omit_defaults=True):
     """The fields of a task that change with each attempt."""
 
     dispatch_count: int = 0
