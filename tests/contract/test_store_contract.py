@@ -11,7 +11,7 @@ from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import Queue, QueueState, RateLimits, resolve_queue
 from opentasks.domain.task import HttpRequest, Task, TaskDraft, new_task
 from opentasks.errors import AlreadyExists, FailedPrecondition, NotFound
-from opentasks.storage.base import Store, Windows
+from opentasks.storage.base import AttemptResult, Store, Windows
 from opentasks.storage.memory import MemoryStore
 from tests.contract.conftest import StoreFactory
 
@@ -223,3 +223,20 @@ async def test_list_locations_of_a_project(store: Store) -> None:
         await store.create_queue(queue(QueueName(project, location, "q")), T0)
     assert await store.list_locations("p") == ["europe-west1", "us-central1"]
     assert await store.list_locations("nobody") == []
+
+
+async def test_queue_yaml_queues_reserve_task_names_for_their_own_window(store: Store) -> None:
+    """Deleted, purged and finished names: each path picks the window by the queue's origin."""
+    await store.create_queue(queue(from_queue_yaml=True), T0)
+    windows = Windows(T0 + timedelta(hours=1), T0 + timedelta(days=7), T0 + timedelta(days=9))
+    later = T0 + timedelta(days=2)  # past the ordinary window, inside the queue.yaml one
+    await store.create_task(task("deleted"), T0)
+    await store.delete_task(TaskName(Q, "deleted"), T0, windows)
+    await store.create_task(task("purged"), T0)
+    await store.purge_queue(Q, T0 + timedelta(seconds=1), windows)
+    await store.create_task(task("finished", at=T0 + timedelta(seconds=2)), T0 + timedelta(seconds=2))
+    [claimed] = (await store.claim_due_tasks(Q, T0 + timedelta(seconds=2), 10, lambda _: later)).tasks
+    await store.finish_attempts([AttemptResult(claimed.name, claimed.dispatch_count, None, True)], windows)
+    for task_id in ("deleted", "purged", "finished"):
+        with pytest.raises(AlreadyExists):
+            await store.create_task(task(task_id, at=later), later)

@@ -159,6 +159,20 @@ def test_http_target_validation() -> None:
         resolve(Queue(NAME, http_target=HttpTarget(uri_override=UriOverride(host=""))))
     with pytest.raises(InvalidArgument, match="both serviceAccountEmail and audience"):
         resolve(Queue(NAME, http_target=HttpTarget(oidc_token=OidcToken(service_account_email="a@b"))))
+    for bad, message in (
+        (UriOverride(host="example.com/path"), "is not a host name or IP address"),
+        (UriOverride(host="a b"), "is not a host name or IP address"),
+        (UriOverride(port=70000), "port must be between 1 and 65535"),
+        (UriOverride(path="/a b"), "must not contain spaces"),
+    ):
+        with pytest.raises(InvalidArgument, match=message):
+            resolve(Queue(NAME, http_target=HttpTarget(uri_override=bad)))
+    with pytest.raises(InvalidArgument, match="not a valid HTTP header name"):
+        resolve(Queue(NAME, http_target=HttpTarget(header_overrides=(("X Bad", "1"),))))
+    with pytest.raises(InvalidArgument, match="line breaks"):
+        resolve(Queue(NAME, http_target=HttpTarget(header_overrides=(("X-Ok", "a\r\nInjected: 1"),))))
+    for host in ("127.0.0.1", "[::1]", "::1", "worker.internal"):
+        resolve(Queue(NAME, http_target=HttpTarget(uri_override=UriOverride(host=host))))
     ok = Queue(NAME, http_target=HttpTarget(uri_override=UriOverride(host="example.com", port=8080)))
     assert resolve(ok).http_target == ok.http_target
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import IntEnum
@@ -11,6 +12,7 @@ from typing import Any
 import msgspec
 from msgspec.structs import replace
 
+from opentasks.domain.headers import check_header_pairs
 from opentasks.domain.limits import Limits
 from opentasks.domain.names import QueueName
 from opentasks.errors import InvalidArgument
@@ -235,12 +237,8 @@ def _to_millis(value: timedelta) -> timedelta:
 
 def validate_http_target(target: HttpTarget) -> None:
     """Check queue-level routing (``Queue.http_target``)."""
-    override = target.uri_override
-    if override is not None:
-        if override.host is not None and not override.host:
-            raise InvalidArgument("HttpTarget.uriOverride.host must not be empty when it is set.")
-        if override.port is not None and override.port < 0:
-            raise InvalidArgument("HttpTarget.uriOverride.port must be positive (0 clears the port).")
+    if target.uri_override is not None:
+        _validate_uri_override(target.uri_override)
     if target.oidc_token is not None and not (
         target.oidc_token.service_account_email and target.oidc_token.audience
     ):
@@ -249,8 +247,26 @@ def validate_http_target(target: HttpTarget) -> None:
         target.oauth_token.service_account_email and target.oauth_token.scope
     ):
         raise InvalidArgument("HttpTarget.oauthToken needs both serviceAccountEmail and scope.")
-    if sum(len(k) + len(v) for k, v in target.header_overrides) >= 80 * 1024:
-        raise InvalidArgument("HttpTarget.headerOverrides must be smaller than 80KB in total.")
+    check_header_pairs(target.header_overrides, "HttpTarget.headerOverrides")
+
+
+_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]+")
+
+
+def _validate_uri_override(override: UriOverride) -> None:
+    """Parts that could not form a URL are refused here, not at dispatch."""
+    if override.host == "":
+        raise InvalidArgument("HttpTarget.uriOverride.host must not be empty when it is set.")
+    if override.host is not None and not _HOST.fullmatch(override.host):
+        raise InvalidArgument(
+            f"HttpTarget.uriOverride.host '{override.host}' is not a host name or IP address "
+            "(give the port, path and query in their own fields)."
+        )
+    if override.port is not None and not 0 <= override.port <= 65535:
+        raise InvalidArgument("HttpTarget.uriOverride.port must be between 1 and 65535 (0 clears the port).")
+    for label, part in (("pathOverride.path", override.path), ("queryOverride.queryParams", override.query)):
+        if part is not None and any(c.isspace() or c == "#" for c in part):
+            raise InvalidArgument(f"HttpTarget.uriOverride.{label} must not contain spaces or '#'.")
 
 
 # Field-mask paths (proto field names) that UpdateQueue may change, each as an attribute chain

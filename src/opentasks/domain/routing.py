@@ -9,6 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from msgspec.structs import replace
 
+from opentasks.domain.headers import reserved_http_header
 from opentasks.domain.queue import (
     AppEngineRouting,
     HttpMethod,
@@ -17,7 +18,7 @@ from opentasks.domain.queue import (
     UriOverrideEnforceMode,
     UriScheme,
 )
-from opentasks.domain.task import HttpRequest, reserved_http_header
+from opentasks.domain.task import HttpRequest
 from opentasks.errors import FailedPrecondition, InvalidArgument
 
 _BODYLESS_METHODS = frozenset({HttpMethod.GET, HttpMethod.HEAD, HttpMethod.DELETE, HttpMethod.OPTIONS})

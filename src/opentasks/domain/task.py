@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 from msgspec.structs import replace
 
+from opentasks.domain.headers import check_headers, reserved_http_header
 from opentasks.domain.limits import Limits
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.queue import (
@@ -27,7 +28,6 @@ HTTP_USER_AGENT = "Google-Cloud-Tasks"
 APP_ENGINE_USER_AGENT = "AppEngine-Google; (+http://code.google.com/appengine)"
 DEFAULT_HTTP_DISPATCH_DEADLINE = timedelta(minutes=10)
 MAX_URL_LENGTH = 2083
-MAX_HEADERS_BYTES = 80 * 1024
 _HTTP_DEADLINE_RANGE = (timedelta(seconds=15), timedelta(minutes=30), "[15s, 30m]")
 _APP_ENGINE_DEADLINE_RANGE = (timedelta(seconds=15), timedelta(hours=24, seconds=15), "[15s, 24h15s]")
 _HTTP_BODY_METHODS = frozenset({HttpMethod.POST, HttpMethod.PUT, HttpMethod.PATCH})
@@ -261,42 +261,15 @@ def is_local_host(host: str) -> bool:
     return address.is_loopback or address.is_private
 
 
-def reserved_http_header(name: str) -> bool:
-    """Headers an HTTP task (or a queue's header override) cannot set: Cloud Tasks computes
-    Host, Content-Length and User-Agent, and keeps ``X-Google-*``, ``X-AppEngine-*`` and
-    ``X-CloudTasks-*`` for itself."""
-    lower = name.lower()
-    return lower in ("host", "content-length", "user-agent") or lower.startswith(
-        ("x-google-", "x-appengine-", "x-cloudtasks-")
-    )
-
-
 def _stored_http_headers(headers: dict[str, str], has_token: bool) -> dict[str, str]:
     """Cloud Tasks ignores Host/Content-Length and Google-reserved headers and sets User-Agent."""
     stored: dict[str, str] = {}
-    for key, value in _check_headers(headers).items():
+    for key, value in check_headers(headers).items():
         if reserved_http_header(key) or (has_token and key.lower() == "authorization"):
             continue
         stored[key] = value
     stored["User-Agent"] = HTTP_USER_AGENT
     return stored
-
-
-def _check_headers(headers: dict[str, str]) -> dict[str, str]:
-    seen: dict[str, str] = {}
-    for key in headers:
-        if not key or any(c in key for c in " \t\r\n:"):
-            raise InvalidArgument(f'Header name "{key}" is not a valid HTTP header name.')
-        other = seen.setdefault(key.lower(), key)
-        if other != key:
-            raise InvalidArgument(
-                f'Headers "{other}" and "{key}" differ only in case; send each header once.'
-            )
-    if any("\r" in v or "\n" in v for v in headers.values()):
-        raise InvalidArgument("Header values must not contain line breaks.")
-    if sum(len(k) + len(v) for k, v in headers.items()) >= MAX_HEADERS_BYTES:
-        raise InvalidArgument("Task headers must be smaller than 80KB in total.")
-    return headers
 
 
 def validate_app_engine_http_request(request: AppEngineHttpRequest) -> AppEngineHttpRequest:
@@ -321,7 +294,7 @@ def validate_app_engine_http_request(request: AppEngineHttpRequest) -> AppEngine
 def _stored_app_engine_headers(request: AppEngineHttpRequest) -> dict[str, str]:
     stored: dict[str, str] = {}
     user_agent = ""
-    for key, value in _check_headers(request.headers).items():
+    for key, value in check_headers(request.headers).items():
         lower = key.lower()
         if lower in ("host", "content-length") or lower.startswith(("x-google-", "x-appengine-")):
             continue

@@ -210,8 +210,7 @@ class Dispatcher:
             outcome = AttemptOutcome(failure=AttemptFailure.UNREACHABLE, detail=f"internal error: {error!r}")
         retry = current.retry_config
         after = after_attempt(claimed, outcome, self._clock.now(), retry, retry_from=retry_from)
-        result = AttemptResult(claimed.name, claimed.dispatch_count, after, claimed.named)
-        self._results.add(result, queue_yaml=current.from_queue_yaml)
+        self._results.add(AttemptResult(claimed.name, claimed.dispatch_count, after, claimed.named))
         if after is not None and worker is not None:
             worker.note_due(after.schedule_time)
 
@@ -360,32 +359,25 @@ class _ResultWriter:
         self._store = store
         self._clock = clock
         self._tombstones = tombstones
-        # Results by whether their queue is from a queue.yaml (its task names stay reserved longer).
-        self._pending: dict[bool, list[AttemptResult]] = {False: [], True: []}
+        self._pending: list[AttemptResult] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    def add(self, result: AttemptResult, *, queue_yaml: bool = False) -> None:
-        self._pending[queue_yaml].append(result)
+    def add(self, result: AttemptResult) -> None:
+        self._pending.append(result)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._flush_all())
 
     async def flush(self) -> None:
         while self._flusher is not None and not self._flusher.done():
             await self._flusher
-        if any(self._pending.values()):
+        if self._pending:
             await self._flush_all()
 
     async def _flush_all(self) -> None:
-        while any(self._pending.values()):
-            for queue_yaml, batch in self._pending.items():
-                if batch:
-                    self._pending[queue_yaml] = []
-                    await self._finish(batch, queue_yaml)
-
-    async def _finish(self, batch: list[AttemptResult], queue_yaml: bool) -> None:
-        windows = self._tombstones.windows(self._clock.now(), queue_yaml=queue_yaml)
-        try:
-            await self._store.finish_attempts(batch, windows)
-        except Exception:
-            # The tasks stay claimed; their leases expire and they are dispatched again.
-            _log.exception("could not record %d attempt outcome(s); they will be retried", len(batch))
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self._store.finish_attempts(batch, self._tombstones.windows(self._clock.now()))
+            except Exception:
+                # The tasks stay claimed; their leases expire and they are dispatched again.
+                _log.exception("could not record %d attempt outcome(s); they will be retried", len(batch))

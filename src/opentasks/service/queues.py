@@ -121,9 +121,7 @@ class QueueService:
 
     async def purge_queue(self, name: QueueName) -> Queue:
         now = self._clock.now()
-        queue_yaml = (await self._store.get_queue(name)).from_queue_yaml
-        windows = self._tombstones.windows(now, queue_yaml=queue_yaml)
-        purged = await self._store.purge_queue(name, now, windows)
+        purged = await self._store.purge_queue(name, now, self._tombstones.windows(now))
         self._events.queue_changed(name)
         return purged
 

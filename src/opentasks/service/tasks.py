@@ -7,7 +7,6 @@ import random
 import typing
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TypeVar
 
 from msgspec.structs import replace
@@ -23,7 +22,7 @@ from opentasks.errors import AlreadyExists, FailedPrecondition, InvalidArgument,
 from opentasks.service.events import DispatchEvents, NoDispatch, TaskRunner
 from opentasks.service.paging import next_page_token, page_request
 from opentasks.service.windows import TombstonePolicy
-from opentasks.storage.base import Store, Windows
+from opentasks.storage.base import Store
 
 T = TypeVar("T")
 MAX_TASKS_PAGE = 1000
@@ -134,12 +133,7 @@ class TaskService:
 
     async def delete_task(self, name: TaskName) -> None:
         now = self._clock.now()
-        await self._store.delete_task(name, now, await self._windows(name.queue, now))
-
-    async def _windows(self, queue: QueueName, now: datetime) -> Windows:
-        """Reuse windows of ``queue``'s task names (NotFound when the queue does not exist)."""
-        queue_yaml = (await self._store.get_queue(queue)).from_queue_yaml
-        return self._tombstones.windows(now, queue_yaml=queue_yaml)
+        await self._store.delete_task(name, now, self._tombstones.windows(now))
 
     async def run_task(self, name: TaskName, view: TaskView) -> Task:
         """Dispatch a task now, even in a paused queue or beyond its rate limits."""
@@ -176,9 +170,7 @@ class TaskService:
                 raise InvalidArgument(
                     f"names[{index}] ('{name}') is not a task of the batch's parent ('{parent}')."
                 )
-        now = self._clock.now()
-        windows = await self._windows(parent, now)
-        return await _each(self._store.delete_task(name, now, windows) for name in parsed)
+        return await _each(self.delete_task(name) for name in parsed)
 
 
 async def _each(calls: Iterable[Awaitable[T]]) -> list[T | OpenTasksError]:

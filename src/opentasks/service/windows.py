@@ -18,6 +18,9 @@ class TombstonePolicy:
     queue: timedelta = timedelta(days=7)
     queue_yaml_task: timedelta = timedelta(days=9)
 
-    def windows(self, now: datetime, *, queue_yaml: bool = False) -> Windows:
-        task = self.queue_yaml_task if queue_yaml else self.task
-        return Windows(task_tombstone_until=now + task, queue_tombstone_until=now + self.queue)
+    def windows(self, now: datetime) -> Windows:
+        return Windows(
+            task_tombstone_until=now + self.task,
+            queue_tombstone_until=now + self.queue,
+            queue_yaml_task_tombstone_until=now + self.queue_yaml_task,
+        )

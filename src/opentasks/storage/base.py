@@ -54,10 +54,18 @@ class TaskPage:
 
 @dataclass(frozen=True)
 class Windows:
-    """How long deleted names stay reserved."""
+    """Until when deleted names stay reserved. Task names of queues from a queue.yaml use
+    ``queue_yaml_task_tombstone_until`` (stores pick it with :meth:`task_until`)."""
 
     task_tombstone_until: datetime
     queue_tombstone_until: datetime
+    queue_yaml_task_tombstone_until: datetime | None = None
+
+    def task_until(self, queue: Queue) -> datetime:
+        """Until when a finished or deleted task name of ``queue`` stays reserved."""
+        if queue.from_queue_yaml and self.queue_yaml_task_tombstone_until is not None:
+            return self.queue_yaml_task_tombstone_until
+        return self.task_tombstone_until
 
 
 class Store(Protocol):

@@ -132,7 +132,7 @@ class MemoryStore:
     def _remove(self, slot: _QueueSlot, task: Task, windows: Windows) -> None:
         del slot.tasks[task.name.task_id]
         if task.named:
-            slot.tombstones[task.name.task_id] = windows.task_tombstone_until
+            slot.tombstones[task.name.task_id] = windows.task_until(slot.queue)
 
     # -- tasks -------------------------------------------------------------------------------
 

@@ -225,7 +225,7 @@ class SqliteStore:
             conn.execute(
                 "INSERT OR REPLACE INTO task_tombstones "
                 "SELECT queue_pk, task_id, ? FROM tasks WHERE queue_pk = ? AND enqueue_us < ? AND named",
-                (codec.to_micros(windows.task_tombstone_until), pk, cutoff),
+                (codec.to_micros(windows.task_until(queue)), pk, cutoff),
             )
             conn.execute("DELETE FROM tasks WHERE queue_pk = ? AND enqueue_us < ?", (pk, cutoff))
             return queue
@@ -292,7 +292,7 @@ class SqliteStore:
 
     async def delete_task(self, name: TaskName, now: datetime, windows: Windows) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            pk = _load_queue(conn, name.queue)[0]
+            pk, queue = _load_queue(conn, name.queue)
             row = conn.execute(
                 "DELETE FROM tasks WHERE queue_pk = ? AND task_id = ? RETURNING named", (pk, name.task_id)
             ).fetchone()
@@ -301,7 +301,7 @@ class SqliteStore:
                     raise base.task_recently_deleted()
                 raise base.entity_missing()
             if row[0]:
-                _tombstone_task(conn, pk, name.task_id, windows)
+                _tombstone_task(conn, pk, name.task_id, windows.task_until(queue))
 
         await self._write(run)
 
@@ -351,23 +351,23 @@ class SqliteStore:
 
     async def finish_attempts(self, results: list[AttemptResult], windows: Windows) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            pks = {q: _queue_pk(conn, q) for q in {r.name.queue for r in results}}
+            queues = {q: _find_queue(conn, q) for q in {r.name.queue for r in results}}
             done: list[tuple[int, str, int]] = []
-            named: list[tuple[int, str, int]] = []
+            named: list[tuple[int, int, str, int]] = []
             retried: list[tuple[int, int, str | None, int, str, int]] = []
             for result in results:
-                pk = pks[result.name.queue]
-                if pk is None:
+                found = queues[result.name.queue]
+                if found is None:
                     continue  # the queue is gone, and its tasks with it
-                fence = (pk, result.name.task_id, result.dispatch_count)
+                fence = (found[0], result.name.task_id, result.dispatch_count)
                 if result.task is None:
                     done.append(fence)
                     if result.named:
-                        named.append(fence)
+                        named.append((codec.to_micros(windows.task_until(found[1])), *fence))
                 else:
                     schedule = codec.to_micros(result.task.schedule_time)
                     retried.append((schedule, schedule, rows.progress_json(result.task), *fence))
-            _finish(conn, done, named, retried, windows)
+            _finish(conn, done, named, retried)
 
         await self._write(run, durable=False)
 
@@ -432,12 +432,17 @@ def _queue_pk(conn: sqlite3.Connection, name: QueueName) -> int | None:
 
 
 def _load_queue(conn: sqlite3.Connection, name: QueueName) -> tuple[int, Queue]:
+    found = _find_queue(conn, name)
+    if found is None:
+        raise base.queue_missing()
+    return found
+
+
+def _find_queue(conn: sqlite3.Connection, name: QueueName) -> tuple[int, Queue] | None:
     row = conn.execute(
         "SELECT pk, config FROM queues WHERE parent = ? AND queue_id = ?", (str(name.parent), name.queue_id)
     ).fetchone()
-    if row is None:
-        raise base.queue_missing()
-    return int(row[0]), codec.loads(Queue, row[1])
+    return None if row is None else (int(row[0]), codec.loads(Queue, row[1]))
 
 
 def _insert_queue(conn: sqlite3.Connection, queue: Queue) -> None:
@@ -474,10 +479,9 @@ def _tombstoned(conn: sqlite3.Connection, pk: int, task_id: str, now: datetime) 
     return row is not None
 
 
-def _tombstone_task(conn: sqlite3.Connection, pk: int, task_id: str, windows: Windows) -> None:
+def _tombstone_task(conn: sqlite3.Connection, pk: int, task_id: str, until: datetime) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO task_tombstones VALUES (?, ?, ?)",
-        (pk, task_id, codec.to_micros(windows.task_tombstone_until)),
+        "INSERT OR REPLACE INTO task_tombstones VALUES (?, ?, ?)", (pk, task_id, codec.to_micros(until))
     )
 
 
@@ -494,19 +498,18 @@ def _save_claims(conn: sqlite3.Connection, claimed: list[tuple[int, Task]], leas
 def _finish(
     conn: sqlite3.Connection,
     done: list[tuple[int, str, int]],
-    named: list[tuple[int, str, int]],
+    named: list[tuple[int, int, str, int]],
     retried: list[tuple[int, int, str | None, int, str, int]],
-    windows: Windows,
 ) -> None:
     """Apply attempt results, each fenced on (queue, task ID, dispatch count of its claim).
 
-    ``named`` lists the finished tasks that may be named (the column still decides)."""
-    until = codec.to_micros(windows.task_tombstone_until)
+    ``named`` lists the finished tasks that may be named (the column still decides), each with
+    the time its name stays reserved until."""
     fenced = "queue_pk = ? AND task_id = ? AND dispatch_count = ?"
     conn.executemany(
         "INSERT OR REPLACE INTO task_tombstones"
         f" SELECT queue_pk, task_id, ? FROM tasks WHERE {fenced} AND named",
-        [(until, *fence) for fence in named],
+        named,
     )
     conn.executemany(f"DELETE FROM tasks WHERE {fenced}", done)
     conn.executemany(f"UPDATE tasks SET schedule_us = ?, due_us = ?, progress = ? WHERE {fenced}", retried)
