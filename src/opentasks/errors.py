@@ -30,6 +30,10 @@ class InvalidArgument(OpenTasksError):
     """The request itself is wrong; the message says what to fix."""
 
 
+class PayloadTooLarge(InvalidArgument):
+    """The request body exceeds the server's size limit (HTTP 413)."""
+
+
 class NotFound(OpenTasksError):
     """The named resource does not exist."""
 

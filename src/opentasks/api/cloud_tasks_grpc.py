@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -16,6 +17,7 @@ from opentasks.api.auth import ApiAuth
 from opentasks.api.messages import PB
 from opentasks.api.operations import OperationRegistry
 from opentasks.api.status import rpc_status
+from opentasks.api.throttled_log import ThrottledLog
 from opentasks.clock import Clock
 from opentasks.domain.iam import policy_etag
 from opentasks.domain.names import LocationName, QueueName, TaskName
@@ -47,6 +49,10 @@ class CloudTasksApi:
         self._locations = locations
         self._clock = clock
         self._operations = operations or OperationRegistry()
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
 
     async def list_queues(self, request: PB) -> PB:
         page = await self._queues.list_queues(
@@ -239,8 +245,39 @@ def _location(name: LocationName) -> PB:
     return pb.Location(name=str(name), location_id=name.location, display_name=name.location)
 
 
+@dataclass(frozen=True)
+class MalformedRequest:
+    """What the request deserializer returns for bytes that are not the request message: the
+    handler answers INVALID_ARGUMENT after the auth check, so nothing is logged for anonymous
+    callers and grpc logs no traceback."""
+
+    type_name: str
+
+
+def request_deserializer(request_class: Any) -> Callable[[bytes], PB]:
+    """A deserializer that never raises: undecodable bytes (wrong type, truncated, invalid UTF-8
+    in a string field, nesting too deep) give a :class:`MalformedRequest`."""
+    type_name = request_class.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> PB:
+        try:
+            return request_class.FromString(data)
+        except Exception:  # DecodeError, RecursionError, ...: whatever the bytes provoke
+            return MalformedRequest(type_name)
+
+    return parse
+
+
+@dataclass(frozen=True)
+class _Logs:
+    """The rate-limited logs of the gRPC handlers, shared by every RPC."""
+
+    internal: ThrottledLog
+    malformed: ThrottledLog
+
+
 def _rpc(
-    handler: Handler, request_class: Any, response_class: Any, auth: ApiAuth | None
+    handler: Handler, request_class: Any, response_class: Any, auth: ApiAuth | None, logs: _Logs
 ) -> grpc.RpcMethodHandler:
     name = getattr(handler, "__name__", "")
 
@@ -249,18 +286,21 @@ def _rpc(
         try:
             if auth is not None:
                 auth.check(call.headers(), name)
+            if isinstance(request, MalformedRequest):
+                logs.malformed.warning("refused %s: the request is not a valid %s", name, request.type_name)
+                raise InvalidArgument(f"The request is not a valid {request.type_name} message.")
             return await handler(request)
         except OpenTasksError as error:
             await context.abort_with_status(grpc_rpc_status.to_status(rpc_status(error)))
         except Exception:
-            _log.exception("unexpected error in %s", getattr(handler, "__name__", handler))
+            logs.internal.exception("unexpected error in %s", name)
             failure = Internal("Internal error in opentasks; the server log has the details.")
             await context.abort_with_status(grpc_rpc_status.to_status(rpc_status(failure)))
         raise AssertionError("unreachable")  # abort_with_status always raises
 
     return grpc.unary_unary_rpc_method_handler(
         serve,
-        request_deserializer=request_class.FromString,
+        request_deserializer=request_deserializer(request_class),
         response_serializer=response_class.SerializeToString,
     )
 
@@ -299,9 +339,10 @@ def handlers(api: CloudTasksApi, auth: ApiAuth | None = None) -> tuple[grpc.Gene
         "GetLocation": (api.get_location, pb.GetLocationRequest, pb.Location),
     }
     operation_methods = {"GetOperation": (api.get_operation, pb.GetOperationRequest, pb.Operation)}
+    logs = _Logs(ThrottledLog(_log, api.clock.monotonic), ThrottledLog(_log, api.clock.monotonic))
     return tuple(
         grpc.method_handlers_generic_handler(
-            service, {name: _rpc(*entry, auth) for name, entry in methods.items()}
+            service, {name: _rpc(*entry, auth, logs) for name, entry in methods.items()}
         )
         for service, methods in (
             (SERVICE, tasks_methods),

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
+from enum import IntEnum
+from typing import TypeVar
 
 from opentasks.api import messages as pb
 from opentasks.api.messages import PB
@@ -29,20 +32,66 @@ from opentasks.domain.task import (
     TaskDraft,
     TaskView,
 )
+from opentasks.errors import InvalidArgument
 
 # -- scalars --------------------------------------------------------------------------------
 
 
-def _time(message: PB, field: str) -> datetime | None:
-    if not message.HasField(field):
-        return None
-    return getattr(message, field).ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]
+_E = TypeVar("_E", bound=IntEnum)
+
+# The ranges of a valid google.protobuf.Timestamp (years 1 to 9999) and Duration (+-10000 years).
+_MIN_TIMESTAMP_SECONDS = -62_135_596_800
+_MAX_TIMESTAMP_SECONDS = 253_402_300_799
+_MAX_DURATION_SECONDS = 315_576_000_000
+_MAX_NANOS = 999_999_999
 
 
-def _duration(message: PB, field: str) -> timedelta | None:
+def _time(message: PB, field: str, label: str) -> datetime | None:
+    """A Timestamp field as a datetime; ``label`` (``Task.scheduleTime``) names it in errors."""
     if not message.HasField(field):
         return None
-    return getattr(message, field).ToTimedelta()  # type: ignore[no-any-return]
+    value = getattr(message, field)
+    seconds, nanos = value.seconds, value.nanos
+    if not (_MIN_TIMESTAMP_SECONDS <= seconds <= _MAX_TIMESTAMP_SECONDS and 0 <= nanos <= _MAX_NANOS):
+        raise InvalidArgument(
+            f"Invalid value for {label}: {{seconds: {seconds}, nanos: {nanos}}}. "
+            "A timestamp must lie between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z."
+        )
+    return value.ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]
+
+
+def _duration(message: PB, field: str, label: str) -> timedelta | None:
+    """A Duration field as a timedelta; ``label`` (``RetryConfig.minBackoff``) names it in errors."""
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    seconds, nanos = value.seconds, value.nanos
+    if (
+        abs(seconds) > _MAX_DURATION_SECONDS
+        or abs(nanos) > _MAX_NANOS
+        or (seconds > 0 and nanos < 0)
+        or (seconds < 0 and nanos > 0)
+    ):
+        raise InvalidArgument(
+            f"Invalid value for {label}: {{seconds: {seconds}, nanos: {nanos}}}. A duration must lie "
+            f"between -{_MAX_DURATION_SECONDS}s and {_MAX_DURATION_SECONDS}s, its seconds and nanos "
+            "of the same sign."
+        )
+    return value.ToTimedelta()  # type: ignore[no-any-return]
+
+
+def _enum(cls: type[_E], value: int, label: str) -> _E:
+    """An enum field's value; numbers the API does not define are refused, naming the field."""
+    try:
+        return cls(value)
+    except ValueError:
+        raise InvalidArgument(f"Invalid value for {label}: {value}.") from None
+
+
+def _finite(value: float, label: str) -> float:
+    if not math.isfinite(value):
+        raise InvalidArgument(f"Invalid value for {label}: {value}. It must be a finite number.")
+    return value
 
 
 def _set_time(target: PB, value: datetime | None) -> None:
@@ -59,7 +108,9 @@ def queue_from_pb(message: PB) -> Queue:
     return Queue(
         name=QueueName.parse(message.name),
         rate_limits=RateLimits(
-            max_dispatches_per_second=message.rate_limits.max_dispatches_per_second,
+            max_dispatches_per_second=_finite(
+                message.rate_limits.max_dispatches_per_second, "RateLimits.maxDispatchesPerSecond"
+            ),
             max_burst_size=message.rate_limits.max_burst_size,
             max_concurrent_dispatches=message.rate_limits.max_concurrent_dispatches,
         ),
@@ -70,16 +121,18 @@ def queue_from_pb(message: PB) -> Queue:
             else None
         ),
         http_target=_http_target_from_pb(message.http_target) if message.HasField("http_target") else None,
-        logging_sampling_ratio=message.stackdriver_logging_config.sampling_ratio,
+        logging_sampling_ratio=_finite(
+            message.stackdriver_logging_config.sampling_ratio, "StackdriverLoggingConfig.samplingRatio"
+        ),
     )
 
 
 def retry_config_from_pb(message: PB) -> RetryConfig:
     return RetryConfig(
         max_attempts=message.max_attempts,
-        max_retry_duration=_duration(message, "max_retry_duration"),
-        min_backoff=_duration(message, "min_backoff"),
-        max_backoff=_duration(message, "max_backoff"),
+        max_retry_duration=_duration(message, "max_retry_duration", "RetryConfig.maxRetryDuration"),
+        min_backoff=_duration(message, "min_backoff", "RetryConfig.minBackoff"),
+        max_backoff=_duration(message, "max_backoff", "RetryConfig.maxBackoff"),
         max_doublings=message.max_doublings,
     )
 
@@ -93,7 +146,7 @@ def _http_target_from_pb(message: PB) -> HttpTarget:
         uri_override=_uri_override_from_pb(message.uri_override)
         if message.HasField("uri_override")
         else None,
-        http_method=HttpMethod(message.http_method),
+        http_method=_enum(HttpMethod, message.http_method, "HttpTarget.httpMethod"),
         header_overrides=tuple((h.header.key, h.header.value) for h in message.header_overrides),
         oauth_token=_oauth_from_pb(message.oauth_token) if message.HasField("oauth_token") else None,
         oidc_token=_oidc_from_pb(message.oidc_token) if message.HasField("oidc_token") else None,
@@ -102,12 +155,14 @@ def _http_target_from_pb(message: PB) -> HttpTarget:
 
 def _uri_override_from_pb(message: PB) -> UriOverride:
     return UriOverride(
-        scheme=UriScheme(message.scheme) if message.HasField("scheme") else None,
+        scheme=_enum(UriScheme, message.scheme, "UriOverride.scheme") if message.HasField("scheme") else None,
         host=message.host if message.HasField("host") else None,
         port=message.port if message.HasField("port") else None,
         path=message.path_override.path if message.HasField("path_override") else None,
         query=message.query_override.query_params if message.HasField("query_override") else None,
-        enforce_mode=UriOverrideEnforceMode(message.uri_override_enforce_mode),
+        enforce_mode=_enum(
+            UriOverrideEnforceMode, message.uri_override_enforce_mode, "UriOverride.uriOverrideEnforceMode"
+        ),
     )
 
 
@@ -200,8 +255,8 @@ def task_draft_from_pb(message: PB) -> TaskDraft:
             if message.HasField("app_engine_http_request")
             else None
         ),
-        schedule_time=_time(message, "schedule_time"),
-        dispatch_deadline=_duration(message, "dispatch_deadline"),
+        schedule_time=_time(message, "schedule_time", "Task.scheduleTime"),
+        dispatch_deadline=_duration(message, "dispatch_deadline", "Task.dispatchDeadline"),
         retry_config=retry_config_from_pb(message.retry_config) if message.HasField("retry_config") else None,
     )
 
@@ -209,7 +264,7 @@ def task_draft_from_pb(message: PB) -> TaskDraft:
 def _http_request_from_pb(message: PB) -> HttpRequest:
     return HttpRequest(
         url=message.url,
-        http_method=HttpMethod(message.http_method),
+        http_method=_enum(HttpMethod, message.http_method, "HttpRequest.httpMethod"),
         headers=dict(message.headers),
         body=message.body,
         oauth_token=_oauth_from_pb(message.oauth_token) if message.HasField("oauth_token") else None,
@@ -219,7 +274,7 @@ def _http_request_from_pb(message: PB) -> HttpRequest:
 
 def _app_engine_request_from_pb(message: PB) -> AppEngineHttpRequest:
     return AppEngineHttpRequest(
-        http_method=HttpMethod(message.http_method),
+        http_method=_enum(HttpMethod, message.http_method, "AppEngineHttpRequest.httpMethod"),
         app_engine_routing=(
             _routing_from_pb(message.app_engine_routing) if message.HasField("app_engine_routing") else None
         ),
@@ -295,4 +350,4 @@ def task_view(value: int) -> TaskView:
 
 
 def queue_state(value: int) -> QueueState:
-    return QueueState(value)
+    return _enum(QueueState, value, "Queue.state")

@@ -7,11 +7,14 @@ and renders the response as JSON. There is no second implementation of any rule.
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 from google.protobuf import json_format
@@ -20,12 +23,15 @@ from opentasks.api import call
 from opentasks.api import messages as pb
 from opentasks.api.auth import ApiAuth
 from opentasks.api.cloud_tasks_grpc import CloudTasksApi
+from opentasks.api.json_errors import parse_json
 from opentasks.api.messages import PB
 from opentasks.api.status import grpc_code, http_status, rpc_status
-from opentasks.errors import Internal, InvalidArgument, NotFound, OpenTasksError
+from opentasks.api.throttled_log import ThrottledLog
+from opentasks.errors import Internal, InvalidArgument, NotFound, OpenTasksError, PayloadTooLarge
 
 _log = logging.getLogger(__name__)
 Rpc = Callable[[PB], Awaitable[PB]]
+MAX_BODY_BYTES = 8 * 2**20
 
 _LOCATION = ("projects", "*", "locations", "*")
 _QUEUE = (*_LOCATION, "queues", "*")
@@ -139,6 +145,15 @@ _SYSTEM_PARAMETERS = frozenset(
         "uploadType",
     }
 )
+# Query parameters Google's discovery document lists for a v2 method whose request message has
+# no such field (or that only later API versions honour): accepted and ignored.
+_IGNORED_PARAMETERS = {
+    "list_locations": frozenset({"extraLocationTypes", "extra_location_types"}),
+    "get_queue": frozenset({"readMask", "read_mask"}),
+    "list_queues": frozenset({"readMask", "read_mask"}),
+}
+_UPDATE_MASK_KEYS = ("updateMask", "update_mask")
+_ALT_ENCODINGS = frozenset({"int", "string"})
 
 
 def split_path(path: str) -> tuple[list[str], str]:
@@ -147,6 +162,48 @@ def split_path(path: str) -> tuple[list[str], str]:
     segments = path.split("/")
     last, _, verb = segments[-1].partition(":")
     return [*segments[:-1], last], verb
+
+
+def decoded_path(raw_path: str) -> str:
+    """The percent-decoded path after ``/v2/``, decoded segment by segment so that an encoded
+    slash cannot move a request to another route; such a segment, or one that is not UTF-8,
+    is refused."""
+    segments = raw_path.split("/")
+    decoded = []
+    for segment in segments:
+        try:
+            text = unquote(segment, errors="strict")
+        except UnicodeDecodeError:
+            raise InvalidArgument(
+                f'Invalid resource field value in the request: the path segment "{segment}" is not UTF-8.'
+            ) from None
+        if "/" in text:
+            raise InvalidArgument(
+                f'Invalid resource field value in the request: the path segment "{segment}" contains '
+                "an encoded '/', which no resource name may contain."
+            )
+        decoded.append(text)
+    return "/".join(decoded)
+
+
+def response_format(query: Mapping[str, str]) -> bool:
+    """Whether ``$alt`` / ``alt`` ask for integer enums; any format but JSON is refused."""
+    int_enums = False
+    for key in ("$alt", "alt"):
+        value = query.get(key)
+        if value is None:
+            continue
+        kind, *options = [part.strip() for part in value.split(";")]
+        if kind.lower() not in ("json", ""):
+            raise InvalidArgument(f'Unsupported {key}="{value}": this server answers in JSON only.')
+        for option in options:
+            name, _, setting = option.partition("=")
+            if name != "enum-encoding" or setting not in _ALT_ENCODINGS:
+                raise InvalidArgument(
+                    f'Unsupported {key} option "{option}"; use "json" or "json;enum-encoding=int".'
+                )
+            int_enums = setting == "int"
+    return int_enums
 
 
 def find_route(method: str, path: str) -> tuple[Route, str]:
@@ -178,6 +235,7 @@ class RestApi:
     def __init__(self, api: CloudTasksApi, auth: ApiAuth | None = None) -> None:
         self._api = api
         self._auth = auth
+        self._internal_log = ThrottledLog(_log, api.clock.monotonic)
 
     def _authorize(self, request: web.Request, rpc: str) -> None:
         if self._auth is not None:
@@ -185,7 +243,7 @@ class RestApi:
 
     def app(self, *, extra_routes: Callable[[web.Application], None] | None = None) -> web.Application:
         """The application; ``extra_routes`` registers other paths (before the catch-all 404)."""
-        app = web.Application(client_max_size=8 * 2**20)
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
         if extra_routes is not None:
             extra_routes(app)
         app.router.add_route("*", "/v2/{path:.+}", self.handle)
@@ -193,46 +251,80 @@ class RestApi:
         return app
 
     async def unknown(self, request: web.Request) -> web.Response:
-        return _error(
-            NotFound(f"No Cloud Tasks v2 method is served at {request.method} {request.path}."), False
-        )
+        return _error(NotFound(f"No Cloud Tasks v2 method is served at {request.method} {request.path}."))
 
     async def handle(self, request: web.Request) -> web.Response:
-        int_enums = "enum-encoding=int" in request.query.get("$alt", "")
         call.bind(request.headers.items())
         try:
-            buffered = buffer_target(request.method, request.match_info["path"])
-            if buffered is not None:
-                self._authorize(request, "buffer_task")
-                task = await self._buffer(request, *buffered)
-                body = json_format.MessageToDict(task, use_integers_for_enums=int_enums)
-                return web.json_response({"task": body})  # BufferTaskResponse has no proto here
-            route, resource = find_route(request.method, request.match_info["path"])
-            self._authorize(request, route.rpc)
-            message = await _request_message(route, resource, request)
-            rpc: Rpc = getattr(self._api, route.rpc)
-            response = await rpc(message)
+            int_enums = response_format(request.query)
+            response = await self._serve(request, int_enums)
         except OpenTasksError as error:
-            return _error(error, int_enums)
+            return _error(error, close=_body_failed(request))
         except Exception:
-            _log.exception("unexpected error serving %s %s", request.method, request.path)
-            return _error(Internal("Internal error in opentasks; the server log has the details."), int_enums)
+            self._internal_log.exception("unexpected error serving %s %s", request.method, request.path)
+            return _error(Internal("Internal error in opentasks; the server log has the details."))
+        return response
+
+    async def _serve(self, request: web.Request, int_enums: bool) -> web.Response:
+        path = decoded_path(request.rel_url.raw_path.removeprefix("/v2/"))
+        buffered = buffer_target(request.method, path)
+        if buffered is not None:
+            self._authorize(request, "buffer_task")
+            task = await self._buffer(request, *buffered)
+            body = json_format.MessageToDict(task, use_integers_for_enums=int_enums)
+            return web.json_response({"task": body})  # BufferTaskResponse has no proto here
+        route, resource = find_route(request.method, path)
+        self._authorize(request, route.rpc)
+        message = await _request_message(route, resource, request)
+        rpc: Rpc = getattr(self._api, route.rpc)
+        response = await rpc(message)
         return web.json_response(json_format.MessageToDict(response, use_integers_for_enums=int_enums))
 
     async def _buffer(self, request: web.Request, queue: str, task_id: str) -> PB:
-        body = await request.read()
+        body = await read_body(request)
         task = await self._api.buffer_task(queue, task_id, request.method, body, request.content_type)
         return task
+
+
+_BODY_FAILED = "opentasks.body_failed"  # set on the request when its body could not be read
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, decompressed by aiohttp; too large -> 413, undecodable -> 400."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        request[_BODY_FAILED] = True
+        raise PayloadTooLarge(f"Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes.") from None
+    except Exception as error:  # aiohttp's RequestPayloadError: a corrupt gzip / deflate body
+        request[_BODY_FAILED] = True
+        if not request.content.is_eof():
+            # Nothing more can be read from this body: end it, so the server does not try to drain it.
+            request.content.feed_eof()
+        encoding = request.headers.get("Content-Encoding", "")
+        detail = f" with Content-Encoding: {encoding}" if encoding else ""
+        raise InvalidArgument(f"The request body could not be read{detail}: {_one_line(error)}.") from None
+
+
+def _body_failed(request: web.Request) -> bool:
+    return bool(request.get(_BODY_FAILED, False))
+
+
+def _one_line(error: BaseException) -> str:
+    return re.sub(r"\s+", " ", str(error)).strip().rstrip(".") or type(error).__name__
 
 
 async def _request_message(route: Route, resource: str, request: web.Request) -> PB:
     message = route.request()
     # json_format reads numbers and enum numbers from strings, as query values always are.
-    query = {k: v for k, v in request.query.items() if not k.startswith("$") and k not in _SYSTEM_PARAMETERS}
-    _parse(query, message, "query parameters")
+    parse_json(query_parameters(route.rpc, request.query), message, query=True)
     if route.body is not None:
         body = await _json_body(request)
-        _parse(body, message if route.body == "*" else getattr(message, route.body), "JSON payload")
+        if route.body == "*":
+            parse_json(body, message)
+        else:
+            _hoist_update_mask(body, message)
+            parse_json(body, getattr(message, route.body), prefix=route.body)
     target = message
     *parents, leaf = route.field.split(".")
     for part in parents:
@@ -241,28 +333,77 @@ async def _request_message(route: Route, resource: str, request: web.Request) ->
     return message
 
 
+def query_parameters(rpc: str, query: Any) -> dict[str, Any]:
+    """The query parameters that are request fields, ready for the proto3 JSON parser.
+
+    System parameters, ``$``-prefixed ones and the documented ones this server ignores are
+    left out; a parameter given more than once is refused (no GET request has a repeated field).
+    """
+    ignored = _IGNORED_PARAMETERS.get(rpc, frozenset())
+    fields: dict[str, Any] = {}
+    for key in query:
+        if key.startswith("$") or key in _SYSTEM_PARAMETERS or key in ignored or key in fields:
+            continue
+        values = query.getall(key)
+        if len(values) > 1:
+            raise InvalidArgument(
+                f'Invalid JSON payload received. The query parameter "{key}" is given {len(values)} '
+                "times; it takes one value."
+            )
+        fields[key] = camel_case_mask(values[0]) if key in _UPDATE_MASK_KEYS else values[0]
+    return fields
+
+
+def camel_case_mask(value: Any) -> Any:
+    """A FieldMask in its JSON form (comma-separated lowerCamelCase paths), accepting the
+    snake_case paths some clients send (``retry_config.max_attempts``)."""
+    if not isinstance(value, str):
+        return value
+    return ",".join(
+        ".".join(re.sub(r"_([a-z0-9])", lambda m: m[1].upper(), part) for part in path.strip().split("."))
+        for path in value.split(",")
+    )
+
+
+def _hoist_update_mask(body: dict[str, Any], message: PB) -> None:
+    """An ``updateMask`` sent in the body (next to the resource) instead of the query string."""
+    for key in _UPDATE_MASK_KEYS:
+        if key in body and "update_mask" in message.DESCRIPTOR.fields_by_name:
+            parse_json({key: camel_case_mask(body.pop(key))}, message)
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    text = await request.text()
+    raw = await read_body(request)
+    charset = request.charset or "utf-8"
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        raise InvalidArgument(
+            f'Unsupported charset "{charset}" in Content-Type; send the JSON body as UTF-8.'
+        ) from None
+    try:
+        text = raw.decode(charset)
+    except UnicodeDecodeError as error:
+        raise InvalidArgument(
+            f"Invalid JSON payload received. The body is not valid {charset}: byte "
+            f"0x{raw[error.start]:02x} at offset {error.start}."
+        ) from None
     if not text.strip():
         return {}
     try:
         body = json.loads(text)
+    except RecursionError:
+        raise InvalidArgument("Invalid JSON payload received. The JSON is nested too deeply.") from None
     except ValueError as error:
-        raise InvalidArgument(f"Invalid JSON payload received. {error}.") from None
+        raise InvalidArgument(f"Invalid JSON payload received. {_one_line(error)}.") from None
     if not isinstance(body, dict):
         raise InvalidArgument("Invalid JSON payload received. The body must be a JSON object.")
     return body
 
 
-def _parse(data: dict[str, Any], message: PB, where: str) -> None:
-    try:
-        json_format.ParseDict(data, message)
-    except json_format.ParseError as error:
-        raise InvalidArgument(f"Invalid {where} received. {error}") from None
-
-
-def _error(error: OpenTasksError, int_enums: bool) -> web.Response:
-    """The error envelope google-api-core and google-gax parse."""
+def _error(error: OpenTasksError, *, close: bool = False) -> web.Response:
+    """The error envelope google-api-core and google-gax parse; ``close`` ends the connection
+    (after a body that could not be read to its end)."""
     status = rpc_status(error)
     body = {
         "error": {
@@ -272,5 +413,7 @@ def _error(error: OpenTasksError, int_enums: bool) -> web.Response:
             "details": [json_format.MessageToDict(detail) for detail in status.details],
         }
     }
-    del int_enums  # the envelope has no enums
-    return web.json_response(body, status=http_status(error))
+    response = web.json_response(body, status=http_status(error))
+    if close:
+        response.force_close()
+    return response

@@ -11,6 +11,7 @@ from opentasks import errors
 # error class -> (gRPC code, HTTP status)
 _TABLE: dict[type[errors.OpenTasksError], tuple[grpc.StatusCode, int]] = {
     errors.InvalidArgument: (grpc.StatusCode.INVALID_ARGUMENT, 400),
+    errors.PayloadTooLarge: (grpc.StatusCode.INVALID_ARGUMENT, 413),
     errors.FailedPrecondition: (grpc.StatusCode.FAILED_PRECONDITION, 400),
     errors.NotFound: (grpc.StatusCode.NOT_FOUND, 404),
     errors.AlreadyExists: (grpc.StatusCode.ALREADY_EXISTS, 409),
