@@ -3,9 +3,17 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from msgspec.structs import replace
 
 from opentasks.domain.attempt import after_attempt, app_engine_headers, claim, http_headers, response_status
-from opentasks.domain.limits import Limits
+from opentasks.domain.limits import (
+    LATEST_TIME,
+    MAX_RETRY_DELAY,
+    MAX_WAIT_SECONDS,
+    Limits,
+    bounded_wait,
+    later,
+)
 from opentasks.domain.names import QueueName
 from opentasks.domain.queue import RetryConfig
 from opentasks.domain.rate_limit import TokenBucket
@@ -250,3 +258,123 @@ def test_run_task_failure_retries_from_the_call() -> None:
 )
 def test_response_status_codes(status: int, code: int) -> None:
     assert response_status(AttemptOutcome(http_status=status)).code == code
+
+
+# -- extreme settings: every value the API accepts must compute without raising ---------------
+
+YEARS_10K = timedelta(seconds=315_576_000_000)  # the largest google.protobuf.Duration
+INT32 = 2**31 - 1
+HUGE = RetryConfig(min_backoff=YEARS_10K, max_backoff=YEARS_10K, max_doublings=INT32)
+
+
+@pytest.mark.parametrize(
+    ("config", "retry_number", "expected"),
+    [
+        (RetryConfig(min_backoff=YEARS_10K, max_backoff=YEARS_10K, max_doublings=INT32), 1, MAX_RETRY_DELAY),
+        (
+            RetryConfig(min_backoff=YEARS_10K, max_backoff=YEARS_10K, max_doublings=INT32),
+            INT32,
+            MAX_RETRY_DELAY,
+        ),
+        (retry(0.1, 10**10, INT32), INT32, MAX_RETRY_DELAY),
+        (retry(0.1, 10**10, INT32), 2**100, MAX_RETRY_DELAY),
+        (retry(0.1, 10**10, 62), 63, MAX_RETRY_DELAY),
+        (retry(0.001, 3600, INT32), 10**9, timedelta(seconds=3600)),
+        (retry(1, 10**10, 0), 10**18, MAX_RETRY_DELAY),  # linear growth past every ceiling
+        (retry(0.001, 10**10, INT32), 20, timedelta(seconds=0.001 * 2**19)),  # exact below the ceiling
+        (retry(0, 10**10, INT32), INT32, timedelta(0)),
+        (retry(0.1, 0.1, INT32), INT32, timedelta(seconds=0.1)),
+        (retry(1, 10, 3), -5, timedelta(seconds=1)),  # nonsense retry numbers count as the first
+        (RetryConfig(min_backoff=timedelta(days=36_600)), 1, MAX_RETRY_DELAY),  # no max: min, clamped
+    ],
+)
+def test_backoff_never_overflows_and_never_exceeds_the_ceiling(
+    config: RetryConfig, retry_number: int, expected: timedelta
+) -> None:
+    assert backoff_delay(config, retry_number) == expected
+
+
+@pytest.mark.parametrize("retry_number", [1, 2, 17, 63, 64, 1000, INT32])
+@pytest.mark.parametrize("doublings", [0, 1, 16, 62, 63, 64, INT32])
+def test_backoff_is_monotonic_and_bounded_for_huge_settings(retry_number: int, doublings: int) -> None:
+    config = RetryConfig(
+        min_backoff=timedelta(milliseconds=1), max_backoff=YEARS_10K, max_doublings=doublings
+    )
+    delay = backoff_delay(config, retry_number)
+    assert timedelta(milliseconds=1) <= delay <= MAX_RETRY_DELAY
+    assert backoff_delay(config, retry_number + 1) >= delay
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        RetryConfig(max_attempts=-1, min_backoff=YEARS_10K, max_backoff=YEARS_10K, max_doublings=INT32),
+        RetryConfig(
+            max_attempts=INT32,
+            max_retry_duration=YEARS_10K,
+            min_backoff=timedelta(seconds=1),
+            max_backoff=YEARS_10K,
+            max_doublings=INT32,
+        ),
+    ],
+)
+@pytest.mark.parametrize("dispatch_count", [1, 64, INT32])
+def test_after_attempt_with_extreme_retry_configs_reschedules_within_the_ceiling(
+    config: RetryConfig, dispatch_count: int
+) -> None:
+    claimed = replace(claim(http_task(), T0), dispatch_count=dispatch_count)
+    after = after_attempt(claimed, AttemptOutcome(http_status=503), T0, config)
+    assert after is not None
+    assert T0 < after.schedule_time <= T0 + MAX_RETRY_DELAY
+
+
+def test_task_level_extreme_retry_config_is_clamped_too() -> None:
+    config = RetryConfig(min_backoff=YEARS_10K, max_backoff=YEARS_10K, max_doublings=INT32)
+    claimed = claim(http_task(config), T0)
+    after = after_attempt(claimed, AttemptOutcome(http_status=500), T0, retry(1, 10, 3))
+    assert after is not None and after.schedule_time == T0 + MAX_RETRY_DELAY
+
+
+@pytest.mark.parametrize("rate", [1e-300, 5e-324, 1e-9, 0.0, float("nan")])
+def test_tiny_rates_wait_at_most_the_ceiling_for_a_token(rate: float) -> None:
+    bucket = TokenBucket(rate=rate, capacity=10, now=0.0)
+    bucket.take(0.0, 10)
+    wait = bucket.seconds_until_available(0.0)
+    assert 0 < wait <= MAX_WAIT_SECONDS
+    assert T0 + timedelta(seconds=wait) > T0  # a datetime holds it
+    assert bucket.available(10.0**9) == (1 if rate == 1e-9 else 0)
+
+
+def test_tiny_rate_still_earns_tokens_in_time() -> None:
+    bucket = TokenBucket(rate=1 / 86400, capacity=1, now=0.0)  # queue.yaml's 1/d
+    bucket.take(0.0, 1)
+    assert bucket.seconds_until_available(0.0) == MAX_WAIT_SECONDS
+    assert bucket.seconds_until_available(86400.0 - 60) == pytest.approx(60)
+    assert bucket.available(86400.0) == 1
+
+
+@pytest.mark.parametrize(
+    ("start", "delay", "expected"),
+    [
+        (T0, timedelta(seconds=30), T0 + timedelta(seconds=30)),
+        (T0, timedelta.max, LATEST_TIME),
+        (LATEST_TIME - timedelta(seconds=1), timedelta(seconds=2), LATEST_TIME),
+        (LATEST_TIME, timedelta(0), LATEST_TIME),
+    ],
+)
+def test_later_clamps_instead_of_overflowing(start: datetime, delay: timedelta, expected: datetime) -> None:
+    assert later(start, delay) == expected
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        (0.5, 0.5),
+        (-1.0, 0.0),
+        (1e300, MAX_WAIT_SECONDS),
+        (float("inf"), MAX_WAIT_SECONDS),
+        (float("nan"), MAX_WAIT_SECONDS),
+    ],
+)
+def test_bounded_wait(seconds: float, expected: float) -> None:
+    assert bounded_wait(seconds) == expected

@@ -180,3 +180,86 @@ def test_http_target_validation() -> None:
 def test_sampling_ratio_bounds() -> None:
     with pytest.raises(InvalidArgument, match="samplingRatio"):
         resolve(replace(Queue(NAME), logging_sampling_ratio=1.5))
+
+
+TEN_THOUSAND_YEARS = timedelta(seconds=315_576_000_000)  # the largest google.protobuf.Duration
+
+
+@pytest.mark.parametrize(
+    ("limits", "retry", "message"),
+    [
+        (
+            RateLimits(max_dispatches_per_second=float("inf")),
+            RetryConfig(),
+            "RateLimits.maxDispatchesPerSecond must be less than or equal to 500.",
+        ),
+        (
+            RateLimits(max_dispatches_per_second=float("nan")),
+            RetryConfig(),
+            "RateLimits.maxDispatchesPerSecond cannot be negative.",
+        ),
+        (
+            RateLimits(),
+            RetryConfig(max_attempts=2**31),
+            "RetryConfig.maxAttempts must be less than or equal to 2147483647.",
+        ),
+        (
+            RateLimits(),
+            RetryConfig(max_doublings=2**31),
+            "RetryConfig.maxDoublings must be less than or equal to 2147483647.",
+        ),
+        (
+            RateLimits(),
+            RetryConfig(max_backoff=TEN_THOUSAND_YEARS + timedelta(seconds=1)),
+            "RetryConfig.maxBackoff must be at most 315576000000s (10,000 years).",
+        ),
+        (
+            RateLimits(),
+            RetryConfig(max_retry_duration=timedelta(days=999_999_999)),
+            "RetryConfig.maxRetryDuration must be at most 315576000000s (10,000 years).",
+        ),
+        (
+            RateLimits(),
+            RetryConfig(min_backoff=timedelta(days=999_999_999), max_backoff=timedelta(days=999_999_999)),
+            "RetryConfig.minBackoff must be at most 315576000000s (10,000 years).",
+        ),
+    ],
+)
+def test_values_no_wire_type_holds_are_refused(limits: RateLimits, retry: RetryConfig, message: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        resolve(Queue(NAME, rate_limits=limits, retry_config=retry))
+    assert caught.value.message == message
+
+
+def test_an_infinite_rate_is_refused_even_when_the_operator_lifts_the_cap() -> None:
+    with pytest.raises(InvalidArgument):
+        resolve(
+            Queue(NAME, rate_limits=RateLimits(max_dispatches_per_second=float("inf"))),
+            max_dispatches_per_second=float("inf"),
+        )
+
+
+def test_extreme_values_the_api_can_carry_are_accepted_as_given() -> None:
+    """They are stored and returned unchanged; the dispatcher clamps what it cannot compute."""
+    queue = resolve(
+        Queue(
+            NAME,
+            rate_limits=RateLimits(max_dispatches_per_second=1e-300, max_concurrent_dispatches=5000),
+            retry_config=RetryConfig(
+                max_attempts=2**31 - 1,
+                max_retry_duration=TEN_THOUSAND_YEARS,
+                min_backoff=TEN_THOUSAND_YEARS,
+                max_backoff=TEN_THOUSAND_YEARS,
+                max_doublings=2**31 - 1,
+            ),
+        )
+    )
+    assert queue.rate_limits.max_dispatches_per_second == 1e-300
+    assert queue.rate_limits.max_burst_size == 10
+    assert queue.retry_config == RetryConfig(
+        max_attempts=2**31 - 1,
+        max_retry_duration=TEN_THOUSAND_YEARS,
+        min_backoff=TEN_THOUSAND_YEARS,
+        max_backoff=TEN_THOUSAND_YEARS,
+        max_doublings=2**31 - 1,
+    )

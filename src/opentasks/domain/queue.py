@@ -13,7 +13,7 @@ import msgspec
 from msgspec.structs import replace
 
 from opentasks.domain.headers import check_header_pairs
-from opentasks.domain.limits import Limits
+from opentasks.domain.limits import MAX_DURATION, MAX_INT32, Limits
 from opentasks.domain.names import QueueName
 from opentasks.errors import InvalidArgument
 
@@ -172,10 +172,15 @@ def resolve_queue(queue: Queue, limits: Limits, burst_size: BurstSizeFunction = 
 
 
 def _resolve_rate(rate_limits: RateLimits, limits: Limits) -> float:
+    """Any rate in [0, limit] is accepted, fractions included (queue.yaml's ``1/d`` is 1.16e-5).
+
+    A tiny positive rate is honoured as given; the token bucket caps how long it waits for a
+    token, so even 1e-300 overflows nothing (it just dispatches the burst and then next to nothing).
+    """
     rate = rate_limits.max_dispatches_per_second
     if math.isnan(rate) or rate < 0:
         raise InvalidArgument("RateLimits.maxDispatchesPerSecond cannot be negative.")
-    if rate > limits.max_dispatches_per_second:
+    if rate > limits.max_dispatches_per_second or math.isinf(rate):
         raise InvalidArgument(
             "RateLimits.maxDispatchesPerSecond must be less than or equal to "
             f"{limits.max_dispatches_per_second:g}."
@@ -205,11 +210,15 @@ def _resolve_concurrency(rate_limits: RateLimits, limits: Limits) -> int:
 
 
 def resolve_retry_config(config: RetryConfig) -> RetryConfig:
-    """Validate a retry config and fill the defaults of the fields not given."""
-    if config.max_attempts < -1:
-        raise InvalidArgument("RetryConfig.maxAttempts must be greater or equal to -1.")
-    if config.max_doublings < 0:
-        raise InvalidArgument("RetryConfig.maxDoublings cannot be negative.")
+    """Validate a retry config and fill the defaults of the fields not given.
+
+    Used for queues and for task-level retry configs. Besides Cloud Tasks' own rules, the int32
+    fields must fit an int32 and the durations a ``google.protobuf.Duration`` (10,000 years), as
+    any value arriving through the API does: a larger one could not be sent back. Within those
+    bounds everything is accepted; the dispatcher clamps what its arithmetic cannot hold
+    (:func:`opentasks.domain.retry.backoff_delay`).
+    """
+    _check_counts(config)
     for label, value in (
         ("maxRetryDuration", config.max_retry_duration),
         ("minBackoff", config.min_backoff),
@@ -217,6 +226,10 @@ def resolve_retry_config(config: RetryConfig) -> RetryConfig:
     ):
         if value is not None and value < timedelta(0):
             raise InvalidArgument(f"RetryConfig.{label} cannot be negative.")
+        if value is not None and value > MAX_DURATION:
+            raise InvalidArgument(
+                f"RetryConfig.{label} must be at most {MAX_DURATION // timedelta(seconds=1)}s (10,000 years)."
+            )
     min_backoff = _to_millis(config.min_backoff if config.min_backoff is not None else DEFAULT_MIN_BACKOFF)
     max_backoff = _to_millis(config.max_backoff if config.max_backoff is not None else DEFAULT_MAX_BACKOFF)
     if min_backoff > max_backoff:
@@ -224,11 +237,21 @@ def resolve_retry_config(config: RetryConfig) -> RetryConfig:
     retry_duration = config.max_retry_duration or timedelta(0)
     return RetryConfig(
         max_attempts=config.max_attempts or DEFAULT_MAX_ATTEMPTS,
-        max_retry_duration=timedelta(seconds=int(retry_duration.total_seconds())),
+        max_retry_duration=timedelta(seconds=retry_duration // timedelta(seconds=1)),
         min_backoff=min_backoff,
         max_backoff=max_backoff,
         max_doublings=config.max_doublings or DEFAULT_MAX_DOUBLINGS,
     )
+
+
+def _check_counts(config: RetryConfig) -> None:
+    if config.max_attempts < -1:
+        raise InvalidArgument("RetryConfig.maxAttempts must be greater or equal to -1.")
+    if config.max_doublings < 0:
+        raise InvalidArgument("RetryConfig.maxDoublings cannot be negative.")
+    for label, count in (("maxAttempts", config.max_attempts), ("maxDoublings", config.max_doublings)):
+        if count > MAX_INT32:
+            raise InvalidArgument(f"RetryConfig.{label} must be less than or equal to {MAX_INT32}.")
 
 
 def _to_millis(value: timedelta) -> timedelta:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from opentasks.domain.limits import MAX_WAIT_SECONDS, bounded_wait
+
 
 class TokenBucket:
     """A bucket of ``capacity`` tokens refilled continuously at ``rate`` tokens per second.
@@ -14,7 +16,7 @@ class TokenBucket:
     """
 
     def __init__(self, rate: float, capacity: int, now: float) -> None:
-        self.rate = rate
+        self.rate = _rate(rate)
         self.capacity = max(capacity, 1)
         self._tokens = float(self.capacity)
         self._last = now
@@ -35,16 +37,25 @@ class TokenBucket:
         self._tokens -= count
 
     def seconds_until_available(self, now: float) -> float:
-        """How long until one token is there (0 if there is one now)."""
+        """How long until one token is there (0 if there is one now), but at most
+        :data:`MAX_WAIT_SECONDS`: at a tiny rate (1e-300 is a valid setting) the caller simply
+        looks again then, and no timer or datetime has to hold 1e300 seconds."""
         self._refill(now)
         missing = 1.0 - self._tokens
         if missing <= 1e-9:
             return 0.0
-        return missing / self.rate if self.rate > 0 else math.inf
+        if self.rate <= 0:
+            return MAX_WAIT_SECONDS
+        return bounded_wait(missing / self.rate)
 
     def reconfigure(self, rate: float, capacity: int, now: float) -> None:
         """Apply new limits at once, keeping the tokens already earned (up to the new capacity)."""
         self._refill(now)
-        self.rate = rate
+        self.rate = _rate(rate)
         self.capacity = max(capacity, 1)
         self._tokens = min(self._tokens, self.capacity)
+
+
+def _rate(rate: float) -> float:
+    """A rate the arithmetic can use: NaN and negative rates (which validation refuses) earn nothing."""
+    return rate if rate > 0 else 0.0

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from opentasks.domain.limits import MAX_RETRY_DELAY
 from opentasks.domain.queue import RetryConfig
+
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def backoff_delay(config: RetryConfig, retry_number: int) -> timedelta:
@@ -16,15 +19,27 @@ def backoff_delay(config: RetryConfig, retry_number: int) -> timedelta:
         delay(k) = min(max_backoff, min_backoff * 2**min(k-1, D) * max(1, k - D))
 
     With 10 s / 300 s / 3 doublings: 10, 20, 40, 80, 160, 240, 300, 300, ...
+
+    Computed in whole microseconds, so any accepted setting (``max_doublings`` 2**31-1, a
+    10,000-year ``max_backoff``, a huge retry count) gives a result, and never more than
+    :data:`MAX_RETRY_DELAY` (100 years).
     """
     k = max(retry_number, 1)
-    doublings = config.max_doublings
-    minimum = config.min_backoff or timedelta(0)
-    maximum = config.max_backoff if config.max_backoff is not None else minimum
-    # Python ints do not overflow, but a huge exponent is pointless past the cap.
-    exponent = min(k - 1, doublings, 62)
-    delay: timedelta = minimum * (2**exponent) * max(1, k - doublings)
-    return min(maximum, delay)
+    doublings = max(config.max_doublings, 0)
+    minimum = _micros(config.min_backoff)
+    maximum = _micros(config.max_backoff) if config.max_backoff is not None else minimum
+    ceiling = min(maximum, _micros(MAX_RETRY_DELAY))
+    if minimum <= 0 or ceiling <= 0:
+        return timedelta(0)
+    # With minimum >= 1 us, 2**63 us already exceeds every ceiling: a larger exponent only
+    # costs memory.
+    exponent = min(k - 1, doublings, 63)
+    delay = minimum * 2**exponent * max(1, k - doublings)
+    return timedelta(microseconds=min(delay, ceiling))
+
+
+def _micros(value: timedelta | None) -> int:
+    return 0 if value is None else value // _MICROSECOND
 
 
 def should_stop_retrying(
