@@ -1,15 +1,25 @@
 """Which hosts and addresses tasks may be sent to (a queue that fetches any URL is an SSRF tool).
 
 Link-local addresses and the cloud metadata endpoints are denied by default. An operator adds
-denied networks or host names, or restricts dispatch to an allow list. Host names are checked
-when a task is created, and every address they resolve to is checked again when it is sent.
+denied networks or host names, or restricts dispatch to an allow list.
+
+Hosts are judged as the HTTP client will see them, not as written: yarl (under aiohttp) maps a
+URL's host through IDNA/UTS-46, so full-width or mathematical-bold digits and the ideographic or
+full-width full stops (U+3002, U+FF0E, U+FF61) all become the plain address 169.254.169.254,
+and legacy numeric forms (``2852039166``, ``0xa9.0xfe.169.254``, ``169.254.43518``) are read as
+``inet_aton`` reads them. A host the client could not send to at all is refused as well. This
+check runs at CreateTask, UpdateQueue and again before each attempt; the pusher then checks
+every address it actually connects to (after DNS, on every redirect hop) against the deny list.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from yarl import URL
 
 from opentasks.errors import InvalidArgument
 
@@ -51,29 +61,90 @@ class TargetPolicy:
         object.__setattr__(self, "_parsed", parsed)
 
     def check_url(self, url: str, field_name: str = "HttpRequest.url") -> None:
-        """Refuse ``url`` when its host (a name or a literal address) is not allowed."""
-        self.check_host((urlsplit(url).hostname or "").lower(), field_name)
+        """Refuse ``url`` when its host (a name or a literal address), as the HTTP client will
+        see it, is not allowed."""
+        try:
+            host = URL(url).raw_host or ""
+            written = urlsplit(url).hostname or host
+        except ValueError:
+            raise TargetDenied(_unsendable(url, field_name)) from None
+        self._check(host, host, written, field_name)
 
     def check_host(self, host: str, field_name: str = "HttpRequest.url") -> None:
-        allowed = self._verdicts.get(host)
+        """Refuse a bare host (e.g. a queue's URI override host) that is not allowed."""
+        self._check(host, "", host, field_name)
+
+    def _check(self, key: str, normalised: str, written: str, field_name: str) -> None:
+        allowed = self._verdicts.get(key)
         if allowed is None:
-            allowed = self._allowed(host)
+            allowed = self._allowed(normalised or client_host(written, field_name))
             if len(self._verdicts) < 10_000:
-                self._verdicts[host] = allowed
+                self._verdicts[key] = allowed
         if not allowed:
-            raise TargetDenied(_message(host, field_name))
+            shown = _shown(written, normalised or client_host(written, field_name))
+            raise TargetDenied(_message(shown, field_name))
 
     def check_address(self, host: str, address: str) -> None:
-        """Refuse an address that ``host`` resolved to (DNS may point anywhere)."""
+        """Refuse an address that ``host`` resolved to, or that a connection is about to be
+        opened to (DNS may point anywhere)."""
+        if self.address_denied(address):
+            shown = address if host == address else f"{host} ({address})"
+            raise TargetDenied(_message(shown, "the task's URL"))
+
+    def address_denied(self, address: str) -> bool:
+        """Whether connecting to ``address`` (an IP literal) is denied."""
         parsed = _address(address)
-        if parsed is not None and _matches(self._parsed[0], parsed):
-            raise TargetDenied(_message(f"{host} ({address})", "the task's URL"))
+        return parsed is not None and _matches(self._parsed[0], parsed)
 
     def _allowed(self, host: str) -> bool:
         deny, allow = self._parsed
         address = _address(host)
+        if address is None:
+            address = _legacy_ipv4(host)
         target: str | Address = address if address is not None else host.rstrip(".")
         return not _matches(deny, target) and (not allow or _matches(allow, target))
+
+
+def client_host(host: str, field_name: str = "HttpRequest.url") -> str:
+    """``host`` as the HTTP client will send it: IDNA/UTS-46 mapped and lower-cased, as yarl does
+    (TargetDenied if it cannot be sent at all)."""
+    bare = host.strip("[]")
+    try:
+        return URL.build(scheme="http", host=bare).raw_host or ""
+    except ValueError:
+        raise TargetDenied(_unsendable(host, field_name)) from None
+
+
+def _shown(written: str, normalised: str) -> str:
+    return written if written.lower() == normalised else f"{written} ({normalised})"
+
+
+def _unsendable(what: str, field: str) -> str:
+    return f"{field}: {what} does not name a host that HTTP requests can be sent to."
+
+
+_NUMBER = re.compile(r"0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*")
+
+
+def _legacy_ipv4(host: str) -> Address | None:
+    """The address of a numeric host in a form ``inet_aton`` accepts (``2852039166``, ``0xa9.254.169.254``,
+    ``169.254.43518``): some resolvers read such names as addresses."""
+    parts = host.rstrip(".").split(".")
+    if not 1 <= len(parts) <= 4 or not all(_NUMBER.fullmatch(part) for part in parts):
+        return None
+    *head, last = map(_number, parts)
+    if any(n > 255 for n in head) or last >= 256 ** (4 - len(head)):
+        return None
+    value = last
+    for index, number in enumerate(head):
+        value += number << (8 * (3 - index))
+    return ipaddress.IPv4Address(value)
+
+
+def _number(part: str) -> int:
+    if part[:2].lower() == "0x":
+        return int(part[2:] or "0", 16)
+    return int(part, 8) if part.startswith("0") else int(part)
 
 
 def _message(host: str, field: str) -> str:
