@@ -7,6 +7,7 @@ from datetime import timedelta
 import msgspec
 
 from opentasks.domain.attempt import app_engine_headers, http_headers
+from opentasks.domain.headers import sendable_headers
 from opentasks.domain.queue import OAuthToken, OidcToken, Queue
 from opentasks.domain.routing import AppEngineRoutes, apply_http_target, effective_routing
 from opentasks.domain.task import Task
@@ -44,13 +45,14 @@ def outbound_request(
     HTTP targets go to their URL, rewritten by the queue's ``http_target`` as it is now, with
     their stored headers plus the ``X-CloudTasks-*`` headers; App Engine targets go to the base
     URL their (or the queue's override) routing resolves to + ``relative_uri``, with
-    ``X-AppEngine-*``. Service headers are added last, so a task can never forge them.
+    ``X-AppEngine-*``. Service headers are added last, so a task can never forge them, and
+    hop-by-hop or framing headers (which rows stored by older versions may hold) are dropped.
     """
     timeout_s = dispatch_deadline(claimed).total_seconds()
     if claimed.http_request is not None:
         request = apply_http_target(claimed.http_request, queue.http_target)
         signed = request.oidc_token is not None or request.oauth_token is not None
-        headers = request.headers
+        headers = sendable_headers(request.headers)
         if signed:
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
         return OutboundRequest(
@@ -69,7 +71,7 @@ def outbound_request(
     return OutboundRequest(
         method=engine.http_method.name,
         url=app_engine.base_url(routing) + engine.relative_uri,
-        headers={**engine.headers, **app_engine_headers(claimed)},
+        headers={**sendable_headers(engine.headers), **app_engine_headers(claimed)},
         body=engine.body,
         timeout_s=timeout_s,
     )

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 from msgspec.structs import replace
 
-from opentasks.domain.headers import check_headers, reserved_http_header
+from opentasks.domain.headers import check_headers, hop_by_hop_header, reserved_http_header
 from opentasks.domain.limits import Limits
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.queue import (
@@ -83,11 +83,16 @@ class AttemptFailure(IntEnum):
 
 
 class AttemptOutcome(msgspec.Struct, frozen=True, omit_defaults=True):
-    """The result of one dispatch attempt: an HTTP status, or why there is none."""
+    """The result of one dispatch attempt: an HTTP status, or why there is none.
+
+    ``retry_after`` is the handler's ``Retry-After`` on a 429 or 503 answer (zero or more), a
+    lower bound on the task's next schedule time (see ``attempt.after_attempt``).
+    """
 
     http_status: int = 0
     failure: AttemptFailure = AttemptFailure.NONE
     detail: str = ""
+    retry_after: timedelta | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -296,7 +301,11 @@ def _stored_app_engine_headers(request: AppEngineHttpRequest) -> dict[str, str]:
     user_agent = ""
     for key, value in check_headers(request.headers).items():
         lower = key.lower()
-        if lower in ("host", "content-length") or lower.startswith(("x-google-", "x-appengine-")):
+        if (
+            lower in ("host", "content-length")
+            or lower.startswith(("x-google-", "x-appengine-"))
+            or hop_by_hop_header(lower)
+        ):
             continue
         if lower == "user-agent":
             user_agent = value
