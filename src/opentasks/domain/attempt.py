@@ -4,6 +4,7 @@ attempt records, and the headers Cloud Tasks adds to the request (spec sections 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 from msgspec.structs import replace
 
@@ -58,7 +59,8 @@ def after_attempt(
 
     Done means it succeeded (any 2xx), or failed with no retries left. Otherwise it is
     rescheduled ``backoff_delay`` after the failure (after ``retry_from`` for RunTask, which
-    Cloud Tasks measures from the RunTask call).
+    Cloud Tasks measures from the RunTask call), or later if the handler asked for it with
+    ``Retry-After`` (see :func:`retry_delay`).
     """
     if outcome.succeeded:
         return None
@@ -70,14 +72,51 @@ def after_attempt(
     answered = outcome.responded
     return replace(
         claimed,
-        schedule_time=(retry_from or now) + backoff_delay(config, claimed.dispatch_count),
+        schedule_time=(retry_from or now) + retry_delay(claimed, outcome, config),
         response_count=claimed.response_count + answered,
         execution_count=claimed.execution_count + (answered and outcome.http_status < 500),
-        previous_outcome=outcome,
+        previous_outcome=outcome if outcome.retry_after is None else replace(outcome, retry_after=None),
         last_attempt=replace(
             last, response_time=now if answered else None, response_status=response_status(outcome)
         ),
     )
+
+
+def retry_delay(claimed: Task, outcome: AttemptOutcome, config: RetryConfig) -> timedelta:
+    """The wait before the next attempt: the backoff, or the handler's ``Retry-After`` if longer.
+
+    Cloud Tasks "considers" ``Retry-After`` on 429 and 503 answers of HTTP targets, and on 503
+    only for App Engine targets (spec 4.2). It is a lower bound on the delay, capped at the
+    retry config's ``max_backoff`` so that a handler cannot park a task for years.
+    """
+    backoff = backoff_delay(config, claimed.dispatch_count)
+    statuses = (503,) if claimed.app_engine_http_request is not None else (429, 503)
+    if outcome.retry_after is None or outcome.http_status not in statuses:
+        return backoff
+    cap = config.max_backoff if config.max_backoff is not None else backoff
+    return max(backoff, min(outcome.retry_after, cap))
+
+
+_MAX_RETRY_AFTER_S = 10**9  # far past any max_backoff; keeps timedelta arithmetic in range
+
+
+def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
+    """A ``Retry-After`` header (delta-seconds or an HTTP-date) as a delay from ``now``; None if
+    absent or unreadable. Dates in the past mean no delay."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return timedelta(
+            seconds=min(int(value) if len(value) <= 12 else _MAX_RETRY_AFTER_S, _MAX_RETRY_AFTER_S)
+        )
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(when - now, timedelta(0))
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
