@@ -80,9 +80,16 @@ class ScriptedPusher:
 
 
 class World:
-    def __init__(self, pusher: ScriptedPusher | None = None, **options: Any) -> None:
-        self.clock = FakeClock()
-        self.store = MemoryStore()
+    def __init__(
+        self,
+        pusher: ScriptedPusher | None = None,
+        *,
+        clock: FakeClock | None = None,
+        store: MemoryStore | None = None,
+        **options: Any,
+    ) -> None:
+        self.clock = clock or FakeClock()
+        self.store = store or MemoryStore()
         self.pusher = pusher or ScriptedPusher()
         options.setdefault("settings", DispatchSettings(claim_batch=50))
         self.dispatcher = Dispatcher(self.store, self.clock, self.pusher, **options)

@@ -10,6 +10,7 @@ dispatcher step by step on a fake clock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import Coroutine
@@ -22,9 +23,10 @@ from msgspec.structs import replace
 from opentasks.clock import Clock
 from opentasks.credentials.base import CredentialError, Credentials
 from opentasks.domain.attempt import after_attempt
+from opentasks.domain.limits import MAX_RETRY_DELAY, bounded_wait, later
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.outbound import OutboundRequest, dispatch_deadline, outbound_request
-from opentasks.domain.queue import Queue, QueueState
+from opentasks.domain.queue import Queue, QueueState, RetryConfig
 from opentasks.domain.rate_limit import TokenBucket
 from opentasks.domain.routing import AppEngineRoutes
 from opentasks.domain.target_policy import TargetDenied, TargetPolicy
@@ -32,9 +34,14 @@ from opentasks.domain.task import AttemptFailure, AttemptOutcome, Task
 from opentasks.errors import NotFound
 from opentasks.service.pusher import Pusher
 from opentasks.service.windows import TombstonePolicy
-from opentasks.storage.base import AttemptResult, LeaseUntil, Store
+from opentasks.storage.base import AttemptResult, LeaseUntil, Store, Windows
 
 _log = logging.getLogger(__name__)
+
+# How long a queue's worker pauses after an unexpected error: doubling from the first to the
+# second while the errors last.
+_ERROR_PAUSE_SECONDS = 1.0
+_MAX_ERROR_PAUSE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,7 @@ class Dispatcher:
     def task_added(self, task: Task) -> None:
         worker = self._workers.get(task.name.queue)
         if worker is not None:
+            self._revive(worker)
             worker.note_due(task.schedule_time)
 
     async def _reload(self, name: QueueName) -> None:
@@ -140,13 +148,21 @@ class Dispatcher:
             if worker is not None:
                 await worker.stop()
             return
+        except Exception:
+            _log.exception("could not reload queue %s; its dispatching keeps its previous settings", name)
+            return
         worker = self._workers.get(name)
         if worker is None:
             worker = self._workers[name] = _QueueWorker(self, queue)
-            if self._looping and not self._stopping:
-                worker.start()
         else:
             worker.configure(queue)
+        self._revive(worker)
+
+    def _revive(self, worker: _QueueWorker) -> None:
+        """Start a worker's loop if the dispatcher loops and the worker's loop is not running
+        (a new queue, or a loop that died for any reason)."""
+        if self._looping and not self._stopping and not worker.running:
+            worker.start()
 
     # -- dispatching ------------------------------------------------------------------------
 
@@ -174,7 +190,7 @@ class Dispatcher:
 
     def lease_until(self, now: datetime) -> LeaseUntil:
         grace = self.settings.lease_grace
-        return lambda task: now + dispatch_deadline(task) + grace
+        return lambda task: later(now, dispatch_deadline(task) + grace)
 
     def launch(
         self, claimed: Task, queue: Queue, worker: _QueueWorker | None, *, retry_from: datetime | None = None
@@ -191,28 +207,71 @@ class Dispatcher:
     async def attempt(
         self, claimed: Task, queue: Queue, worker: _QueueWorker | None, retry_from: datetime | None = None
     ) -> None:
-        """Send one attempt and queue its result for the store."""
+        """Send one attempt and queue its result for the store. Never raises."""
         current = worker.queue if worker is not None else queue  # re-targeting applies at once
+        outcome = await self._send_attempt(claimed, current)
+        if outcome.failure == AttemptFailure.REFUSED:
+            # Never the body or the headers: they may carry secrets.
+            _log.warning(
+                "queue %s: attempt of task %s was refused: %s",
+                claimed.name.queue,
+                claimed.name.task_id,
+                outcome.detail,
+            )
+        try:
+            after = self._next_state(claimed, outcome, current.retry_config, retry_from)
+            self._results.add(AttemptResult(claimed.name, claimed.dispatch_count, after, claimed.named))
+            if after is not None and worker is not None:
+                worker.note_due(after.schedule_time)
+        except Exception:  # the lease expiry dispatches the task again
+            _log.exception(
+                "queue %s: could not queue the outcome of task %s", claimed.name.queue, claimed.name
+            )
+
+    async def _send_attempt(self, claimed: Task, queue: Queue) -> AttemptOutcome:
         try:
             request = self._prepared(
                 outbound_request(
                     claimed,
-                    current,
+                    queue,
                     app_engine=self.settings.app_engine,
                     follow_redirects=self.settings.follow_redirects,
                 )
             )
-            outcome = await self._pusher.push(request)
+            return await self._pusher.push(request)
         except (TargetDenied, CredentialError) as refusal:
-            outcome = AttemptOutcome(failure=AttemptFailure.REFUSED, detail=str(refusal))
+            return AttemptOutcome(failure=AttemptFailure.REFUSED, detail=str(refusal))
         except Exception as error:  # a bug must not strand the task: it fails and is retried
-            _log.exception("attempt of %s failed unexpectedly", claimed.name)
-            outcome = AttemptOutcome(failure=AttemptFailure.UNREACHABLE, detail=f"internal error: {error!r}")
-        retry = current.retry_config
-        after = after_attempt(claimed, outcome, self._clock.now(), retry, retry_from=retry_from)
-        self._results.add(AttemptResult(claimed.name, claimed.dispatch_count, after, claimed.named))
-        if after is not None and worker is not None:
-            worker.note_due(after.schedule_time)
+            _log.exception("queue %s: attempt of %s failed unexpectedly", claimed.name.queue, claimed.name)
+            return AttemptOutcome(failure=AttemptFailure.UNREACHABLE, detail=f"internal error: {error!r}")
+
+    def _next_state(
+        self, claimed: Task, outcome: AttemptOutcome, queue_retry: RetryConfig, retry_from: datetime | None
+    ) -> Task | None:
+        """The task after the attempt (None: done). If the retry policy fails on it (e.g. the
+        next time is past the last one a datetime holds), the task is retried anyway, after
+        its ``max_backoff`` (clamped), rather than being sent again at every lease expiry."""
+        now = self._clock.now()
+        try:
+            return after_attempt(claimed, outcome, now, queue_retry, retry_from=retry_from)
+        except Exception:
+            _log.exception(
+                "queue %s: could not compute the next attempt of task %s; retrying it after max_backoff",
+                claimed.name.queue,
+                claimed.name.task_id,
+            )
+        config = claimed.retry_config or queue_retry
+        delay = min(config.max_backoff or timedelta(0), MAX_RETRY_DELAY)
+        # The domain rules (counters, last_attempt) with a zero backoff and no stop, then the time.
+        anyway = RetryConfig(max_attempts=-1, min_backoff=timedelta(0), max_backoff=timedelta(0))
+        retried = after_attempt(
+            replace(claimed, retry_config=anyway), outcome, now, anyway, retry_from=retry_from
+        )
+        if retried is None:
+            return None
+        return replace(
+            retried, retry_config=claimed.retry_config, schedule_time=later(retry_from or now, delay)
+        )
 
     def _prepared(self, request: OutboundRequest) -> OutboundRequest:
         """Check the target against the policy and add the credential the attempt carries."""
@@ -250,8 +309,22 @@ class _QueueWorker:
         self._blocked_on_slots = False
         self._loop: asyncio.Task[None] | None = None
 
+    @property
+    def running(self) -> bool:
+        return self._loop is not None and not self._loop.done()
+
     def start(self) -> None:
-        self._loop = asyncio.ensure_future(self._run())
+        if not self.running:
+            self._loop = asyncio.ensure_future(self._run())
+            self._loop.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, loop: asyncio.Task[None]) -> None:
+        if not loop.cancelled() and loop.exception() is not None:
+            _log.error(
+                "dispatching of queue %s stopped; the next change to the queue or new task restarts it",
+                self.queue.name,
+                exc_info=loop.exception(),
+            )
 
     async def stop(self) -> None:
         # Claimed but unsent tasks stay claimed in the store; their leases make them due again.
@@ -290,6 +363,8 @@ class _QueueWorker:
                 self.inflight += 1
                 try:
                     await self._dispatcher.attempt(claimed, self.queue, self)
+                except Exception:  # attempt() does not raise; if it ever does, the next one still goes
+                    _log.exception("queue %s: attempt of %s failed", self.queue.name, claimed.name)
                 finally:
                     self.inflight -= 1
                     self._slot_freed()
@@ -309,17 +384,32 @@ class _QueueWorker:
         return max(1, min(self._dispatcher.settings.claim_batch, cap // 4))
 
     async def _run(self) -> None:
+        """Pass, wait, repeat. An error anywhere in a round is logged and the loop goes on after a
+        pause (1 s, doubling while the errors last, up to a minute), so a queue never stops."""
+        failures = 0
         while True:
-            self._wake.clear()
             try:
-                delay = (await self.pass_once())[1]
-            except Exception:  # a store failure must not kill the worker: log and retry soon
-                _log.exception("dispatching queue %s failed; retrying in 1 s", self.queue.name)
-                delay = 1.0
-            if delay == 0:
-                continue
-            self._wake_at = None if delay is None else self._clock.now() + timedelta(seconds=delay)
+                await self._round()
+                failures = 0
+            except Exception:
+                failures += 1
+                pause = min(_ERROR_PAUSE_SECONDS * 2 ** min(failures - 1, 6), _MAX_ERROR_PAUSE_SECONDS)
+                _log.exception("dispatching queue %s failed; trying again in %g s", self.queue.name, pause)
+                self._wake_at = None
+                await self._clock.sleep(pause)
+
+    async def _round(self) -> None:
+        """One pass, then wait until woken or until the pass says to look again."""
+        self._wake.clear()
+        delay = (await self.pass_once())[1]
+        if delay == 0:
+            return
+        if delay is not None:
+            delay = bounded_wait(delay)
+            self._wake_at = later(self._clock.now(), timedelta(seconds=delay))
+        try:
             await self._clock.wait_for(self._wake, delay)
+        finally:
             self._wake_at = None
 
     async def pass_once(self) -> tuple[int, float | None]:
@@ -377,7 +467,43 @@ class _ResultWriter:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                await self._store.finish_attempts(batch, self._tombstones.windows(self._clock.now()))
+                windows = self._tombstones.windows(self._clock.now())
+                await self._store.finish_attempts(batch, windows)
             except Exception:
-                # The tasks stay claimed; their leases expire and they are dispatched again.
-                _log.exception("could not record %d attempt outcome(s); they will be retried", len(batch))
+                # One bad result must not cost the others theirs: store them one by one.
+                _log.exception(
+                    "could not record %d attempt outcome(s) together; recording them one by one", len(batch)
+                )
+                await self._finish_one_by_one(batch)
+
+    async def _finish_one_by_one(self, batch: list[AttemptResult]) -> None:
+        try:
+            windows = self._tombstones.windows(self._clock.now())
+        except Exception:
+            _log.exception(
+                "could not record %d attempt outcome(s); their tasks will be dispatched again", len(batch)
+            )
+            return
+        failed = sum(await asyncio.gather(*(self._finish_alone(result, windows) for result in batch)))
+        if failed:
+            # The tasks stay claimed; their leases expire and they are dispatched again.
+            _log.error("could not record %d attempt outcome(s); their tasks will be dispatched again", failed)
+
+    async def _finish_alone(self, result: AttemptResult, windows: Windows) -> bool:
+        """Store one result; if that fails, store it as a retry at a clamped time. True if neither worked."""
+        try:
+            await self._store.finish_attempts([result], windows)
+            return False
+        except Exception as error:
+            _log.warning("could not record the outcome of %s: %r", result.name, error)
+        if result.task is None:
+            return True
+        horizon = later(self._clock.now(), MAX_RETRY_DELAY)
+        task = replace(result.task, schedule_time=min(result.task.schedule_time, horizon))
+        try:
+            await self._store.finish_attempts([dataclasses.replace(result, task=task)], windows)
+        except Exception as error:
+            _log.warning("could not record %s as retried either: %r", result.name, error)
+            return True
+        _log.warning("recorded %s as retried at %s instead", result.name, task.schedule_time.isoformat())
+        return False
