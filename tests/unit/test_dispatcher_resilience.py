@@ -297,3 +297,24 @@ async def test_refused_attempts_are_logged_without_body_or_headers(caplog: pytes
     assert "secret-task" in message
     assert "10.0.0.1 is a private address" in message
     assert "hunter2" not in caplog.text
+
+
+async def test_hostile_retry_settings_reschedule_within_the_ceiling_and_never_resend_early() -> None:
+    """The reported case: 10,000-year max_backoff and max_doublings 62 used to lose every result."""
+    world = World()
+    world.pusher.scripts["https://h/x"] = [AttemptOutcome(http_status=500)]
+    await world.dispatcher.start(loop=False)
+    hostile = RetryConfig(
+        max_attempts=-1, min_backoff=timedelta(seconds=1), max_backoff=YEARS_10K, max_doublings=62
+    )
+    await world.queue(retry_config=hostile)
+    task = await world.task()
+    for k in range(1, 80):
+        sent = await world.dispatcher.run_task(task.name)  # RunTask: dispatch now, whatever the schedule
+        await world.dispatcher.settle()
+        stored = await world.tasks.get_task(task.name, TaskView.BASIC)
+        assert stored.dispatch_count == sent.dispatch_count == k
+        expected = timedelta(seconds=min(2 ** (k - 1), MAX_RETRY_DELAY // timedelta(seconds=1)))
+        assert stored.schedule_time == world.clock.now() + expected
+    world.clock.advance(24 * 3600)  # far past every lease: nothing is due
+    assert await world.step() == 0
