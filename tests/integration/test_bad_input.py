@@ -240,7 +240,10 @@ def rest(
         connection.endheaders(body)
         response = connection.getresponse()
         data = response.read()
-        return response.status, json.loads(data) if data else {}
+        try:
+            return response.status, json.loads(data) if data else {}
+        except ValueError:  # aiohttp's own plain-text answer to an unparsable HTTP request
+            return response.status, {"text": data.decode(errors="replace")}
     finally:
         connection.close()
 
@@ -379,3 +382,13 @@ def test_malformed_requests_are_logged_once_per_burst(server: ServerProcess, cha
     assert server.log_path is not None
     lines = [line for line in server.log_path.read_text().splitlines() if "is not a valid" in line]
     assert len(lines) <= 1, lines  # the module's earlier bursts fall in the same minute
+
+
+def test_unparsable_http_requests_are_logged_without_traceback(server: ServerProcess) -> None:
+    for _ in range(5):
+        status, _ = rest(server, "GET", f"/v2/{PARENT}/queues?" + "a" * 20_000)
+        assert status == 400
+    status, _ = rest(server, "GET", f"/v2/{QUEUE}", headers={"X-Big": "b" * 20_000})
+    assert status == 400
+    still_answers(server)
+    no_traceback_in_log(server)

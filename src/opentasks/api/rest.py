@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import json_format
 
 from opentasks.api import call
@@ -236,6 +237,7 @@ class RestApi:
         self._api = api
         self._auth = auth
         self._internal_log = ThrottledLog(_log, api.clock.monotonic)
+        self._server_log = _server_logger(ThrottledLog(_log, api.clock.monotonic))
 
     def _authorize(self, request: web.Request, rpc: str) -> None:
         if self._auth is not None:
@@ -243,7 +245,7 @@ class RestApi:
 
     def app(self, *, extra_routes: Callable[[web.Application], None] | None = None) -> web.Application:
         """The application; ``extra_routes`` registers other paths (before the catch-all 404)."""
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES, handler_args={"logger": self._server_log})
         if extra_routes is not None:
             extra_routes(app)
         app.router.add_route("*", "/v2/{path:.+}", self.handle)
@@ -284,6 +286,42 @@ class RestApi:
         body = await read_body(request)
         task = await self._api.buffer_task(queue, task_id, request.method, body, request.content_type)
         return task
+
+
+class _ServerErrorFilter(logging.Filter):
+    """aiohttp logs every malformed HTTP request (a line or header too long, bad framing) with a
+    traceback, before any handler runs: keep one line per interval, without the traceback for
+    the client's mistakes."""
+
+    def __init__(self, throttle: ThrottledLog) -> None:
+        super().__init__()
+        self._throttle = throttle
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        suppressed = self._throttle.admit()
+        if suppressed is None:
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg, record.args, record.exc_info = (
+                "refused a malformed HTTP request: %s",
+                (_one_line(error),),
+                None,
+            )
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        if suppressed:
+            record.msg = f"{record.msg} ({suppressed} similar events were not logged since the previous line)"
+        return True
+
+
+def _server_logger(throttle: ThrottledLog) -> logging.Logger:
+    """The logger of this app's aiohttp request handlers: a rate-limited child of ``aiohttp``."""
+    logger = logging.Logger("aiohttp.server")  # not registered: its filter is this app's alone
+    logger.parent = logging.getLogger("aiohttp")
+    logger.addFilter(_ServerErrorFilter(throttle))
+    return logger
 
 
 _BODY_FAILED = "opentasks.body_failed"  # set on the request when its body could not be read

@@ -34,18 +34,25 @@ class ThrottledLog:
         """Events counted since the last line written."""
         return self._suppressed
 
-    def log(self, level: int, message: str, *args: Any, exc_info: bool = False) -> bool:
-        """Log ``message % args`` unless a line was written less than ``interval_s`` ago, in which
-        case only count it. True when the line was written."""
+    def admit(self) -> int | None:
+        """Whether a line may be written now: the number of events counted since the last one
+        (to report with it), or None when this event is only counted."""
         now = self._monotonic()
         if self._last is not None and now - self._last < self._interval_s:
             self._suppressed += 1
+            return None
+        suppressed, self._suppressed, self._last = self._suppressed, 0, now
+        return suppressed
+
+    def log(self, level: int, message: str, *args: Any, exc_info: bool = False) -> bool:
+        """Log ``message % args`` unless a line was written less than ``interval_s`` ago, in which
+        case only count it. True when the line was written."""
+        suppressed = self.admit()
+        if suppressed is None:
             return False
-        if self._suppressed:
-            message += " (%d similar events were not logged in the last %.0f s)"
-            args = (*args, self._suppressed, now - self._last if self._last is not None else 0.0)
-        self._last = now
-        self._suppressed = 0
+        if suppressed:
+            message += " (%d similar events were not logged since the previous line)"
+            args = (*args, suppressed)
         self._logger.log(level, message, *args, exc_info=exc_info)
         return True
 
