@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from aiohttp import web
 from opentasks.api import discovery
 from opentasks.api.auth import ApiAuth
 from opentasks.api.cloud_tasks_grpc import CloudTasksApi, handlers
+from opentasks.api.http_server import BoundedSite
 from opentasks.api.rest import RestApi
 from opentasks.clock import Clock, SystemClock
 from opentasks.config import Settings, StorageUrl, default_data_dir
@@ -34,6 +36,8 @@ from opentasks.storage.memory import MemoryStore
 from opentasks.storage.sqlite import SqliteStore
 
 _log = logging.getLogger("opentasks")
+GRPC_MAX_CONCURRENT_STREAMS = 128
+GRPC_MAX_CONNECTION_IDLE_MS = 5 * 60 * 1000
 
 
 def build_store(url: StorageUrl) -> Store:
@@ -132,6 +136,21 @@ def build_services(
     )
 
 
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    """The gRPC server's bounds: message size, connections, streams per connection (stream resets
+    cost gRPC's core memory while they are in flight), and how long a connection may idle or take
+    to start."""
+    read_timeout_ms = int(settings.read_timeout.total_seconds() * 1000)
+    return [
+        ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
+        ("grpc.max_concurrent_streams", GRPC_MAX_CONCURRENT_STREAMS),
+        ("grpc.server_handshake_timeout_ms", read_timeout_ms),
+        ("grpc.max_connection_idle_ms", max(read_timeout_ms, GRPC_MAX_CONNECTION_IDLE_MS)),
+    ]
+
+
 class Server:
     """A running opentasks: store opened, gRPC listening."""
 
@@ -147,9 +166,7 @@ class Server:
         self.port = settings.port
         self.http_port = settings.http_port
         self._http: web.AppRunner | None = None
-        self._grpc = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.so_reuseport", 0)]
-        )
+        self._grpc = grpc.aio.server(options=grpc_options(settings))
 
     async def start(self) -> None:
         await self.store.open()
@@ -166,9 +183,16 @@ class Server:
         app = RestApi(api, auth).app(
             extra_routes=lambda app: discovery.add_routes(app, minter.keys, lambda: minter.issuer)
         )
-        self._http = web.AppRunner(app, access_log=None)
+        # aiohttp's keep-alive timer also closes a new connection that sends no whole request in time.
+        read_timeout = self.settings.read_timeout.total_seconds()
+        self._http = web.AppRunner(app, access_log=None, keepalive_timeout=read_timeout)
         await self._http.setup()
-        site = web.TCPSite(self._http, self.settings.host, self.settings.http_port)
+        site = BoundedSite(
+            self._http,
+            self.settings.host,
+            self.settings.http_port,
+            max_connections=self.settings.max_connections,
+        )
         await site.start()
         self.http_port = self._http.addresses[0][1]
         self.minter.issuer = self.settings.issuer(self.http_port)
@@ -201,6 +225,7 @@ class Server:
 
 async def serve(settings: Settings, *, on_ready: Callable[[Server], None] | None = None) -> None:
     """Run until SIGINT or SIGTERM."""
+    _raise_open_files_limit(settings.max_connections)
     server = Server(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -212,3 +237,22 @@ async def serve(settings: Settings, *, on_ready: Callable[[Server], None] | None
     await stop.wait()
     _log.info("opentasks stopping")
     await server.stop()
+
+
+def _raise_open_files_limit(max_connections: int) -> None:
+    """Lift the soft limit on open files to the hard one (as Go does at start): two ports of
+    ``max_connections`` plus outbound dispatch connections need more than the usual 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            wanted = soft
+    if wanted < 2 * max_connections + 1024:
+        _log.warning(
+            "only %d open files are allowed; raise the limit (ulimit -n) to hold --max-connections %d "
+            "on both ports and still dispatch",
+            wanted,
+            max_connections,
+        )

@@ -108,11 +108,17 @@ class Settings:
     api_tokens: tuple[str, ...] = ()
     api_read_only_tokens: tuple[str, ...] = ()
     insecure_no_auth: bool = False
+    max_connections: int = 1000
+    read_timeout: timedelta = timedelta(seconds=60)
 
     def __post_init__(self) -> None:
         for label, port in (("--port", self.port), ("--http-port", self.http_port)):
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{label}: {port} is not a TCP port (0-65535).")
+        if self.max_connections < 1:
+            raise ConfigError("--max-connections must be at least 1.")
+        if self.read_timeout <= timedelta(0):
+            raise ConfigError("--read-timeout must be positive.")
         if self.max_rate_per_queue <= 0:
             raise ConfigError("--max-rate-per-queue must be a positive number of dispatches per second.")
         windows = (self.task_tombstone, self.queue_tombstone, self.queue_yaml_task_tombstone)

@@ -74,6 +74,8 @@ _SERVER_FIELDS = {
     "api_tokens",
     "api_read_only_tokens",
     "insecure_no_auth",
+    "max_connections",
+    "read_timeout",
     "lease_grace",
     "shutdown_grace",
     "follow_redirects",

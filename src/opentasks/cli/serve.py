@@ -213,6 +213,22 @@ from opentasks.errors import InvalidArgument
     "authenticating proxy). Anyone who reaches the port can then manage every queue.",
 )
 @click.option(
+    "--max-connections",
+    default=1000,
+    type=click.IntRange(min=1),
+    envvar="OPENTASKS_MAX_CONNECTIONS",
+    show_envvar=True,
+    help="Most client connections held open on each port (gRPC and HTTP); more are refused.",
+)
+@click.option(
+    "--read-timeout",
+    default="60s",
+    type=_duration("--read-timeout"),
+    envvar="OPENTASKS_READ_TIMEOUT",
+    show_envvar=True,
+    help="How long a client may take to send a whole request; HTTP connections idle that long are closed.",
+)
+@click.option(
     "--lease-grace",
     default="30s",
     type=_duration("--lease-grace"),
@@ -274,6 +290,8 @@ def serve(  # noqa: PLR0917 - click passes every option as an argument
     api_tokens: tuple[str, ...],
     api_read_only_tokens: tuple[str, ...],
     insecure_no_auth: bool,
+    max_connections: int,
+    read_timeout: timedelta,
     lease_grace: timedelta,
     shutdown_grace: timedelta,
     follow_redirects: bool,
@@ -308,6 +326,8 @@ def serve(  # noqa: PLR0917 - click passes every option as an argument
             api_tokens=api_tokens,
             api_read_only_tokens=api_read_only_tokens,
             insecure_no_auth=insecure_no_auth,
+            max_connections=max_connections,
+            read_timeout=read_timeout,
             lease_grace=lease_grace,
             shutdown_grace=shutdown_grace,
             follow_redirects=follow_redirects,

@@ -1,0 +1,60 @@
+"""The listening side of the HTTP port, bounded: a flood of connections cannot exhaust file
+descriptors (the keep-alive timer closes connections that send no complete request)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import cast
+
+from aiohttp import web
+
+_log = logging.getLogger(__name__)
+_REFUSAL_BODY = b"Too many connections to this server; retry shortly.\n"
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(_REFUSAL_BODY), _REFUSAL_BODY)
+)
+
+
+class BoundedSite(web.BaseSite):
+    """A TCP site holding at most ``max_connections`` connections: one more is answered 503 and
+    closed at once, so a flood of idle or slow connections cannot exhaust file descriptors."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, max_connections: int) -> None:
+        super().__init__(runner)
+        self._host = host
+        self._port = port
+        self._max_connections = max_connections
+        self._refused = 0
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None, "the runner is set up before its sites start"
+
+        def protocol() -> asyncio.BaseProtocol:
+            if len(server.connections) >= self._max_connections:
+                self._refused += 1
+                if self._refused in (1, 10, 100) or self._refused % 1000 == 0:
+                    _log.warning(
+                        "HTTP connection limit (%d) reached; %d connection(s) refused so far",
+                        self._max_connections,
+                        self._refused,
+                    )
+                return _Refuse()
+            return server()
+
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(protocol, self._host, self._port, reuse_address=True)
+
+
+class _Refuse(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.WriteTransport, transport)  # uvloop's are not subclasses
+        transport.write(_REFUSAL)
+        transport.close()
