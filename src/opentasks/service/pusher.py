@@ -1,21 +1,56 @@
-"""Outbound HTTP: sends one attempt's request and reports how it ended."""
+"""Outbound HTTP: sends one attempt's request and reports how it ended.
+
+Where a request may go is enforced at three points, all with the server's :class:`TargetPolicy`:
+
+* the dispatcher checks the task's URL (its host as the HTTP client normalises it);
+* :class:`GuardedResolver` checks every host name looked up (the task's, or a redirect's) and
+  every address it resolves to;
+* :class:`ConnectGuard` (aiohttp's ``socket_factory``) checks the address of every connection
+  actually opened: after IDNA/Unicode normalisation and DNS, for IP-literal hosts (which aiohttp
+  never passes to the resolver) and on every redirect hop. A refusal there fails the attempt
+  with :class:`TargetDenied`, which the dispatcher records as a REFUSED outcome.
+
+DNS lookups are asynchronous (c-ares through aiodns), bounded in time and cached in a small LRU,
+so a queue whose host names never resolve cannot hold up another queue's deliveries.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import errno
+import logging
 import socket
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, Protocol
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from opentasks.clock import Clock, SystemClock
+from opentasks.domain.attempt import parse_retry_after
+from opentasks.domain.headers import sendable_headers
 from opentasks.domain.outbound import OutboundRequest
-from opentasks.domain.target_policy import TargetPolicy
+from opentasks.domain.target_policy import TargetDenied, TargetPolicy
 from opentasks.domain.task import AttemptFailure, AttemptOutcome
+
+_log = logging.getLogger(__name__)
 
 # aiohttp adds these unless told not to; Cloud Tasks sends a task's headers as stored.
 _NO_AUTO_HEADERS = ("User-Agent", "Content-Type", "Accept", "Accept-Encoding")
 _MAX_REDIRECTS = 5
 _DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=600.0)  # Cloud Tasks' default dispatch deadline
+MAX_RESPONSE_BYTES = 64 * 1024  # of a handler's answer read (and discarded) to reuse the connection
+DNS_TIMEOUT_S = 5.0
+DNS_CACHE_SIZE = 1024
+DNS_CACHE_TTL_S = 60.0
+_RETRY_AFTER_STATUSES = (429, 503)
+
+# The refusals ConnectGuard made during the current push (a list per push, seen by the tasks
+# aiohttp's happy-eyeballs race starts, since they copy the context).
+_refusals: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("refusals", default=None)
 
 
 def _timeout(seconds: float) -> aiohttp.ClientTimeout:
@@ -26,43 +61,162 @@ class Pusher(Protocol):
     """Delivers attempts; the dispatcher needs nothing else from HTTP."""
 
     async def push(self, request: OutboundRequest) -> AttemptOutcome:
-        """Send ``request`` and report the status, a timeout, or why it could not be sent."""
+        """Send ``request`` and report the status, a timeout, or why it could not be sent.
+
+        Raises TargetDenied when the target policy refuses a host or an address on the way.
+        """
         ...
 
     async def close(self) -> None: ...
 
 
-class GuardedResolver(AbstractResolver):
-    """Resolves host names, refusing any whose addresses the target policy denies (so a name
-    cannot smuggle a task to a metadata server; checked on every fresh lookup)."""
+class DeniedConnection(OSError):
+    """A connection the target policy refuses (an OSError, so aiohttp treats it as one more
+    address that could not be connected to, and tries the others)."""
+
+
+class ConnectGuard:
+    """aiohttp's ``socket_factory``: sees the address of each connection before it is opened."""
 
     def __init__(self, policy: TargetPolicy) -> None:
-        self._inner = aiohttp.DefaultResolver()
         self._policy = policy
 
+    def __call__(self, addr_info: tuple[Any, ...]) -> socket.socket:
+        family, type_, proto, _, address = addr_info
+        try:
+            self._policy.check_address(str(address[0]), str(address[0]))
+        except TargetDenied as denied:
+            refusals = _refusals.get()
+            if refusals is not None:
+                refusals.append(str(denied))
+            raise DeniedConnection(errno.EACCES, str(denied)) from None
+        return socket.socket(family=family, type=type_, proto=proto)
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves host names, refusing any name the target policy denies and any whose addresses
+    it denies (so a name cannot smuggle a task to a metadata server).
+
+    Lookups go through c-ares (aiodns), which reads /etc/hosts, so they use no thread; each is
+    bounded by ``timeout_s``; concurrent lookups of one name share one query; answers are cached
+    for ``cache_ttl_s`` in an LRU of ``cache_size`` names. ``nameservers`` (``"ip"`` or
+    ``"ip:port"``) replace the system's; ``inner`` replaces c-ares altogether (tests).
+    """
+
+    def __init__(
+        self,
+        policy: TargetPolicy,
+        *,
+        nameservers: Sequence[str] | None = None,
+        timeout_s: float = DNS_TIMEOUT_S,
+        cache_size: int = DNS_CACHE_SIZE,
+        cache_ttl_s: float = DNS_CACHE_TTL_S,
+        clock: Clock | None = None,
+        inner: AbstractResolver | None = None,
+    ) -> None:
+        self._policy = policy
+        self._timeout_s = timeout_s
+        self._inner = inner or _async_resolver(nameservers, timeout_s)
+        self._cache: OrderedDict[tuple[str, int, int], tuple[float, list[ResolveResult]]] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_ttl_s = cache_ttl_s
+        self._clock = clock or SystemClock()
+        self._pending: dict[tuple[str, int, int], asyncio.Future[list[ResolveResult]]] = {}
+
     async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
+        self._policy.check_host(host, "the task's URL")
+        results = await self._cached_or_looked_up(host, port, int(family))
         for result in results:
             self._policy.check_address(host, result["host"])
         return results
 
+    async def _cached_or_looked_up(self, host: str, port: int, family: int) -> list[ResolveResult]:
+        key = (host, port, family)
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > self._clock.monotonic():
+            self._cache.move_to_end(key)
+            return cached[1]
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._lookup(key))
+            self._pending[key] = pending
+            pending.add_done_callback(lambda done: self._lookup_done(key, done))
+        return await asyncio.shield(pending)
+
+    async def _lookup(self, key: tuple[str, int, int]) -> list[ResolveResult]:
+        host, port, family = key
+        try:
+            lookup = self._inner.resolve(host, port, socket.AddressFamily(family))
+            results = await asyncio.wait_for(lookup, self._timeout_s)
+        except TimeoutError:
+            raise OSError(f"DNS lookup of {host} timed out after {self._timeout_s:g} s") from None
+        self._cache[key] = (self._clock.monotonic() + self._cache_ttl_s, results)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return results
+
+    def _lookup_done(self, key: tuple[str, int, int], done: asyncio.Future[list[ResolveResult]]) -> None:
+        self._pending.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved, in case every caller stopped waiting
+
     async def close(self) -> None:
+        for pending in list(self._pending.values()):
+            pending.cancel()
         await self._inner.close()
+
+
+def _async_resolver(nameservers: Sequence[str] | None, timeout_s: float) -> AbstractResolver:
+    try:
+        # c-ares waits `timeout` on its first try and twice that on the second, so it gives up
+        # (and forgets the query) at 3/4 of timeout_s; wait_for in GuardedResolver is the backstop.
+        per_try = max(timeout_s / 4, 0.05)
+        return aiohttp.AsyncResolver(
+            nameservers=list(nameservers) if nameservers else None, timeout=per_try, tries=2
+        )
+    except Exception as error:  # aiodns/c-ares missing or unusable: lookups fall back to threads
+        _log.warning("asynchronous DNS is unavailable (%s); using the system resolver in threads", error)
+        return aiohttp.ThreadedResolver()
 
 
 class AiohttpPusher:
     """One shared aiohttp session with unlimited pooled connections (concurrency is capped per
-    queue by the dispatcher, not here)."""
+    queue by the dispatcher, not here).
 
-    def __init__(self, targets: TargetPolicy | None = None) -> None:
+    ``nameservers`` and ``dns_timeout_s`` configure the resolver (the system's name servers and
+    5 s by default); at most ``max_response_bytes`` of an answer are read: a longer one has its
+    connection dropped rather than read.
+    """
+
+    def __init__(
+        self,
+        targets: TargetPolicy | None = None,
+        *,
+        nameservers: Sequence[str] | None = None,
+        dns_timeout_s: float = DNS_TIMEOUT_S,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        clock: Clock | None = None,
+    ) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._resolver: GuardedResolver | None = None
         self._targets = targets or TargetPolicy()
+        self._nameservers = nameservers
+        self._dns_timeout_s = dns_timeout_s
+        self._max_response_bytes = max_response_bytes
+        self._clock = clock or SystemClock()
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
+            self._resolver = resolver = GuardedResolver(
+                self._targets, nameservers=self._nameservers, timeout_s=self._dns_timeout_s, clock=self._clock
+            )
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    limit=0, ttl_dns_cache=300, resolver=GuardedResolver(self._targets)
+                    limit=0,
+                    use_dns_cache=False,  # aiohttp's cache is unbounded; GuardedResolver keeps an LRU
+                    resolver=resolver,
+                    socket_factory=ConnectGuard(self._targets),
                 ),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=_DEFAULT_TIMEOUT,
@@ -72,28 +226,61 @@ class AiohttpPusher:
         return self._session
 
     async def push(self, request: OutboundRequest) -> AttemptOutcome:
+        refusals: list[str] = []
+        token = _refusals.set(refusals)
+        try:
+            return await self._send(request)
+        except (aiohttp.ClientError, OSError, ValueError) as error:
+            if refusals:
+                raise TargetDenied(refusals[0]) from None
+            return AttemptOutcome(
+                failure=AttemptFailure.UNREACHABLE, detail=str(error) or type(error).__name__
+            )
+        finally:
+            _refusals.reset(token)
+
+    async def _send(self, request: OutboundRequest) -> AttemptOutcome:
         try:
             async with self._client().request(
                 request.method,
                 request.url,
-                headers=request.headers,
+                headers=sendable_headers(request.headers),
                 data=request.body or None,
                 timeout=_timeout(request.timeout_s),
                 allow_redirects=request.follow_redirects,
                 max_redirects=_MAX_REDIRECTS,
             ) as response:
-                await response.read()
-                return AttemptOutcome(http_status=response.status)
+                await self._discard_body(response)
+                return AttemptOutcome(http_status=response.status, retry_after=self._retry_after(response))
         except TimeoutError:
             return AttemptOutcome(failure=AttemptFailure.TIMEOUT)
         except aiohttp.TooManyRedirects as error:
             return AttemptOutcome(http_status=error.history[-1].status if error.history else 310)
-        except (aiohttp.ClientError, OSError, ValueError) as error:
-            return AttemptOutcome(
-                failure=AttemptFailure.UNREACHABLE, detail=str(error) or type(error).__name__
-            )
+
+    async def _discard_body(self, response: aiohttp.ClientResponse) -> None:
+        """Read the answer to its end if it is short (so the connection can be reused), else
+        drop the connection: nothing of the body is kept, and a handler streaming an endless
+        body must not hold the attempt or grow the server."""
+        left = self._max_response_bytes
+        if response.content_length is not None and response.content_length > left:
+            response.close()
+            return
+        while left >= 0:
+            chunk = await response.content.readany()
+            if not chunk:
+                return  # at its end: the connection goes back to the pool
+            left -= len(chunk)
+        response.close()
+
+    def _retry_after(self, response: aiohttp.ClientResponse) -> timedelta | None:
+        if response.status not in _RETRY_AFTER_STATUSES:
+            return None
+        return parse_retry_after(response.headers.get("Retry-After"), self._clock.now())
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._resolver is not None:  # aiohttp closes only the resolvers it made itself
+            await self._resolver.close()
+            self._resolver = None
