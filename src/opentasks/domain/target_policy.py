@@ -77,11 +77,12 @@ class TargetPolicy:
     def _check(self, key: str, normalised: str, written: str, field_name: str) -> None:
         allowed = self._verdicts.get(key)
         if allowed is None:
-            allowed = self._allowed(normalised or client_host(written, field_name))
+            allowed = self._allowed(_target(normalised or client_host(written, field_name)))
             if len(self._verdicts) < 10_000:
                 self._verdicts[key] = allowed
         if not allowed:
-            shown = _shown(written, normalised or client_host(written, field_name))
+            target = str(_target(normalised or client_host(written, field_name)))
+            shown = written if written.lower().rstrip(".") == target else f"{written} ({target})"
             raise TargetDenied(_message(shown, field_name))
 
     def check_address(self, host: str, address: str) -> None:
@@ -96,13 +97,17 @@ class TargetPolicy:
         parsed = _address(address)
         return parsed is not None and _matches(self._parsed[0], parsed)
 
-    def _allowed(self, host: str) -> bool:
+    def _allowed(self, target: str | Address) -> bool:
         deny, allow = self._parsed
-        address = _address(host)
-        if address is None:
-            address = _legacy_ipv4(host)
-        target: str | Address = address if address is not None else host.rstrip(".")
         return not _matches(deny, target) and (not allow or _matches(allow, target))
+
+
+def _target(host: str) -> str | Address:
+    """What a host stands for: an address (however written), or a name without its final dot."""
+    address = _address(host)
+    if address is None:
+        address = _legacy_ipv4(host)
+    return address if address is not None else host.rstrip(".")
 
 
 def client_host(host: str, field_name: str = "HttpRequest.url") -> str:
@@ -113,10 +118,6 @@ def client_host(host: str, field_name: str = "HttpRequest.url") -> str:
         return URL.build(scheme="http", host=bare).raw_host or ""
     except ValueError:
         raise TargetDenied(_unsendable(host, field_name)) from None
-
-
-def _shown(written: str, normalised: str) -> str:
-    return written if written.lower() == normalised else f"{written} ({normalised})"
 
 
 def _unsendable(what: str, field: str) -> str:
