@@ -180,11 +180,11 @@ class Server:
         self.port = self._grpc.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
         await self._grpc.start()
         minter = self.minter
-        app = RestApi(api, auth).app(
+        read_timeout = self.settings.read_timeout.total_seconds()
+        app = RestApi(api, auth, read_timeout_s=read_timeout).app(
             extra_routes=lambda app: discovery.add_routes(app, minter.keys, lambda: minter.issuer)
         )
         # aiohttp's keep-alive timer also closes a new connection that sends no whole request in time.
-        read_timeout = self.settings.read_timeout.total_seconds()
         self._http = web.AppRunner(app, access_log=None, keepalive_timeout=read_timeout)
         await self._http.setup()
         site = BoundedSite(
@@ -192,6 +192,7 @@ class Server:
             self.settings.host,
             self.settings.http_port,
             max_connections=self.settings.max_connections,
+            monotonic=self.clock.monotonic,
         )
         await site.start()
         self.http_port = self._http.addresses[0][1]

@@ -34,6 +34,10 @@ class PayloadTooLarge(InvalidArgument):
     """The request body exceeds the server's size limit (HTTP 413)."""
 
 
+class RequestTimeout(OpenTasksError):
+    """The client did not send its whole request in time (HTTP 408)."""
+
+
 class NotFound(OpenTasksError):
     """The named resource does not exist."""
 

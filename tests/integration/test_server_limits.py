@@ -64,6 +64,20 @@ def test_http_connection_that_never_finishes_its_headers_is_closed(bounded: Serv
     _still_answers(bounded)
 
 
+def test_http_body_trickled_slower_than_the_read_timeout_gets_408(bounded: ServerProcess) -> None:
+    with _connect(bounded.http_port) as connection:
+        connection.sendall(
+            b"POST /v2/projects/p/locations/l/queues HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+        )
+        started = time.monotonic()
+        answer = _read_until_closed(connection)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"DEADLINE_EXCEEDED" in answer
+    assert time.monotonic() - started < READ_TIMEOUT_S * 3
+    _still_answers(bounded)
+
+
 def test_http_connections_beyond_the_cap_are_refused_with_503(bounded: ServerProcess) -> None:
     held = [_connect(bounded.http_port) for _ in range(MAX_CONNECTIONS)]
     try:

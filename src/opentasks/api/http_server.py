@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import cast
 
 from aiohttp import web
+
+from opentasks.api.throttled_log import ThrottledLog
 
 _log = logging.getLogger(__name__)
 _REFUSAL_BODY = b"Too many connections to this server; retry shortly.\n"
@@ -21,12 +24,20 @@ class BoundedSite(web.BaseSite):
     """A TCP site holding at most ``max_connections`` connections: one more is answered 503 and
     closed at once, so a flood of idle or slow connections cannot exhaust file descriptors."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, max_connections: int) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        max_connections: int,
+        monotonic: Callable[[], float],
+    ) -> None:
         super().__init__(runner)
         self._host = host
         self._port = port
         self._max_connections = max_connections
-        self._refused = 0
+        self._refusals = ThrottledLog(_log, monotonic, interval_s=10.0)
 
     @property
     def name(self) -> str:
@@ -39,13 +50,9 @@ class BoundedSite(web.BaseSite):
 
         def protocol() -> asyncio.BaseProtocol:
             if len(server.connections) >= self._max_connections:
-                self._refused += 1
-                if self._refused in (1, 10, 100) or self._refused % 1000 == 0:
-                    _log.warning(
-                        "HTTP connection limit (%d) reached; %d connection(s) refused so far",
-                        self._max_connections,
-                        self._refused,
-                    )
+                self._refusals.warning(
+                    "HTTP connection limit (%d) reached; refusing connections", self._max_connections
+                )
                 return _Refuse()
             return server()
 

@@ -7,6 +7,7 @@ and renders the response as JSON. There is no second implementation of any rule.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import json
 import logging
@@ -28,7 +29,14 @@ from opentasks.api.json_errors import parse_json
 from opentasks.api.messages import PB
 from opentasks.api.status import grpc_code, http_status, rpc_status
 from opentasks.api.throttled_log import ThrottledLog
-from opentasks.errors import Internal, InvalidArgument, NotFound, OpenTasksError, PayloadTooLarge
+from opentasks.errors import (
+    Internal,
+    InvalidArgument,
+    NotFound,
+    OpenTasksError,
+    PayloadTooLarge,
+    RequestTimeout,
+)
 
 _log = logging.getLogger(__name__)
 Rpc = Callable[[PB], Awaitable[PB]]
@@ -233,9 +241,12 @@ def buffer_target(method: str, path: str) -> tuple[str, str] | None:
 class RestApi:
     """The aiohttp application serving ``/v2/...``."""
 
-    def __init__(self, api: CloudTasksApi, auth: ApiAuth | None = None) -> None:
+    def __init__(
+        self, api: CloudTasksApi, auth: ApiAuth | None = None, *, read_timeout_s: float = 60.0
+    ) -> None:
         self._api = api
         self._auth = auth
+        self._read_timeout_s = read_timeout_s
         self._internal_log = ThrottledLog(_log, api.clock.monotonic)
         self._server_log = _server_logger(ThrottledLog(_log, api.clock.monotonic))
 
@@ -246,6 +257,7 @@ class RestApi:
     def app(self, *, extra_routes: Callable[[web.Application], None] | None = None) -> web.Application:
         """The application; ``extra_routes`` registers other paths (before the catch-all 404)."""
         app = web.Application(client_max_size=MAX_BODY_BYTES, handler_args={"logger": self._server_log})
+        app[READ_TIMEOUT_S] = self._read_timeout_s
         if extra_routes is not None:
             extra_routes(app)
         app.router.add_route("*", "/v2/{path:.+}", self.handle)
@@ -324,24 +336,36 @@ def _server_logger(throttle: ThrottledLog) -> logging.Logger:
     return logger
 
 
+READ_TIMEOUT_S = web.AppKey("read_timeout_s", float)
 _BODY_FAILED = "opentasks.body_failed"  # set on the request when its body could not be read
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The request body, decompressed by aiohttp; too large -> 413, undecodable -> 400."""
+    """The request body, decompressed by aiohttp; too large -> 413, undecodable -> 400, not all
+    there within the read timeout -> 408 (a client trickling a body cannot hold a connection)."""
+    timeout_s = request.app.get(READ_TIMEOUT_S, 60.0)
     try:
-        return await request.read()
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
+    except TimeoutError:
+        _abandon_body(request)
+        raise RequestTimeout(f"The request body did not arrive within {timeout_s:g} s.") from None
     except web.HTTPRequestEntityTooLarge:
         request[_BODY_FAILED] = True
         raise PayloadTooLarge(f"Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes.") from None
     except Exception as error:  # aiohttp's RequestPayloadError: a corrupt gzip / deflate body
-        request[_BODY_FAILED] = True
-        if not request.content.is_eof():
-            # Nothing more can be read from this body: end it, so the server does not try to drain it.
-            request.content.feed_eof()
+        _abandon_body(request)
         encoding = request.headers.get("Content-Encoding", "")
         detail = f" with Content-Encoding: {encoding}" if encoding else ""
         raise InvalidArgument(f"The request body could not be read{detail}: {_one_line(error)}.") from None
+
+
+def _abandon_body(request: web.Request) -> None:
+    """Nothing more will be read from this body: end it, so the server closes the connection
+    after the answer instead of draining (lingering on) the rest."""
+    request[_BODY_FAILED] = True
+    if not request.content.is_eof():
+        request.content.feed_eof()
 
 
 def _body_failed(request: web.Request) -> bool:

@@ -12,6 +12,7 @@ from opentasks import errors
 _TABLE: dict[type[errors.OpenTasksError], tuple[grpc.StatusCode, int]] = {
     errors.InvalidArgument: (grpc.StatusCode.INVALID_ARGUMENT, 400),
     errors.PayloadTooLarge: (grpc.StatusCode.INVALID_ARGUMENT, 413),
+    errors.RequestTimeout: (grpc.StatusCode.DEADLINE_EXCEEDED, 408),
     errors.FailedPrecondition: (grpc.StatusCode.FAILED_PRECONDITION, 400),
     errors.NotFound: (grpc.StatusCode.NOT_FOUND, 404),
     errors.AlreadyExists: (grpc.StatusCode.ALREADY_EXISTS, 409),
