@@ -94,7 +94,7 @@ def build_dispatcher(settings: Settings, store: Store, clock: Clock, minter: Tok
     return Dispatcher(
         store,
         clock,
-        AiohttpPusher(targets),
+        AiohttpPusher(targets, clock=clock),
         tombstones=tombstone_policy(settings),
         settings=dispatch_settings,
         credentials=minter,

@@ -50,6 +50,9 @@ METADATA_LOOKALIKES = [
     "0251.0376.0251.0376",
     "169.254.43518",
     "[::ffff:169.254.169.254]",
+    "[::169.254.169.254]",  # IPv4-compatible
+    "[2002:a9fe:a9fe::1]",  # 6to4
+    "[64:ff9b::a9fe:a9fe]",  # NAT64
     "ＭＥＴＡＤＡＴＡ.ＧＯＯＧ",  # noqa: RUF001
     "metadata.google.internal.",
 ]
@@ -73,7 +76,16 @@ def test_the_refusal_shows_the_host_as_written_and_as_it_would_be_sent() -> None
 
 
 @pytest.mark.parametrize(
-    "url", ["http://bücher.example/", "https://例え.jp/", "http://127.0.0.1:8080/", "http://12345/"]
+    "url",
+    [
+        "http://bücher.example/",
+        "https://例え.jp/",
+        "http://127.0.0.1:8080/",
+        "http://12345/",
+        "http://[::1]:8080/",
+        "http://[64:ff9b::808:808]/",
+        "http://[2001:db8::1]/",
+    ],
 )
 def test_international_names_and_other_addresses_stay_allowed(url: str) -> None:
     TargetPolicy().check_url(url)
