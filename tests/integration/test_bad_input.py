@@ -6,6 +6,7 @@ import base64
 import gzip
 import http.client
 import json
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -312,9 +313,28 @@ def test_rest_bodies(server: ServerProcess) -> None:
     assert_rest_error(rest(server, "POST", queues, b'{"rateLimits": 5}'), 400, "'queue.rate_limits'")
     for encoding in ("gzip", "deflate"):
         result = rest(server, "POST", queues, b"not compressed at all", {"Content-Encoding": encoding})
-        assert_rest_error(result, 400, f"Content-Encoding: {encoding}")
-    good = json.dumps({"name": f"{PARENT}/queues/zipped"}).encode()
-    assert rest(server, "POST", queues, gzip.compress(good), {"Content-Encoding": "gzip"})[0] == 200
+        assert_rest_error(result, 400, f"not valid {encoding} data")
+    endless = b"[" * 100_000 + b"]" * 100_000  # read as raw deflate, it never reaches its end
+    result = rest(server, "POST", queues, endless, {"Content-Encoding": "deflate"})
+    assert_rest_error(result, 400, "the stream is incomplete")
+    bomb = gzip.compress(b" " * (9 * 2**20))
+    assert_rest_error(
+        rest(server, "POST", queues, bomb, {"Content-Encoding": "gzip"}), 413, "exceeds the limit"
+    )
+    assert_rest_error(
+        rest(server, "POST", queues, b"{}", {"Content-Encoding": "br"}), 400, '"br" is not supported'
+    )
+    for number, (encoding, encode) in enumerate(
+        [
+            ("gzip", gzip.compress),
+            ("gzip", lambda data: gzip.compress(data[:5]) + gzip.compress(data[5:])),  # two members
+            ("deflate", zlib.compress),
+            ("deflate", lambda data: zlib.compress(data)[2:-4]),  # raw deflate, as many clients send
+            ("gzip, identity", gzip.compress),
+        ]
+    ):
+        good = json.dumps({"name": f"{PARENT}/queues/zipped-{number}"}).encode()
+        assert rest(server, "POST", queues, encode(good), {"Content-Encoding": encoding})[0] == 200
     still_answers(server)
     no_traceback_in_log(server)
 

@@ -2,8 +2,10 @@
 the JSON error messages and the rate-limited log."""
 
 import base64
+import gzip
 import json
 import logging
+import zlib
 from typing import Any
 
 import pytest
@@ -12,10 +14,12 @@ from multidict import MultiDict, MultiDictProxy
 from opentasks.api import convert
 from opentasks.api import messages as pb
 from opentasks.api.cloud_tasks_grpc import MalformedRequest, request_deserializer
+from opentasks.api.content_encoding import decode_body
 from opentasks.api.json_errors import parse_json
 from opentasks.api.rest import camel_case_mask, decoded_path, query_parameters, response_format
+from opentasks.api.status import MAX_MESSAGE_BYTES, wire_message
 from opentasks.api.throttled_log import ThrottledLog
-from opentasks.errors import InvalidArgument
+from opentasks.errors import InvalidArgument, PayloadTooLarge
 from opentasks.service import paging
 from opentasks.service.paging import next_page_token, page_request
 
@@ -248,3 +252,26 @@ def test_throttled_log(caplog: pytest.LogCaptureFixture) -> None:
     assert messages[0] == "bad one"
     assert messages[1].startswith("bad later (5 similar events were not logged")
     assert len(messages) == 2 and log.suppressed == 0
+
+
+# -- Content-Encoding and messages on the wire ----------------------------------------------------
+
+
+def test_bodies_are_decoded_by_every_listed_coding_and_bounded() -> None:
+    data = b'{"name": "q"}'
+    assert decode_body(data, "", 100) == data
+    assert decode_body(gzip.compress(data), "gzip", 100) == data
+    assert decode_body(zlib.compress(gzip.compress(data)), "gzip, deflate", 100) == data
+    assert decode_body(zlib.compress(data)[2:-4], "deflate", 100) == data
+    with pytest.raises(PayloadTooLarge):
+        decode_body(gzip.compress(b"x" * 101), "gzip", 100)
+    with pytest.raises(InvalidArgument, match="incomplete"):
+        decode_body(gzip.compress(data)[:-10], "gzip", 100)
+    with pytest.raises(InvalidArgument, match="not supported"):
+        decode_body(data, "zstd", 100)
+
+
+def test_messages_on_the_wire_are_utf8_and_bounded() -> None:
+    assert wire_message(InvalidArgument('Invalid value "\ud800".')) == 'Invalid value "\\ud800".'
+    long = wire_message(InvalidArgument("\U000d3994" * 10_000))
+    assert len(long.encode()) <= MAX_MESSAGE_BYTES and long.endswith("…")

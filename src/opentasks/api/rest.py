@@ -25,6 +25,7 @@ from opentasks.api import call
 from opentasks.api import messages as pb
 from opentasks.api.auth import ApiAuth
 from opentasks.api.cloud_tasks_grpc import CloudTasksApi
+from opentasks.api.content_encoding import decode_body
 from opentasks.api.json_errors import parse_json
 from opentasks.api.messages import PB
 from opentasks.api.status import grpc_code, http_status, rpc_status
@@ -256,7 +257,9 @@ class RestApi:
 
     def app(self, *, extra_routes: Callable[[web.Application], None] | None = None) -> web.Application:
         """The application; ``extra_routes`` registers other paths (before the catch-all 404)."""
-        app = web.Application(client_max_size=MAX_BODY_BYTES, handler_args={"logger": self._server_log})
+        # Bodies are decoded by read_body, which bounds what a compressed body inflates to.
+        handler_args = {"logger": self._server_log, "auto_decompress": False}
+        app = web.Application(client_max_size=MAX_BODY_BYTES, handler_args=handler_args)
         app[READ_TIMEOUT_S] = self._read_timeout_s
         if extra_routes is not None:
             extra_routes(app)
@@ -341,23 +344,22 @@ _BODY_FAILED = "opentasks.body_failed"  # set on the request when its body could
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The request body, decompressed by aiohttp; too large -> 413, undecodable -> 400, not all
-    there within the read timeout -> 408 (a client trickling a body cannot hold a connection)."""
+    """The request body, decoded by its Content-Encoding; too large -> 413, undecodable -> 400,
+    not all there within the read timeout -> 408 (a trickling client cannot hold a connection)."""
     timeout_s = request.app.get(READ_TIMEOUT_S, 60.0)
     try:
         async with asyncio.timeout(timeout_s):
-            return await request.read()
+            raw = await request.read()
     except TimeoutError:
         _abandon_body(request)
         raise RequestTimeout(f"The request body did not arrive within {timeout_s:g} s.") from None
     except web.HTTPRequestEntityTooLarge:
         request[_BODY_FAILED] = True
         raise PayloadTooLarge(f"Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes.") from None
-    except Exception as error:  # aiohttp's RequestPayloadError: a corrupt gzip / deflate body
+    except Exception as error:  # aiohttp's RequestPayloadError: e.g. a broken chunked encoding
         _abandon_body(request)
-        encoding = request.headers.get("Content-Encoding", "")
-        detail = f" with Content-Encoding: {encoding}" if encoding else ""
-        raise InvalidArgument(f"The request body could not be read{detail}: {_one_line(error)}.") from None
+        raise InvalidArgument(f"The request body could not be read: {_one_line(error)}.") from None
+    return decode_body(raw, request.headers.get("Content-Encoding", ""), MAX_BODY_BYTES)
 
 
 def _abandon_body(request: web.Request) -> None:
@@ -470,7 +472,7 @@ def _error(error: OpenTasksError, *, close: bool = False) -> web.Response:
     body = {
         "error": {
             "code": http_status(error),
-            "message": error.message,
+            "message": status.message,
             "status": grpc_code(error).name,
             "details": [json_format.MessageToDict(detail) for detail in status.details],
         }

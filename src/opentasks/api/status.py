@@ -40,9 +40,23 @@ def http_status(error: errors.OpenTasksError) -> int:
     return 500
 
 
+MAX_MESSAGE_BYTES = 2000
+
+
+def wire_message(error: errors.OpenTasksError) -> str:
+    """The message as sent: characters UTF-8 cannot carry (lone surrogates from a JSON string)
+    escaped, and at most ``MAX_MESSAGE_BYTES`` of UTF-8. gRPC carries it twice in trailers
+    (percent-encoded, and base64 in the status details) that clients cap at 16 KiB, so a
+    message quoting a huge input would otherwise never arrive."""
+    encoded = error.message.encode("utf-8", "backslashreplace")
+    if len(encoded) <= MAX_MESSAGE_BYTES:
+        return encoded.decode("utf-8")
+    return encoded[: MAX_MESSAGE_BYTES - 3].decode("utf-8", "ignore") + "…"
+
+
 def rpc_status(error: errors.OpenTasksError) -> status_pb2.Status:
     """The ``google.rpc.Status`` of an error, with the ``google.rpc.Help`` details Cloud Tasks sends."""
-    status = status_pb2.Status(code=grpc_code(error).value[0], message=error.message)
+    status = status_pb2.Status(code=grpc_code(error).value[0], message=wire_message(error))
     if error.help_links:
         help_detail = error_details_pb2.Help(
             links=[
