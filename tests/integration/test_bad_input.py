@@ -355,6 +355,8 @@ def test_rest_query_parameters_and_paths(server: ServerProcess) -> None:
     assert_rest_error(rest(server, "GET", f"/v2/{PARENT}/queues/%FF"), 400, "not UTF-8")
     assert_rest_error(rest(server, "GET", f"/v2/{PARENT}/queues/bad%20name"), 400, "Queue name")
     assert_rest_error(rest(server, "GET", "/v2/projects/p/locations/l%00/queues"), 400)
+    assert_rest_error(rest(server, "GET", "/v2//%0D%0A/"), 404, "No Cloud Tasks v2 method")
+    assert_rest_error(rest(server, "GET", "/%0A"), 404, "No Cloud Tasks v2 method")
     still_answers(server)
     no_traceback_in_log(server)
 

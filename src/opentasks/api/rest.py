@@ -263,8 +263,9 @@ class RestApi:
         app[READ_TIMEOUT_S] = self._read_timeout_s
         if extra_routes is not None:
             extra_routes(app)
-        app.router.add_route("*", "/v2/{path:.+}", self.handle)
-        app.router.add_route("*", "/{path:.*}", self.unknown)
+        # [\s\S], not ".": a decoded path may hold line breaks, and still gets the JSON envelope.
+        app.router.add_route("*", "/v2/{path:[\\s\\S]+}", self.handle)
+        app.router.add_route("*", "/{path:[\\s\\S]*}", self.unknown)
         return app
 
     async def unknown(self, request: web.Request) -> web.Response:
