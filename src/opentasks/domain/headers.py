@@ -49,9 +49,14 @@ def reserved_http_header(name: str) -> bool:
 def sendable_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """``headers`` without hop-by-hop and framing headers (the HTTP client computes Host and
     Content-Length from the URL and the body); for rows stored before these were refused."""
-    return {
-        k: v for k, v in headers.items() if k.lower() not in _FRAMING_HEADERS and not hop_by_hop_header(k)
-    }
+    dropped = [k for k in headers if _framing(k.lower())]
+    if not dropped:  # the usual case: rows stored since these are refused hold none
+        return dict(headers)
+    return {k: v for k, v in headers.items() if k not in dropped}
+
+
+def _framing(lower: str) -> bool:
+    return lower in _FRAMING_HEADERS or lower.startswith("proxy-")
 
 
 def check_headers(headers: dict[str, str], label: str = "Task headers") -> dict[str, str]:
