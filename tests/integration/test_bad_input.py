@@ -324,6 +324,14 @@ def test_rest_bodies(server: ServerProcess) -> None:
     assert_rest_error(
         rest(server, "POST", queues, b"{}", {"Content-Encoding": "br"}), 400, '"br" is not supported'
     )
+    members = gzip.compress(b"", mtime=0) * 150_000  # costly if each member copied the rest
+    result = rest(server, "POST", queues, members, {"Content-Encoding": "gzip"})
+    assert_rest_error(result, 400, "streams")
+    for charset in ("rot13", "base64", "punycode"):  # codecs that are no text encodings
+        result = rest(server, "POST", queues, b"{}", {"Content-Type": f"application/json; charset={charset}"})
+        assert_rest_error(result, 400, "charset" if charset != "punycode" else "punycode")
+    body = b'{"task": {"httpRequest": {"httpMethod": 1e400}}}'
+    assert_rest_error(rest(server, "POST", f"/v2/{PARENT}/queues/q/tasks", body), 400, "http_method")
     for number, (encoding, encode) in enumerate(
         [
             ("gzip", gzip.compress),

@@ -11,6 +11,7 @@ from opentasks.errors import InvalidArgument, PayloadTooLarge
 _ZLIB_OR_GZIP = 32 + zlib.MAX_WBITS  # auto-detects a zlib or a gzip header
 _RAW_DEFLATE = -zlib.MAX_WBITS  # "deflate" is zlib-wrapped by the RFC, raw by many clients
 _CHUNK = 64 * 1024
+MAX_MEMBERS = 16  # clients send one; many tiny ones would only cost the server time
 
 
 def decode_body(raw: bytes, content_encoding: str, limit: int) -> bytes:
@@ -42,17 +43,19 @@ def _has_zlib_header(data: bytes) -> bool:
 
 def _inflate(data: bytes, wbits: int, coding: str, limit: int) -> bytes:
     out = bytearray()
-    pending = data
-    while pending.strip(b"\0"):  # gzip allows several members one after another
-        pending = _inflate_member(pending, wbits, coding, limit - len(out), out)
-    return bytes(out)
+    view = memoryview(data)
+    for _ in range(MAX_MEMBERS):  # gzip allows several members one after another
+        view = _inflate_member(view, wbits, coding, limit - len(out), out)
+        if not bytes(view).strip(b"\0"):  # the end, or padding with zero bytes
+            return bytes(out)
+    raise InvalidArgument(f"The request body holds more than {MAX_MEMBERS} {coding} streams.")
 
 
-def _inflate_member(data: bytes, wbits: int, coding: str, limit: int, out: bytearray) -> bytes:
-    """Inflate one stream of ``data`` into ``out``; return what follows it."""
+def _inflate_member(data: memoryview, wbits: int, coding: str, limit: int, out: bytearray) -> memoryview:
+    """Inflate one stream of ``data`` into ``out``; return what follows it (no copy)."""
     inflater = zlib.decompressobj(wbits)
     produced = 0
-    pending = data
+    pending: bytes | memoryview = data
     try:
         while pending and not inflater.eof:
             chunk = inflater.decompress(pending, _CHUNK)
@@ -65,4 +68,4 @@ def _inflate_member(data: bytes, wbits: int, coding: str, limit: int, out: bytea
         raise InvalidArgument(f"The request body is not valid {coding} data: {error}.") from None
     if not inflater.eof:
         raise InvalidArgument(f"The request body is not valid {coding} data: the stream is incomplete.")
-    return inflater.unused_data
+    return data[len(data) - len(inflater.unused_data) :]

@@ -43,7 +43,7 @@ def parse_json(data: dict[str, Any], message: PB, *, prefix: str = "", query: bo
     """
     try:
         json_format.ParseDict(data, message)
-    except (json_format.ParseError, RecursionError, ValueError, TypeError) as error:
+    except (json_format.ParseError, RecursionError, ValueError, TypeError, OverflowError) as error:
         found = explain(data, message.DESCRIPTOR, prefix, query=query)
         raise InvalidArgument(found or f"Invalid JSON payload received. {_clean(str(error))}") from None
 
@@ -61,7 +61,7 @@ def explain(data: dict[str, Any], message_type: Any, prefix: str, *, query: bool
             return nested
         try:
             json_format.ParseDict({key: value}, GetMessageClass(message_type)())
-        except (json_format.ParseError, RecursionError, ValueError, TypeError) as error:
+        except (json_format.ParseError, RecursionError, ValueError, TypeError, OverflowError) as error:
             return _invalid_value(field, value, path, str(error))
     return None
 

@@ -441,7 +441,8 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     raw = await read_body(request)
     charset = request.charset or "utf-8"
     try:
-        codecs.lookup(charset)
+        if not codecs.lookup(charset)._is_text_encoding:  # rot13, base64, zlib ... are no charsets
+            raise LookupError(charset)
     except LookupError:
         raise InvalidArgument(
             f'Unsupported charset "{charset}" in Content-Type; send the JSON body as UTF-8.'
@@ -452,6 +453,10 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         raise InvalidArgument(
             f"Invalid JSON payload received. The body is not valid {charset}: byte "
             f"0x{raw[error.start]:02x} at offset {error.start}."
+        ) from None
+    except UnicodeError as error:  # e.g. punycode
+        raise InvalidArgument(
+            f"Invalid JSON payload received. The body is not valid {charset}: {error}."
         ) from None
     if not text.strip():
         return {}

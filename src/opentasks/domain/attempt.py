@@ -8,6 +8,7 @@ from email.utils import parsedate_to_datetime
 
 from msgspec.structs import replace
 
+from opentasks.domain.limits import MAX_RETRY_DELAY, later
 from opentasks.domain.queue import RetryConfig
 from opentasks.domain.retry import backoff_delay, should_stop_retrying
 from opentasks.domain.task import Attempt, AttemptFailure, AttemptOutcome, ResponseStatus, Task
@@ -72,7 +73,7 @@ def after_attempt(
     answered = outcome.responded
     return replace(
         claimed,
-        schedule_time=(retry_from or now) + retry_delay(claimed, outcome, config),
+        schedule_time=later(retry_from or now, retry_delay(claimed, outcome, config)),
         response_count=claimed.response_count + answered,
         execution_count=claimed.execution_count + (answered and outcome.http_status < 500),
         previous_outcome=outcome if outcome.retry_after is None else replace(outcome, retry_after=None),
@@ -87,13 +88,14 @@ def retry_delay(claimed: Task, outcome: AttemptOutcome, config: RetryConfig) -> 
 
     Cloud Tasks "considers" ``Retry-After`` on 429 and 503 answers of HTTP targets, and on 503
     only for App Engine targets (spec 4.2). It is a lower bound on the delay, capped at the
-    retry config's ``max_backoff`` so that a handler cannot park a task for years.
+    retry config's ``max_backoff`` (and the 100-year ceiling of every retry delay) so that a
+    handler cannot park a task for years.
     """
     backoff = backoff_delay(config, claimed.dispatch_count)
     statuses = (503,) if claimed.app_engine_http_request is not None else (429, 503)
     if outcome.retry_after is None or outcome.http_status not in statuses:
         return backoff
-    cap = config.max_backoff if config.max_backoff is not None else backoff
+    cap = min(config.max_backoff if config.max_backoff is not None else backoff, MAX_RETRY_DELAY)
     return max(backoff, min(outcome.retry_after, cap))
 
 
@@ -116,7 +118,10 @@ def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(when - now, timedelta(0))
+    try:
+        return min(max(when - now, timedelta(0)), timedelta(seconds=_MAX_RETRY_AFTER_S))
+    except OverflowError:  # a date a few hours past year 9999 in UTC
+        return timedelta(seconds=_MAX_RETRY_AFTER_S)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -106,7 +106,8 @@ def _target(host: str) -> str | Address:
     """What a host stands for: an address (however written), or a name without its final dot."""
     address = _address(host)
     if address is None:
-        address = _legacy_ipv4(host)
+        legacy = _legacy_ipv4(host)
+        address = _as_connected(legacy) if legacy is not None else None
     return address if address is not None else host.rstrip(".")
 
 
@@ -162,23 +163,35 @@ def _address(host: str) -> Address | None:
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address):
-        return _embedded_ipv4(address) or address
+        address = _embedded_ipv4(address) or address
+    return _as_connected(address)
+
+
+def _as_connected(address: Address) -> Address:
+    """``address`` as a connection reaches it: 0.0.0.0/8 and :: reach this machine's loopback."""
+    if address.is_unspecified or address in _THIS_NETWORK:
+        return ipaddress.IPv6Address("::1") if address.version == 6 else ipaddress.IPv4Address("127.0.0.1")
     return address
+
+
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 one carries and reaches (``::ffff:a.b.c.d``, the deprecated
-    ``::a.b.c.d``, 6to4 ``2002:AABB:CCDD::``, NAT64 ``64:ff9b::a.b.c.d``), so that the IPv4
+    ``::a.b.c.d``, IPv4-translated ``::ffff:0:a.b.c.d``, 6to4 ``2002:AABB:CCDD::``, NAT64
+    ``64:ff9b::a.b.c.d``), so that the IPv4
     rules judge it too."""
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
     if address.sixtofour is not None:
         return address.sixtofour
-    if address in _NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):
+    if address in _NAT64 or address in _IPV4_TRANSLATED or (address in _IPV4_COMPATIBLE and int(address) > 1):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 

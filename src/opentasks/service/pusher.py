@@ -97,7 +97,8 @@ class GuardedResolver(AbstractResolver):
     """Resolves host names, refusing any name the target policy denies and any whose addresses
     it denies (so a name cannot smuggle a task to a metadata server).
 
-    Lookups go through c-ares (aiodns), which reads /etc/hosts, so they use no thread; each is
+    Lookups go through c-ares (aiodns), which reads /etc/hosts, so they use no thread; a name
+    DNS does not know is then asked of the system's resolver (mDNS, NSS modules); each lookup is
     bounded by ``timeout_s``; concurrent lookups of one name share one query; answers are cached
     for ``cache_ttl_s`` in an LRU of ``cache_size`` names. ``nameservers`` (``"ip"`` or
     ``"ip:port"``) replace the system's; ``inner`` replaces c-ares altogether (tests).
@@ -117,21 +118,24 @@ class GuardedResolver(AbstractResolver):
         self._policy = policy
         self._timeout_s = timeout_s
         self._inner = inner or _async_resolver(nameservers, timeout_s)
-        self._cache: OrderedDict[tuple[str, int, int], tuple[float, list[ResolveResult]]] = OrderedDict()
+        # The system's resolver (getaddrinfo in threads) answers what DNS does not, unless
+        # tests replace the resolver or name servers are given.
+        self._system = None if inner is not None or nameservers else aiohttp.ThreadedResolver()
+        self._cache: OrderedDict[tuple[str, int], tuple[float, list[ResolveResult]]] = OrderedDict()
         self._cache_size = cache_size
         self._cache_ttl_s = cache_ttl_s
         self._clock = clock or SystemClock()
-        self._pending: dict[tuple[str, int, int], asyncio.Future[list[ResolveResult]]] = {}
+        self._pending: dict[tuple[str, int], asyncio.Future[list[ResolveResult]]] = {}
 
     async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[ResolveResult]:
         self._policy.check_host(host, "the task's URL")
-        results = await self._cached_or_looked_up(host, port, int(family))
+        results = await self._cached_or_looked_up(host, int(family))
         for result in results:
             self._policy.check_address(host, result["host"])
-        return results
+        return [{**result, "port": port} for result in results]
 
-    async def _cached_or_looked_up(self, host: str, port: int, family: int) -> list[ResolveResult]:
-        key = (host, port, family)
+    async def _cached_or_looked_up(self, host: str, family: int) -> list[ResolveResult]:
+        key = (host, family)
         cached = self._cache.get(key)
         if cached is not None and cached[0] > self._clock.monotonic():
             self._cache.move_to_end(key)
@@ -143,20 +147,30 @@ class GuardedResolver(AbstractResolver):
             pending.add_done_callback(lambda done: self._lookup_done(key, done))
         return await asyncio.shield(pending)
 
-    async def _lookup(self, key: tuple[str, int, int]) -> list[ResolveResult]:
-        host, port, family = key
+    async def _lookup(self, key: tuple[str, int]) -> list[ResolveResult]:
+        host, family = key
         try:
-            lookup = self._inner.resolve(host, port, socket.AddressFamily(family))
-            results = await asyncio.wait_for(lookup, self._timeout_s)
+            results = await self._bounded(self._inner, host, family)
         except TimeoutError:
             raise OSError(f"DNS lookup of {host} timed out after {self._timeout_s:g} s") from None
+        except OSError:
+            if self._system is None:
+                raise
+            # Not in DNS: names that only the system's resolver knows (mDNS ".local", NSS
+            # modules) are looked up there, still bounded in time.
+            results = await self._bounded(self._system, host, family)
         self._cache[key] = (self._clock.monotonic() + self._cache_ttl_s, results)
         self._cache.move_to_end(key)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return results
 
-    def _lookup_done(self, key: tuple[str, int, int], done: asyncio.Future[list[ResolveResult]]) -> None:
+    async def _bounded(self, resolver: AbstractResolver, host: str, family: int) -> list[ResolveResult]:
+        return await asyncio.wait_for(
+            resolver.resolve(host, 0, socket.AddressFamily(family)), self._timeout_s
+        )
+
+    def _lookup_done(self, key: tuple[str, int], done: asyncio.Future[list[ResolveResult]]) -> None:
         self._pending.pop(key, None)
         if not done.cancelled():
             done.exception()  # retrieved, in case every caller stopped waiting
@@ -165,6 +179,8 @@ class GuardedResolver(AbstractResolver):
         for pending in list(self._pending.values()):
             pending.cancel()
         await self._inner.close()
+        if self._system is not None:
+            await self._system.close()
 
 
 def _async_resolver(nameservers: Sequence[str] | None, timeout_s: float) -> AbstractResolver:
@@ -205,6 +221,13 @@ class AiohttpPusher:
         self._dns_timeout_s = dns_timeout_s
         self._max_response_bytes = max_response_bytes
         self._clock = clock or SystemClock()
+        self._hop_checks = (self._check_hop,)
+
+    async def _check_hop(
+        self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        self._targets.check_url(str(request.url), "a redirect of the task's URL")
+        return await handler(request)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -249,6 +272,9 @@ class AiohttpPusher:
                 timeout=_timeout(request.timeout_s),
                 allow_redirects=request.follow_redirects,
                 max_redirects=_MAX_REDIRECTS,
+                # Each hop's URL is judged like the first one, allow list included (the
+                # connection check alone cannot tell an IP literal from a resolved name).
+                middlewares=self._hop_checks if request.follow_redirects else None,
             ) as response:
                 await self._discard_body(response)
                 return AttemptOutcome(http_status=response.status, retry_after=self._retry_after(response))
