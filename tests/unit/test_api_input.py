@@ -18,10 +18,10 @@ from opentasks.api.content_encoding import decode_body
 from opentasks.api.json_errors import parse_json
 from opentasks.api.rest import camel_case_mask, decoded_path, query_parameters, response_format
 from opentasks.api.status import MAX_MESSAGE_BYTES, wire_message
-from opentasks.api.throttled_log import ThrottledLog
 from opentasks.errors import InvalidArgument, PayloadTooLarge
 from opentasks.service import paging
 from opentasks.service.paging import next_page_token, page_request
+from opentasks.throttled_log import ThrottledLog
 
 
 def task_request(**fields: Any) -> Any:

@@ -16,7 +16,7 @@ from opentasks.domain.names import QueueName
 from opentasks.domain.outbound import OutboundRequest
 from opentasks.domain.queue import Queue, RateLimits, RetryConfig
 from opentasks.domain.task import AttemptFailure, AttemptOutcome, HttpRequest, TaskDraft, TaskView, new_task
-from opentasks.service.dispatcher import DispatchSettings, _ResultWriter
+from opentasks.service.dispatcher import ALERT_INTERVAL_S, DispatchSettings, _ResultWriter
 from opentasks.service.windows import TombstonePolicy
 from opentasks.storage.base import AttemptResult, Claim, LeaseUntil, Windows
 from opentasks.storage.memory import MemoryStore
@@ -269,7 +269,9 @@ async def test_one_result_that_cannot_be_stored_costs_the_others_nothing(
     assert by_id["t2"].schedule_time == now + timedelta(seconds=1)
     assert by_id["t1"].schedule_time == now + MAX_RETRY_DELAY  # stored, clamped
     assert all(t.dispatch_count == 2 for t in by_id.values())  # the attempt above, and this claim
-    assert "recorded projects/p/locations/l/queues/q/tasks/t1 as retried at" in caplog.text
+    # One line for the burst (the rest are counted, not written: a store outage must not flood the log).
+    assert "could not record 3 attempt outcome(s) together" in caplog.text
+    assert "as retried at" not in caplog.text
 
 
 async def test_refused_attempts_are_logged_without_body_or_headers(caplog: pytest.LogCaptureFixture) -> None:
@@ -297,6 +299,20 @@ async def test_refused_attempts_are_logged_without_body_or_headers(caplog: pytes
     assert "secret-task" in message
     assert "10.0.0.1 is a private address" in message
     assert "hunter2" not in caplog.text
+    # More refusals within the interval are counted, then reported with the next line written.
+    for number in range(3):
+        await world.tasks.create_task(
+            Q, TaskDraft(http_request=HttpRequest(url=f"https://h/{number}")), TaskView.BASIC
+        )
+    with caplog.at_level(logging.WARNING, logger="opentasks.service.dispatcher"):
+        assert await world.step() == 3
+        world.clock.advance(ALERT_INTERVAL_S)
+        await world.tasks.create_task(
+            Q, TaskDraft(http_request=HttpRequest(url="https://h/late")), TaskView.BASIC
+        )
+        assert await world.step() >= 1  # the late task, and retries of the refused ones
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 2 and "(3 similar events were not logged" in refusals[1]
 
 
 async def test_hostile_retry_settings_reschedule_within_the_ceiling_and_never_resend_early() -> None:

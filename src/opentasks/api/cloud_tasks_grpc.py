@@ -17,7 +17,6 @@ from opentasks.api.auth import ApiAuth
 from opentasks.api.messages import PB
 from opentasks.api.operations import OperationRegistry
 from opentasks.api.status import rpc_status
-from opentasks.api.throttled_log import ThrottledLog
 from opentasks.clock import Clock
 from opentasks.domain.iam import policy_etag
 from opentasks.domain.names import LocationName, QueueName, TaskName
@@ -27,6 +26,7 @@ from opentasks.errors import Aborted, Internal, InvalidArgument, OpenTasksError,
 from opentasks.service.locations import LocationService
 from opentasks.service.queues import QueueService
 from opentasks.service.tasks import BufferedRequest, TaskService
+from opentasks.throttled_log import ThrottledLog
 
 SERVICE = "google.cloud.tasks.v2.CloudTasks"
 _log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from typing import cast
 
 from aiohttp import web
 
-from opentasks.api.throttled_log import ThrottledLog
+from opentasks.throttled_log import ThrottledLog
 
 _log = logging.getLogger(__name__)
 _REFUSAL_BODY = b"Too many connections to this server; retry shortly.\n"

@@ -29,7 +29,6 @@ from opentasks.api.content_encoding import decode_body
 from opentasks.api.json_errors import parse_json
 from opentasks.api.messages import PB
 from opentasks.api.status import grpc_code, http_status, rpc_status
-from opentasks.api.throttled_log import ThrottledLog
 from opentasks.errors import (
     Internal,
     InvalidArgument,
@@ -38,6 +37,7 @@ from opentasks.errors import (
     PayloadTooLarge,
     RequestTimeout,
 )
+from opentasks.throttled_log import ThrottledLog
 
 _log = logging.getLogger(__name__)
 Rpc = Callable[[PB], Awaitable[PB]]

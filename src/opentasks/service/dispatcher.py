@@ -35,8 +35,10 @@ from opentasks.errors import NotFound
 from opentasks.service.pusher import Pusher
 from opentasks.service.windows import TombstonePolicy
 from opentasks.storage.base import AttemptResult, LeaseUntil, Store, Windows
+from opentasks.throttled_log import ThrottledLog
 
 _log = logging.getLogger(__name__)
+ALERT_INTERVAL_S = 10.0
 
 # How long a queue's worker pauses after an unexpected error: doubling from the first to the
 # second while the errors last.
@@ -90,6 +92,8 @@ class Dispatcher:
         self._attempts: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._results = _ResultWriter(store, clock, self._tombstones)
+        # What tasks and handlers can cause again and again is logged at most every 10 s.
+        self.alerts = ThrottledLog(_log, clock.monotonic, interval_s=ALERT_INTERVAL_S)
         self._looping = False
         self._stopping = False
 
@@ -212,7 +216,7 @@ class Dispatcher:
         outcome = await self._send_attempt(claimed, current)
         if outcome.failure == AttemptFailure.REFUSED:
             # Never the body or the headers: they may carry secrets.
-            _log.warning(
+            (worker.refusals if worker is not None else self.alerts).warning(
                 "queue %s: attempt of task %s was refused: %s",
                 claimed.name.queue,
                 claimed.name.task_id,
@@ -224,7 +228,7 @@ class Dispatcher:
             if after is not None and worker is not None:
                 worker.note_due(after.schedule_time)
         except Exception:  # the lease expiry dispatches the task again
-            _log.exception(
+            self.alerts.exception(
                 "queue %s: could not queue the outcome of task %s", claimed.name.queue, claimed.name
             )
 
@@ -242,7 +246,9 @@ class Dispatcher:
         except (TargetDenied, CredentialError) as refusal:
             return AttemptOutcome(failure=AttemptFailure.REFUSED, detail=str(refusal))
         except Exception as error:  # a bug must not strand the task: it fails and is retried
-            _log.exception("queue %s: attempt of %s failed unexpectedly", claimed.name.queue, claimed.name)
+            self.alerts.exception(
+                "queue %s: attempt of %s failed unexpectedly", claimed.name.queue, claimed.name
+            )
             return AttemptOutcome(failure=AttemptFailure.UNREACHABLE, detail=f"internal error: {error!r}")
 
     def _next_state(
@@ -255,7 +261,7 @@ class Dispatcher:
         try:
             return after_attempt(claimed, outcome, now, queue_retry, retry_from=retry_from)
         except Exception:
-            _log.exception(
+            self.alerts.exception(
                 "queue %s: could not compute the next attempt of task %s; retrying it after max_backoff",
                 claimed.name.queue,
                 claimed.name.task_id,
@@ -301,6 +307,7 @@ class _QueueWorker:
         self.bucket = TokenBucket(
             limits.max_dispatches_per_second, limits.max_burst_size, self._clock.monotonic()
         )
+        self.refusals = ThrottledLog(_log, self._clock.monotonic, interval_s=ALERT_INTERVAL_S)
         self.inflight = 0  # attempts being sent
         self.senders = 0  # coroutines sending this queue's attempts, one attempt at a time each
         self.pending: deque[Task] = deque()  # claimed, waiting for a sender
@@ -451,6 +458,7 @@ class _ResultWriter:
         self._tombstones = tombstones
         self._pending: list[AttemptResult] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._log = ThrottledLog(_log, clock.monotonic, interval_s=ALERT_INTERVAL_S)
 
     def add(self, result: AttemptResult) -> None:
         self._pending.append(result)
@@ -471,7 +479,7 @@ class _ResultWriter:
                 await self._store.finish_attempts(batch, windows)
             except Exception:
                 # One bad result must not cost the others theirs: store them one by one.
-                _log.exception(
+                self._log.exception(
                     "could not record %d attempt outcome(s) together; recording them one by one", len(batch)
                 )
                 await self._finish_one_by_one(batch)
@@ -480,14 +488,16 @@ class _ResultWriter:
         try:
             windows = self._tombstones.windows(self._clock.now())
         except Exception:
-            _log.exception(
+            self._log.exception(
                 "could not record %d attempt outcome(s); their tasks will be dispatched again", len(batch)
             )
             return
         failed = sum(await asyncio.gather(*(self._finish_alone(result, windows) for result in batch)))
         if failed:
             # The tasks stay claimed; their leases expire and they are dispatched again.
-            _log.error("could not record %d attempt outcome(s); their tasks will be dispatched again", failed)
+            self._log.error(
+                "could not record %d attempt outcome(s); their tasks will be dispatched again", failed
+            )
 
     async def _finish_alone(self, result: AttemptResult, windows: Windows) -> bool:
         """Store one result; if that fails, store it as a retry at a clamped time. True if neither worked."""
@@ -495,7 +505,7 @@ class _ResultWriter:
             await self._store.finish_attempts([result], windows)
             return False
         except Exception as error:
-            _log.warning("could not record the outcome of %s: %r", result.name, error)
+            self._log.warning("could not record the outcome of %s: %r", result.name, error)
         if result.task is None:
             return True
         horizon = later(self._clock.now(), MAX_RETRY_DELAY)
@@ -503,7 +513,7 @@ class _ResultWriter:
         try:
             await self._store.finish_attempts([dataclasses.replace(result, task=task)], windows)
         except Exception as error:
-            _log.warning("could not record %s as retried either: %r", result.name, error)
+            self._log.warning("could not record %s as retried either: %r", result.name, error)
             return True
-        _log.warning("recorded %s as retried at %s instead", result.name, task.schedule_time.isoformat())
+        self._log.warning("recorded %s as retried at %s instead", result.name, task.schedule_time.isoformat())
         return False

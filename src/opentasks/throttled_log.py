@@ -62,3 +62,6 @@ class ThrottledLog:
 
     def warning(self, message: str, *args: Any) -> bool:
         return self.log(logging.WARNING, message, *args)
+
+    def error(self, message: str, *args: Any) -> bool:
+        return self.log(logging.ERROR, message, *args)
