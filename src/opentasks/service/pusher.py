@@ -1,8 +1,9 @@
 """Outbound HTTP: sends one attempt's request and reports how it ended.
 
-Where a request may go is enforced at three points, all with the server's :class:`TargetPolicy`:
+Where a request may go is enforced at four points, all with the server's :class:`TargetPolicy`:
 
 * the dispatcher checks the task's URL (its host as the HTTP client normalises it);
+* a client middleware checks the URL of every redirect hop the same way (allow list included);
 * :class:`GuardedResolver` checks every host name looked up (the task's, or a redirect's) and
   every address it resolves to;
 * :class:`ConnectGuard` (aiohttp's ``socket_factory``) checks the address of every connection
@@ -242,6 +243,7 @@ class AiohttpPusher:
                     socket_factory=ConnectGuard(self._targets),
                 ),
                 cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,  # a proxy from the environment would hide the real target
                 timeout=_DEFAULT_TIMEOUT,
                 auto_decompress=False,
                 skip_auto_headers=_NO_AUTO_HEADERS,
