@@ -30,7 +30,7 @@ from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import Queue, QueueState
 from opentasks.domain.task import Task
 from opentasks.errors import Unavailable
-from opentasks.storage import base, codec, rows
+from opentasks.storage import base, codec, rows, sqlite_files
 from opentasks.storage.base import AttemptResult, Claim, LeaseUntil, QueueChange, TaskPage, Windows
 from opentasks.storage.migrations import scripts
 
@@ -58,6 +58,7 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
         self._lock_file: IO[bytes] | None = None
+        self._identity: sqlite_files.FileIdentity | None = None
         self._pending: list[tuple[Operation[Any], asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opentasks-sqlite-commit")
@@ -66,11 +67,32 @@ class SqliteStore:
     # -- life cycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (creating it owner-only if missing) and migrate the database.
+
+        :class:`~opentasks.storage.sqlite_files.StoreUnusable` (one line, what to do) when the
+        directory is missing, the file is corrupt or another program's, or its schema is newer
+        than this code; :class:`DatabaseInUse` when another server holds it."""
+        sqlite_files.prepare(self._path)
         self._lock_file = _lock(self._path)
-        self._conn = self._connect()
-        _migrate(self._conn)
-        self._read_conn = self._connect(query_only=True)
+        try:
+            self._conn = self._connect()
+            _migrate(self._conn, self._path)
+            self._read_conn = self._connect(query_only=True)
+            self._identity = sqlite_files.FileIdentity.of(self._path)
+        except sqlite3.Error as error:
+            await self.close()
+            raise sqlite_files.unusable(self._path, error) from None
+        except BaseException:
+            await self.close()
+            raise
+
+    async def probe(self) -> str | None:
+        """Why the store cannot serve right now (None when it can): its file must still be the
+        one it opened and answer a query (for readiness checks)."""
+        conn = self._read_conn
+        if conn is None:
+            return "the store is closed"
+        return await self._read(lambda conn: sqlite_files.probe(conn, self._path, self._identity))
 
     async def close(self) -> None:
         while self._flusher is not None and not self._flusher.done():
@@ -389,7 +411,7 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 
 def _lock(path: Path) -> IO[bytes]:
     """Hold an exclusive lock beside the database for as long as the store is open."""
-    lock_file = open(path.with_name(path.name + ".lock"), "wb")  # noqa: SIM115 - closed by close()
+    lock_file = open(sqlite_files.open_private(path.with_name(path.name + ".lock")), "wb")  # noqa: SIM115
     try:
         fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -412,8 +434,8 @@ def _in_savepoint(conn: sqlite3.Connection, operation: Operation[Any]) -> tuple[
     return result, None
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    version = sqlite_files.check_schema(conn, path)
     for number, sql in scripts("sqlite"):
         if number > version:
             conn.execute("BEGIN IMMEDIATE")

@@ -1,0 +1,118 @@
+"""The SQLite store's files: private modes, clear refusals at open, and the readiness probe."""
+
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from opentasks.storage.sqlite import DatabaseInUse, SqliteStore
+from opentasks.storage.sqlite_files import StoreUnusable, latest_schema
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_database_wal_shm_and_lock_files_are_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        files = [path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}.lock")]
+        assert {f.name: mode(f) for f in files} == {f.name: 0o600 for f in files}
+    finally:
+        await store.close()
+
+
+async def test_a_missing_directory_is_refused_not_created(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "t.db"
+    with pytest.raises(StoreUnusable, match=r"directory .*missing.* does not exist"):
+        await SqliteStore(path).open()
+    assert not path.parent.exists()
+
+
+async def test_a_file_that_is_not_a_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    garbage = b"this is not an SQLite file at all\n" * 200
+    path.write_bytes(garbage)
+    with pytest.raises(StoreUnusable, match="corrupt or not a database") as raised:
+        await SqliteStore(path).open()
+    assert "\n" not in str(raised.value)
+    assert path.read_bytes() == garbage
+
+
+async def test_a_damaged_header_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    data = bytearray(path.read_bytes())
+    data[:16] = b"garbage garbage!"
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreUnusable, match="corrupt"):
+        await SqliteStore(path).open()
+
+
+async def test_a_schema_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version={latest_schema() + 1}")
+    with pytest.raises(StoreUnusable, match=f"schema version {latest_schema() + 1}, newer than"):
+        await SqliteStore(path).open()
+    # refused before anything was written: the version is still the newer one
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == latest_schema() + 1
+
+
+async def test_another_programs_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    with pytest.raises(StoreUnusable, match="another program"):
+        await SqliteStore(path).open()
+
+
+async def test_a_refused_open_releases_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    path.write_bytes(b"x" * 4096)
+    with pytest.raises(StoreUnusable):
+        await SqliteStore(path).open()
+    path.unlink()
+    store = SqliteStore(path)
+    await store.open()  # not DatabaseInUse
+    await store.close()
+
+
+async def test_a_second_store_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    first = SqliteStore(tmp_path / "t.db")
+    await first.open()
+    try:
+        with pytest.raises(DatabaseInUse):
+            await SqliteStore(tmp_path / "t.db").open()
+    finally:
+        await first.close()
+
+
+async def test_probe_reports_a_removed_or_replaced_file(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    path = folder / "t.db"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await store.probe() is None
+        moved = tmp_path / "moved"
+        folder.rename(moved)
+        reason = await store.probe()
+        assert reason is not None
+        assert "unreachable" in reason
+        folder.mkdir()
+        path.write_bytes(b"")
+        assert "replaced" in (await store.probe() or "")
+    finally:
+        await store.close()
+    assert await store.probe() == "the store is closed"
