@@ -31,6 +31,8 @@ from opentasks.throttled_log import ThrottledLog
 SERVICE = "google.cloud.tasks.v2.CloudTasks"
 _log = logging.getLogger(__name__)
 Handler = Callable[[PB], Awaitable[PB]]
+MethodTable = dict[str, tuple[Handler, Any, Any]]
+"""RPC name -> (coroutine, request class, response class)."""
 
 
 class CloudTasksApi:
@@ -305,48 +307,64 @@ def _rpc(
     )
 
 
-def handlers(api: CloudTasksApi, auth: ApiAuth | None = None) -> tuple[grpc.GenericRpcHandler, ...]:
-    """The generic handlers serving every v2 RPC and its mixins under their full method names
-    (each call checked by ``auth`` when given)."""
-    tasks_methods = {
-        "ListQueues": (api.list_queues, pb.ListQueuesRequest, pb.ListQueuesResponse),
-        "GetQueue": (api.get_queue, pb.GetQueueRequest, pb.Queue),
-        "CreateQueue": (api.create_queue, pb.CreateQueueRequest, pb.Queue),
-        "UpdateQueue": (api.update_queue, pb.UpdateQueueRequest, pb.Queue),
-        "DeleteQueue": (api.delete_queue, pb.DeleteQueueRequest, pb.Empty),
-        "PurgeQueue": (api.purge_queue, pb.PurgeQueueRequest, pb.Queue),
-        "PauseQueue": (api.pause_queue, pb.PauseQueueRequest, pb.Queue),
-        "ResumeQueue": (api.resume_queue, pb.ResumeQueueRequest, pb.Queue),
-        "ListTasks": (api.list_tasks, pb.ListTasksRequest, pb.ListTasksResponse),
-        "GetTask": (api.get_task, pb.GetTaskRequest, pb.Task),
-        "CreateTask": (api.create_task, pb.CreateTaskRequest, pb.Task),
-        "DeleteTask": (api.delete_task, pb.DeleteTaskRequest, pb.Empty),
-        "RunTask": (api.run_task, pb.RunTaskRequest, pb.Task),
-        "BatchCreateTasks": (api.batch_create_tasks, pb.BatchCreateTasksRequest, pb.Operation),
-        "BatchDeleteTasks": (api.batch_delete_tasks, pb.BatchDeleteTasksRequest, pb.Operation),
-        "GetIamPolicy": (api.get_iam_policy, pb.GetIamPolicyRequest, pb.Policy),
-        "SetIamPolicy": (api.set_iam_policy, pb.SetIamPolicyRequest, pb.Policy),
+def cloud_tasks_methods(api: Any, m: Any) -> MethodTable:
+    """The CloudTasks service's RPCs: name -> (coroutine of ``api``, request class, response class),
+    with the message classes of module ``m`` (:mod:`messages` for v2, ``messages_v2beta3``)."""
+    return {
+        "ListQueues": (api.list_queues, m.ListQueuesRequest, m.ListQueuesResponse),
+        "GetQueue": (api.get_queue, m.GetQueueRequest, m.Queue),
+        "CreateQueue": (api.create_queue, m.CreateQueueRequest, m.Queue),
+        "UpdateQueue": (api.update_queue, m.UpdateQueueRequest, m.Queue),
+        "DeleteQueue": (api.delete_queue, m.DeleteQueueRequest, m.Empty),
+        "PurgeQueue": (api.purge_queue, m.PurgeQueueRequest, m.Queue),
+        "PauseQueue": (api.pause_queue, m.PauseQueueRequest, m.Queue),
+        "ResumeQueue": (api.resume_queue, m.ResumeQueueRequest, m.Queue),
+        "ListTasks": (api.list_tasks, m.ListTasksRequest, m.ListTasksResponse),
+        "GetTask": (api.get_task, m.GetTaskRequest, m.Task),
+        "CreateTask": (api.create_task, m.CreateTaskRequest, m.Task),
+        "DeleteTask": (api.delete_task, m.DeleteTaskRequest, m.Empty),
+        "RunTask": (api.run_task, m.RunTaskRequest, m.Task),
+        "BatchCreateTasks": (api.batch_create_tasks, m.BatchCreateTasksRequest, m.Operation),
+        "BatchDeleteTasks": (api.batch_delete_tasks, m.BatchDeleteTasksRequest, m.Operation),
+        "GetIamPolicy": (api.get_iam_policy, m.GetIamPolicyRequest, m.Policy),
+        "SetIamPolicy": (api.set_iam_policy, m.SetIamPolicyRequest, m.Policy),
         "TestIamPermissions": (
             api.test_iam_permissions,
-            pb.TestIamPermissionsRequest,
-            pb.TestIamPermissionsResponse,
+            m.TestIamPermissionsRequest,
+            m.TestIamPermissionsResponse,
         ),
-        "GetCmekConfig": (api.get_cmek_config, pb.GetCmekConfigRequest, pb.CmekConfig),
-        "UpdateCmekConfig": (api.update_cmek_config, pb.UpdateCmekConfigRequest, pb.CmekConfig),
+        "GetCmekConfig": (api.get_cmek_config, m.GetCmekConfigRequest, m.CmekConfig),
+        "UpdateCmekConfig": (api.update_cmek_config, m.UpdateCmekConfigRequest, m.CmekConfig),
     }
-    location_methods = {
-        "ListLocations": (api.list_locations, pb.ListLocationsRequest, pb.ListLocationsResponse),
-        "GetLocation": (api.get_location, pb.GetLocationRequest, pb.Location),
-    }
-    operation_methods = {"GetOperation": (api.get_operation, pb.GetOperationRequest, pb.Operation)}
-    logs = _Logs(ThrottledLog(_log, api.clock.monotonic), ThrottledLog(_log, api.clock.monotonic))
+
+
+def service_handlers(
+    services: dict[str, MethodTable], clock: Clock, auth: ApiAuth | None = None
+) -> tuple[grpc.GenericRpcHandler, ...]:
+    """Generic handlers for ``services`` (full service name -> RPC table), each call checked by
+    ``auth`` when given; their logs are rate-limited together."""
+    logs = _Logs(ThrottledLog(_log, clock.monotonic), ThrottledLog(_log, clock.monotonic))
     return tuple(
         grpc.method_handlers_generic_handler(
             service, {name: _rpc(*entry, auth, logs) for name, entry in methods.items()}
         )
-        for service, methods in (
-            (SERVICE, tasks_methods),
-            ("google.cloud.location.Locations", location_methods),
-            ("google.longrunning.Operations", operation_methods),
-        )
+        for service, methods in services.items()
     )
+
+
+def handlers(api: CloudTasksApi, auth: ApiAuth | None = None) -> tuple[grpc.GenericRpcHandler, ...]:
+    """The generic handlers serving every v2 RPC and its mixins under their full method names
+    (each call checked by ``auth`` when given)."""
+    location_methods: MethodTable = {
+        "ListLocations": (api.list_locations, pb.ListLocationsRequest, pb.ListLocationsResponse),
+        "GetLocation": (api.get_location, pb.GetLocationRequest, pb.Location),
+    }
+    operation_methods: MethodTable = {
+        "GetOperation": (api.get_operation, pb.GetOperationRequest, pb.Operation),
+    }
+    services: dict[str, MethodTable] = {
+        SERVICE: cloud_tasks_methods(api, pb),
+        "google.cloud.location.Locations": location_methods,
+        "google.longrunning.Operations": operation_methods,
+    }
+    return service_handlers(services, api.clock, auth)

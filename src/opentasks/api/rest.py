@@ -23,6 +23,7 @@ from google.protobuf import json_format
 
 from opentasks.api import call
 from opentasks.api import messages as pb
+from opentasks.api import messages_v2beta3 as pb_v2beta3
 from opentasks.api.auth import ApiAuth
 from opentasks.api.cloud_tasks_grpc import CloudTasksApi
 from opentasks.api.content_encoding import decode_body
@@ -76,67 +77,74 @@ class Route:
         )
 
 
-ROUTES = (
-    Route("GET", (*_LOCATION, "queues"), "", "list_queues", pb.ListQueuesRequest, "parent", 4),
-    Route("POST", (*_LOCATION, "queues"), "", "create_queue", pb.CreateQueueRequest, "parent", 4, "queue"),
-    Route("GET", _QUEUE, "", "get_queue", pb.GetQueueRequest, "name", 6),
-    Route("PATCH", _QUEUE, "", "update_queue", pb.UpdateQueueRequest, "queue.name", 6, "queue"),
-    Route("DELETE", _QUEUE, "", "delete_queue", pb.DeleteQueueRequest, "name", 6),
-    Route("POST", _QUEUE, "purge", "purge_queue", pb.PurgeQueueRequest, "name", 6, "*"),
-    Route("POST", _QUEUE, "pause", "pause_queue", pb.PauseQueueRequest, "name", 6, "*"),
-    Route("POST", _QUEUE, "resume", "resume_queue", pb.ResumeQueueRequest, "name", 6, "*"),
-    Route("POST", _QUEUE, "getIamPolicy", "get_iam_policy", pb.GetIamPolicyRequest, "resource", 6, "*"),
-    Route("POST", _QUEUE, "setIamPolicy", "set_iam_policy", pb.SetIamPolicyRequest, "resource", 6, "*"),
-    Route(
-        "POST",
-        _QUEUE,
-        "testIamPermissions",
-        "test_iam_permissions",
-        pb.TestIamPermissionsRequest,
-        "resource",
-        6,
-        "*",
-    ),
-    Route("GET", (*_QUEUE, "tasks"), "", "list_tasks", pb.ListTasksRequest, "parent", 6),
-    Route("POST", (*_QUEUE, "tasks"), "", "create_task", pb.CreateTaskRequest, "parent", 6, "*"),
-    Route(
-        "POST",
-        (*_QUEUE, "tasks"),
-        "batchCreate",
-        "batch_create_tasks",
-        pb.BatchCreateTasksRequest,
-        "parent",
-        6,
-        "*",
-    ),
-    Route(
-        "POST",
-        (*_QUEUE, "tasks"),
-        "batchDelete",
-        "batch_delete_tasks",
-        pb.BatchDeleteTasksRequest,
-        "parent",
-        6,
-        "*",
-    ),
-    Route("GET", _TASK, "", "get_task", pb.GetTaskRequest, "name", 8),
-    Route("DELETE", _TASK, "", "delete_task", pb.DeleteTaskRequest, "name", 8),
-    Route("POST", _TASK, "run", "run_task", pb.RunTaskRequest, "name", 8, "*"),
-    Route("GET", (*_LOCATION, "cmekConfig"), "", "get_cmek_config", pb.GetCmekConfigRequest, "name", 5),
-    Route(
-        "PATCH",
-        (*_LOCATION, "cmekConfig"),
-        "",
-        "update_cmek_config",
-        pb.UpdateCmekConfigRequest,
-        "cmek_config.name",
-        5,
-        "cmek_config",
-    ),
-    Route("GET", ("projects", "*", "locations"), "", "list_locations", pb.ListLocationsRequest, "name", 2),
-    Route("GET", _LOCATION, "", "get_location", pb.GetLocationRequest, "name", 4),
-    Route("GET", (*_LOCATION, "operations", "*"), "", "get_operation", pb.GetOperationRequest, "name", 6),
-)
+def routes(m: Any) -> tuple[Route, ...]:
+    """The route table of one API version, with the request classes of module ``m``."""
+    return (
+        Route("GET", (*_LOCATION, "queues"), "", "list_queues", m.ListQueuesRequest, "parent", 4),
+        Route("POST", (*_LOCATION, "queues"), "", "create_queue", m.CreateQueueRequest, "parent", 4, "queue"),
+        Route("GET", _QUEUE, "", "get_queue", m.GetQueueRequest, "name", 6),
+        Route("PATCH", _QUEUE, "", "update_queue", m.UpdateQueueRequest, "queue.name", 6, "queue"),
+        Route("DELETE", _QUEUE, "", "delete_queue", m.DeleteQueueRequest, "name", 6),
+        Route("POST", _QUEUE, "purge", "purge_queue", m.PurgeQueueRequest, "name", 6, "*"),
+        Route("POST", _QUEUE, "pause", "pause_queue", m.PauseQueueRequest, "name", 6, "*"),
+        Route("POST", _QUEUE, "resume", "resume_queue", m.ResumeQueueRequest, "name", 6, "*"),
+        Route("POST", _QUEUE, "getIamPolicy", "get_iam_policy", m.GetIamPolicyRequest, "resource", 6, "*"),
+        Route("POST", _QUEUE, "setIamPolicy", "set_iam_policy", m.SetIamPolicyRequest, "resource", 6, "*"),
+        Route(
+            "POST",
+            _QUEUE,
+            "testIamPermissions",
+            "test_iam_permissions",
+            m.TestIamPermissionsRequest,
+            "resource",
+            6,
+            "*",
+        ),
+        Route("GET", (*_QUEUE, "tasks"), "", "list_tasks", m.ListTasksRequest, "parent", 6),
+        Route("POST", (*_QUEUE, "tasks"), "", "create_task", m.CreateTaskRequest, "parent", 6, "*"),
+        Route(
+            "POST",
+            (*_QUEUE, "tasks"),
+            "batchCreate",
+            "batch_create_tasks",
+            m.BatchCreateTasksRequest,
+            "parent",
+            6,
+            "*",
+        ),
+        Route(
+            "POST",
+            (*_QUEUE, "tasks"),
+            "batchDelete",
+            "batch_delete_tasks",
+            m.BatchDeleteTasksRequest,
+            "parent",
+            6,
+            "*",
+        ),
+        Route("GET", _TASK, "", "get_task", m.GetTaskRequest, "name", 8),
+        Route("DELETE", _TASK, "", "delete_task", m.DeleteTaskRequest, "name", 8),
+        Route("POST", _TASK, "run", "run_task", m.RunTaskRequest, "name", 8, "*"),
+        Route("GET", (*_LOCATION, "cmekConfig"), "", "get_cmek_config", m.GetCmekConfigRequest, "name", 5),
+        Route(
+            "PATCH",
+            (*_LOCATION, "cmekConfig"),
+            "",
+            "update_cmek_config",
+            m.UpdateCmekConfigRequest,
+            "cmek_config.name",
+            5,
+            "cmek_config",
+        ),
+        Route("GET", ("projects", "*", "locations"), "", "list_locations", m.ListLocationsRequest, "name", 2),
+        Route("GET", _LOCATION, "", "get_location", m.GetLocationRequest, "name", 4),
+        Route("GET", (*_LOCATION, "operations", "*"), "", "get_operation", m.GetOperationRequest, "name", 6),
+    )
+
+
+ROUTES = routes(pb)
+V2BETA3_ROUTES = routes(pb_v2beta3)
+
 _BUFFER_PATTERNS = ((*_QUEUE, "tasks"), _TASK)
 # BufferTask turns the call's own method into the task's (samples use GET and POST).
 _BUFFER_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -155,14 +163,31 @@ _SYSTEM_PARAMETERS = frozenset(
         "uploadType",
     }
 )
-# Query parameters Google's discovery document lists for a v2 method whose request message has
+# Query parameters Google's discovery document lists for a method whose request message has
 # no such field (or that only later API versions honour): accepted and ignored.
+_EXTRA_LOCATION_TYPES = frozenset({"extraLocationTypes", "extra_location_types"})
+_READ_MASK = frozenset({"readMask", "read_mask"})
 _IGNORED_PARAMETERS = {
-    "list_locations": frozenset({"extraLocationTypes", "extra_location_types"}),
-    "get_queue": frozenset({"readMask", "read_mask"}),
-    "list_queues": frozenset({"readMask", "read_mask"}),
+    "list_locations": _EXTRA_LOCATION_TYPES,
+    "get_queue": _READ_MASK,
+    "list_queues": _READ_MASK,
 }
+_V2BETA3_IGNORED_PARAMETERS = {"list_locations": _EXTRA_LOCATION_TYPES}
 _UPDATE_MASK_KEYS = ("updateMask", "update_mask")
+_MASK_KEYS = (*_UPDATE_MASK_KEYS, *_READ_MASK)
+
+
+@dataclass(frozen=True)
+class ApiVersion:
+    """One API version served under ``/<name>/``: its routes, the query parameters its methods
+    ignore, and the object whose coroutines serve its RPCs (same names as the routes' ``rpc``)."""
+
+    name: str
+    routes: tuple[Route, ...]
+    ignored: Mapping[str, frozenset[str]]
+    api: Any
+
+
 _ALT_ENCODINGS = frozenset({"int", "string"})
 
 
@@ -216,13 +241,16 @@ def response_format(query: Mapping[str, str]) -> bool:
     return int_enums
 
 
-def find_route(method: str, path: str) -> tuple[Route, str]:
-    """The route serving ``method path`` (path after ``/v2/``) and the bound resource name."""
+def find_route(
+    method: str, path: str, table: tuple[Route, ...] = ROUTES, version: str = "v2"
+) -> tuple[Route, str]:
+    """The route of ``table`` serving ``method path`` (path after ``/<version>/``) and the bound
+    resource name."""
     segments, verb = split_path(path)
-    for route in ROUTES:
+    for route in table:
         if route.matches(method, segments, verb):
             return route, "/".join(segments[: route.bind])
-    raise NotFound(f"No Cloud Tasks v2 method is served at {method} /v2/{path}.")
+    raise NotFound(f"No Cloud Tasks {version} method is served at {method} /{version}/{path}.")
 
 
 def buffer_target(method: str, path: str) -> tuple[str, str] | None:
@@ -240,12 +268,22 @@ def buffer_target(method: str, path: str) -> tuple[str, str] | None:
 
 
 class RestApi:
-    """The aiohttp application serving ``/v2/...``."""
+    """The aiohttp application serving ``/v2/...`` (and ``/v2beta3/...`` when given its API)."""
 
     def __init__(
-        self, api: CloudTasksApi, auth: ApiAuth | None = None, *, read_timeout_s: float = 60.0
+        self,
+        api: CloudTasksApi,
+        auth: ApiAuth | None = None,
+        *,
+        read_timeout_s: float = 60.0,
+        v2beta3: Any = None,
     ) -> None:
         self._api = api
+        self._versions = {"v2": ApiVersion("v2", ROUTES, _IGNORED_PARAMETERS, api)}
+        if v2beta3 is not None:
+            self._versions["v2beta3"] = ApiVersion(
+                "v2beta3", V2BETA3_ROUTES, _V2BETA3_IGNORED_PARAMETERS, v2beta3
+            )
         self._auth = auth
         self._read_timeout_s = read_timeout_s
         self._internal_log = ThrottledLog(_log, api.clock.monotonic)
@@ -264,7 +302,8 @@ class RestApi:
         if extra_routes is not None:
             extra_routes(app)
         # [\s\S], not ".": a decoded path may hold line breaks, and still gets the JSON envelope.
-        app.router.add_route("*", "/v2/{path:[\\s\\S]+}", self.handle)
+        for version in self._versions:
+            app.router.add_route("*", f"/{version}/{{path:[\\s\\S]+}}", self.handle)
         app.router.add_route("*", "/{path:[\\s\\S]*}", self.unknown)
         return app
 
@@ -284,23 +323,25 @@ class RestApi:
         return response
 
     async def _serve(self, request: web.Request, int_enums: bool) -> web.Response:
-        path = decoded_path(request.rel_url.raw_path.removeprefix("/v2/"))
+        _, name, raw_path = request.rel_url.raw_path.split("/", 2)
+        version = self._versions[name]
+        path = decoded_path(raw_path)
         buffered = buffer_target(request.method, path)
         if buffered is not None:
             self._authorize(request, "buffer_task")
-            task = await self._buffer(request, *buffered)
+            task = await self._buffer(request, version, *buffered)
             body = json_format.MessageToDict(task, use_integers_for_enums=int_enums)
             return web.json_response({"task": body})  # BufferTaskResponse has no proto here
-        route, resource = find_route(request.method, path)
+        route, resource = find_route(request.method, path, version.routes, version.name)
         self._authorize(request, route.rpc)
-        message = await _request_message(route, resource, request)
-        rpc: Rpc = getattr(self._api, route.rpc)
+        message = await _request_message(route, resource, request, version.ignored)
+        rpc: Rpc = getattr(version.api, route.rpc)
         response = await rpc(message)
         return web.json_response(json_format.MessageToDict(response, use_integers_for_enums=int_enums))
 
-    async def _buffer(self, request: web.Request, queue: str, task_id: str) -> PB:
+    async def _buffer(self, request: web.Request, version: ApiVersion, queue: str, task_id: str) -> PB:
         body = await read_body(request)
-        task = await self._api.buffer_task(queue, task_id, request.method, body, request.content_type)
+        task = await version.api.buffer_task(queue, task_id, request.method, body, request.content_type)
         return task
 
 
@@ -379,10 +420,12 @@ def _one_line(error: BaseException) -> str:
     return re.sub(r"\s+", " ", str(error)).strip().rstrip(".") or type(error).__name__
 
 
-async def _request_message(route: Route, resource: str, request: web.Request) -> PB:
+async def _request_message(
+    route: Route, resource: str, request: web.Request, ignored: Mapping[str, frozenset[str]]
+) -> PB:
     message = route.request()
     # json_format reads numbers and enum numbers from strings, as query values always are.
-    parse_json(query_parameters(route.rpc, request.query), message, query=True)
+    parse_json(query_parameters(route.rpc, request.query, ignored), message, query=True)
     if route.body is not None:
         body = await _json_body(request)
         if route.body == "*":
@@ -398,13 +441,15 @@ async def _request_message(route: Route, resource: str, request: web.Request) ->
     return message
 
 
-def query_parameters(rpc: str, query: Any) -> dict[str, Any]:
+def query_parameters(
+    rpc: str, query: Any, ignored_parameters: Mapping[str, frozenset[str]] = _IGNORED_PARAMETERS
+) -> dict[str, Any]:
     """The query parameters that are request fields, ready for the proto3 JSON parser.
 
     System parameters, ``$``-prefixed ones and the documented ones this server ignores are
     left out; a parameter given more than once is refused (no GET request has a repeated field).
     """
-    ignored = _IGNORED_PARAMETERS.get(rpc, frozenset())
+    ignored = ignored_parameters.get(rpc, frozenset())
     fields: dict[str, Any] = {}
     for key in query:
         if key.startswith("$") or key in _SYSTEM_PARAMETERS or key in ignored or key in fields:
@@ -415,7 +460,7 @@ def query_parameters(rpc: str, query: Any) -> dict[str, Any]:
                 f'Invalid JSON payload received. The query parameter "{key}" is given {len(values)} '
                 "times; it takes one value."
             )
-        fields[key] = camel_case_mask(values[0]) if key in _UPDATE_MASK_KEYS else values[0]
+        fields[key] = camel_case_mask(values[0]) if key in _MASK_KEYS else values[0]
     return fields
 
 
