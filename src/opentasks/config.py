@@ -5,10 +5,15 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from opentasks.credentials.tokens import parse_oauth_tokens
+from opentasks.domain.routing import parse_service_routes
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -80,36 +85,198 @@ class StorageUrl:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything the server needs to start; see ``opentasks serve --help`` for each field."""
+class Option:
+    """How one setting is given: its flag, environment variable and config-file key (derived
+    from the field name unless set), its help, and how a given value becomes the field's.
 
-    host: str = "127.0.0.1"
-    port: int = 8123
-    http_port: int = 8124
-    storage: StorageUrl = StorageUrl("memory")
-    task_tombstone: timedelta = timedelta(hours=1)
-    queue_tombstone: timedelta = timedelta(days=7)
-    queue_yaml_task_tombstone: timedelta = timedelta(days=9)
-    max_rate_per_queue: float = 500.0
-    allowed_locations: frozenset[str] | None = None
-    require_https_for_tokens: bool = False
-    shutdown_grace: timedelta = timedelta(seconds=10)
-    dispatch: bool = True
-    app_engine_url: str = "http://127.0.0.1:8080"
-    app_engine_services: tuple[tuple[str, str], ...] = ()
-    lease_grace: timedelta = timedelta(seconds=30)
-    follow_redirects: bool = False
-    keys_dir: Path | None = None
-    oidc_issuer: str = ""
-    oauth_tokens: tuple[tuple[str, str], ...] = ()
-    dispatch_deny: tuple[str, ...] = ()
-    dispatch_allow: tuple[str, ...] = ()
-    default_dispatch_deny: bool = True
-    api_tokens: tuple[str, ...] = ()
-    api_read_only_tokens: tuple[str, ...] = ()
-    insecure_no_auth: bool = False
-    max_connections: int = 1000
-    read_timeout: timedelta = timedelta(seconds=60)
+    ``kind`` is ``str``, ``int``, ``float``, ``flag`` (on when given), ``switch`` (``--x/--no-x``),
+    ``duration``, ``path``, ``choice`` or ``multiple`` (repeatable; the variable is
+    space-separated). ``given_default`` is the default as a flag would take it, where it differs
+    from the field's (``"1h"`` for a duration); ``shown_default`` replaces it in ``--help``.
+    """
+
+    help: str
+    kind: str = "str"
+    flag: str = ""
+    env: str = ""
+    key: str = ""
+    given_default: Any = None
+    shown_default: str | None = None
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+    secret: bool = False
+    to_value: Callable[[Any], Any] | None = None
+
+
+def _option(default: Any, help: str, **how: Any) -> Any:
+    return field(default=default, metadata={"option": Option(help=help, **how)})
+
+
+def _duration_option(default: str, help: str) -> Any:
+    return _option(parse_duration(default, setting=default), help, kind="duration", given_default=default)
+
+
+def _pairs(parse: Callable[[list[str]], dict[str, str]]) -> Callable[[Any], tuple[tuple[str, str], ...]]:
+    return lambda entries: tuple(parse(list(entries)).items())
+
+
+def _locations(text: str) -> frozenset[str] | None:
+    return frozenset(x.strip() for x in text.split(",") if x.strip()) or None
+
+
+def _storage(url: str | None) -> StorageUrl | None:
+    return None if url is None else StorageUrl.parse(url)
+
+
+def _path(value: str | Path | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the server, each declared once: its type, default and
+    :class:`Option` (flag, ``OPENTASKS_*`` variable, config-file key, help). ``opentasks serve``
+    derives its flags from these fields and the config file its ``server:`` keys."""
+
+    host: str = _option("127.0.0.1", "Address to listen on.")
+    port: int = _option(8123, "gRPC port (0 picks a free one).", kind="int")
+    http_port: int = _option(8124, "HTTP port of the REST API (0 picks a free one).", kind="int")
+    storage: StorageUrl = _option(
+        StorageUrl("memory"),
+        "sqlite:///relative.db, sqlite:////abs/path.db (add ?synchronous=normal to trade "
+        "power-loss durability for speed) or memory://.",
+        shown_default="sqlite file in --data-dir",
+        to_value=_storage,
+    )
+    data_dir: Path | None = _option(
+        None,
+        "Directory of the default SQLite database.",
+        kind="path",
+        shown_default=str(default_data_dir()),
+        to_value=_path,
+    )
+    task_tombstone: timedelta = _duration_option(
+        "1h", "How long a finished or deleted task's name stays reserved."
+    )
+    queue_tombstone: timedelta = _duration_option("7d", "How long a deleted queue's name stays reserved.")
+    queue_yaml_task_tombstone: timedelta = _duration_option(
+        "9d", "How long task names stay reserved in queues applied from an App Engine queue.yaml."
+    )
+    max_rate_per_queue: float = _option(
+        500.0, "Highest maxDispatchesPerSecond a queue may ask for (Cloud Tasks: 500).", kind="float"
+    )
+    allowed_locations: frozenset[str] | None = _option(
+        None,
+        "Comma-separated location IDs to accept for new queues (empty: any).",
+        flag="--locations",
+        key="locations",
+        given_default="",
+        shown_default="any",
+        to_value=_locations,
+    )
+    require_https_for_tokens: bool = _option(
+        False, "Refuse OIDC/OAuth tasks with http:// URLs even for local hosts.", kind="flag"
+    )
+    app_engine_url: str = _option(
+        "http://127.0.0.1:8080", "Base URL that App Engine tasks are sent to (relativeUri is appended)."
+    )
+    app_engine_services: tuple[tuple[str, str], ...] = _option(
+        (),
+        "Base URL of one App Engine service, or of one version as VERSION.SERVICE=URL "
+        "(repeatable; the env var takes a space-separated list).",
+        kind="multiple",
+        flag="--app-engine-service",
+        metavar="SERVICE=URL",
+        to_value=_pairs(parse_service_routes),
+    )
+    keys_dir: Path | None = _option(
+        None,
+        "Directory of the RSA keys that sign OIDC tokens (a key is made on first start).",
+        kind="path",
+        shown_default="keys/ in --data-dir",
+        to_value=_path,
+    )
+    oidc_issuer: str = _option(
+        "",
+        "'iss' of OIDC tokens: the public URL that serves /oauth2/v3/certs.",
+        shown_default="this server's HTTP address",
+    )
+    oauth_tokens: tuple[tuple[str, str], ...] = _option(
+        (),
+        "Bearer token sent for tasks with an OAuth token of service account EMAIL ('*' = any).",
+        kind="multiple",
+        flag="--oauth-token",
+        metavar="EMAIL=TOKEN",
+        secret=True,
+        to_value=_pairs(parse_oauth_tokens),
+    )
+    dispatch_deny: tuple[str, ...] = _option(
+        (),
+        "Never send tasks to this network (10.0.0.0/8) or host (*.corp.example); repeatable.",
+        kind="multiple",
+        metavar="NETWORK|HOST",
+    )
+    dispatch_allow: tuple[str, ...] = _option(
+        (),
+        "Send tasks only to these networks or hosts (repeatable; default: anywhere not denied).",
+        kind="multiple",
+        metavar="NETWORK|HOST",
+    )
+    default_dispatch_deny: bool = _option(
+        True,
+        "Deny link-local addresses and cloud metadata servers (169.254.0.0/16, "
+        "metadata.google.internal, ...).",
+        kind="switch",
+    )
+    api_tokens: tuple[str, ...] = _option(
+        (),
+        "Require this bearer token / API key on every API call (repeatable; prefer the env var, "
+        "space-separated, over flags that show in ps).",
+        kind="multiple",
+        flag="--api-token",
+        secret=True,
+    )
+    api_read_only_tokens: tuple[str, ...] = _option(
+        (),
+        "A token that may only call Get/List RPCs (repeatable).",
+        kind="multiple",
+        flag="--api-read-only-token",
+        secret=True,
+    )
+    insecure_no_auth: bool = _option(
+        False,
+        "Listen on a non-loopback --host without API authentication (e.g. behind an "
+        "authenticating proxy). Anyone who reaches the port can then manage every queue.",
+        kind="flag",
+    )
+    max_connections: int = _option(
+        1000, "Most client connections held open on each port (gRPC and HTTP); more are refused.", kind="int"
+    )
+    read_timeout: timedelta = _duration_option(
+        "60s",
+        "How long a client may take to send a whole request; HTTP connections idle that long are closed.",
+    )
+    lease_grace: timedelta = _duration_option(
+        "30s",
+        "Added to a task's dispatch deadline: an attempt silent for that long is considered lost "
+        "and the task is dispatched again.",
+    )
+    shutdown_grace: timedelta = _duration_option(
+        "10s", "On SIGTERM/SIGINT, how long attempts in flight and calls in progress may take to finish."
+    )
+    follow_redirects: bool = _option(
+        False, "Follow 3xx answers of HTTP targets (Cloud Tasks counts them as failed attempts).", kind="flag"
+    )
+    dispatch: bool = _option(
+        True,
+        "Store tasks but never send them (to inspect what an application enqueues).",
+        kind="flag",
+        flag="--no-dispatch",
+        key="no_dispatch",
+        given_default=False,
+        to_value=lambda no_dispatch: not no_dispatch,
+    )
+    log_level: str = _option("INFO", "", kind="choice", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
     def __post_init__(self) -> None:
         for label, port in (("--port", self.port), ("--http-port", self.http_port)):
@@ -152,3 +319,47 @@ class Settings:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{http_port}"
+
+
+def options() -> list[tuple[str, Option, Any]]:
+    """(field name, :class:`Option`, the default a flag takes) of every setting, in order."""
+    found = []
+    for setting in fields(Settings):
+        option = setting.metadata.get("option")
+        if isinstance(option, Option):
+            given = option.given_default if option.given_default is not None else setting.default
+            if option.kind == "multiple" or option.to_value in (_storage, _path):
+                given = option.given_default
+            found.append((setting.name, option, given))
+    return found
+
+
+def flag_of(name: str, option: Option) -> str:
+    return option.flag or "--" + name.replace("_", "-")
+
+
+def env_of(name: str, option: Option) -> str:
+    return option.env or "OPENTASKS_" + (option.key or name).upper()
+
+
+def file_keys() -> dict[str, str]:
+    """Config-file key -> setting name, for the ``server:`` section."""
+    return {option.key or name: name for name, option, _ in options()}
+
+
+def settings_from_options(given: Mapping[str, Any]) -> Settings:
+    """The settings from the values given to ``opentasks serve`` (by flag, variable, config file or
+    default), keyed by setting name. The default database and keys live in ``data_dir``."""
+    values: dict[str, Any] = {}
+    for name, option, _ in options():
+        if name in given:
+            raw = given[name]
+            values[name] = option.to_value(raw) if option.to_value is not None else raw
+    data = values.get("data_dir") or default_data_dir()
+    if values.get("storage") is None:
+        values["storage"] = StorageUrl.parse(f"sqlite:///{data}/opentasks.db")
+    if values.get("keys_dir") is None:
+        values["keys_dir"] = data / "keys"
+    values.setdefault("log_level", "INFO")
+    values["log_level"] = str(values["log_level"]).upper()
+    return Settings(**values)

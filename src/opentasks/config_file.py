@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from opentasks.config import ConfigError, parse_duration
+from opentasks.config import ConfigError, file_keys, parse_duration
 from opentasks.domain.queue import DEFAULT_BUCKET_SIZE, MAX_BUCKET_SIZE
 
 _QUEUE_FIELDS: dict[str, dict[str, str]] = {
@@ -50,37 +50,6 @@ _QUEUE_FIELDS: dict[str, dict[str, str]] = {
         "max_doublings": "int",
     },
     "app_engine_routing_override": {"service": "str", "version": "str", "instance": "str"},
-}
-_SERVER_FIELDS = {
-    "host",
-    "port",
-    "http_port",
-    "storage",
-    "data_dir",
-    "task_tombstone",
-    "queue_tombstone",
-    "queue_yaml_task_tombstone",
-    "max_rate_per_queue",
-    "locations",
-    "require_https_for_tokens",
-    "app_engine_url",
-    "app_engine_services",
-    "keys_dir",
-    "oidc_issuer",
-    "oauth_tokens",
-    "dispatch_deny",
-    "dispatch_allow",
-    "default_dispatch_deny",
-    "api_tokens",
-    "api_read_only_tokens",
-    "insecure_no_auth",
-    "max_connections",
-    "read_timeout",
-    "lease_grace",
-    "shutdown_grace",
-    "follow_redirects",
-    "no_dispatch",
-    "log_level",
 }
 _RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*([smhd])\s*")
 _PER_SECOND = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -185,12 +154,11 @@ class _Reader:
     def _server(self, node: yaml.Node) -> dict[str, Any]:
         settings = {}
         for key, (key_node, value_node) in self.mapping(node, "server").items():
-            name = _snake(key)
-            if name not in _SERVER_FIELDS:
+            keys = file_keys()
+            name = keys.get(_snake(key))
+            if name is None:
                 raise self.fail(
-                    key_node,
-                    f"server.{key}",
-                    f"unknown setting; expected one of {', '.join(sorted(_SERVER_FIELDS))}.",
+                    key_node, f"server.{key}", f"unknown setting; expected one of {', '.join(sorted(keys))}."
                 )
             if isinstance(value_node, yaml.SequenceNode):  # e.g. locations: [a, b]
                 settings[name] = [self.scalar(item, f"server.{key}[]") for item in value_node.value]

@@ -5,7 +5,17 @@ from pathlib import Path
 import pytest
 
 from opentasks.clock import FakeClock
-from opentasks.config import ConfigError, Settings, StorageUrl, parse_duration
+from opentasks.config import (
+    ConfigError,
+    Settings,
+    StorageUrl,
+    env_of,
+    file_keys,
+    flag_of,
+    options,
+    parse_duration,
+    settings_from_options,
+)
 
 
 async def test_fake_clock_wakes_sleepers_only_when_due() -> None:
@@ -49,3 +59,29 @@ def test_settings_validation() -> None:
         Settings(port=70000)
     with pytest.raises(ConfigError, match="--max-rate-per-queue"):
         Settings(max_rate_per_queue=0)
+
+
+def test_every_setting_is_a_flag_a_variable_and_a_row_of_the_readme() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name, option, _ in options():
+        flag = flag_of(name, option)
+        shown = f"--no-{flag[2:]}" if option.kind == "switch" else flag  # the default is on
+        assert f"`{shown}`" in readme, f"README's settings table lacks {shown}"
+        assert f"`{env_of(name, option)}" in readme, f"README's settings table lacks {env_of(name, option)}"
+
+
+def test_settings_come_from_flags_variables_and_files_alike() -> None:
+    settings = settings_from_options(
+        {
+            "allowed_locations": "a, b",
+            "dispatch": True,
+            "app_engine_services": ("w=http://h:1",),
+            "data_dir": "/d",
+        }
+    )
+    assert settings.allowed_locations == frozenset({"a", "b"})
+    assert settings.dispatch is False  # --no-dispatch given
+    assert settings.app_engine_services == (("w", "http://h:1"),)
+    assert settings.storage == StorageUrl.parse("sqlite:////d/opentasks.db")
+    assert settings.keys_dir == Path("/d/keys")
+    assert set(file_keys()) >= {"locations", "no_dispatch", "log_level", "read_timeout"}

@@ -39,7 +39,7 @@ queues:
     assert config.server == {
         "port": 9000,
         "storage": "sqlite:///x.db",
-        "locations": ["us-central1", "europe-west1"],
+        "allowed_locations": ["us-central1", "europe-west1"],
     }
     assert config.project == "shop" and config.location is None
     emails, reports = config.queues
