@@ -37,6 +37,8 @@ from opentasks.storage.migrations import scripts
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], T]
 _TASK_COLUMNS = "seq, schedule_us, spec, progress, body"
+CommitHook = Callable[[int, float, bool], None]
+"""Told of each group commit: (operations in it, seconds from BEGIN to committed, durable)."""
 # The synchronous level of commits holding only dispatch bookkeeping. NORMAL in WAL mode still
 # survives kill -9 (the OS has the writes); only a power loss can undo such a commit, and that
 # re-sends a task rather than losing one. EXTRA/FULL commits fsync everything before them too.
@@ -63,6 +65,8 @@ class SqliteStore:
         self._flusher: asyncio.Task[None] | None = None
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opentasks-sqlite-commit")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opentasks-sqlite-reader")
+        self._on_commit: CommitHook | None = None
+        self._monotonic: Callable[[], float] | None = None
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -79,6 +83,7 @@ class SqliteStore:
             _migrate(self._conn, self._path)
             self._read_conn = self._connect(query_only=True)
             self._identity = sqlite_files.FileIdentity.of(self._path)
+            sqlite_files.warn_if_shared(self._path)
         except sqlite3.Error as error:
             await self.close()
             raise sqlite_files.unusable(self._path, error) from None
@@ -157,6 +162,7 @@ class SqliteStore:
         if synchronous is not None and synchronous != self._current_synchronous:
             conn.execute(f"PRAGMA synchronous={synchronous}")
             self._current_synchronous = synchronous
+        started = self._monotonic() if self._monotonic is not None else 0.0
         conn.execute("BEGIN IMMEDIATE")
         try:
             outcomes = [(future, *_in_savepoint(conn, operation)) for operation, future in batch]
@@ -165,7 +171,15 @@ class SqliteStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        if self._on_commit is not None and self._monotonic is not None:
+            self._on_commit(len(batch), self._monotonic() - started, durable)
         return outcomes
+
+    def observe_commits(self, hook: CommitHook, monotonic: Callable[[], float]) -> None:
+        """Call ``hook(operations, seconds, durable)`` after every group commit (for metrics):
+        how many operations it held and how long it took, from BEGIN to the end of COMMIT."""
+        self._on_commit = hook
+        self._monotonic = monotonic
 
     async def _read(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._read_conn
@@ -399,6 +413,31 @@ class SqliteStore:
 
         return await self._write(run, durable=False)
 
+    # -- insights ----------------------------------------------------------------------------
+
+    async def task_counts(
+        self, now: datetime, queue: QueueName | None = None
+    ) -> dict[QueueName, base.TaskCounts]:
+        # Per queue: its counter, one lookup of tasks_schedule for the oldest task, and one range
+        # of it for the tasks scheduled after now. Nothing grows with a backlog of due tasks.
+        sql = (
+            "SELECT parent, queue_id, task_count,"
+            " (SELECT MIN(schedule_us) FROM tasks WHERE queue_pk = pk),"
+            " (SELECT COUNT(*) FROM tasks WHERE queue_pk = pk AND schedule_us > ?)"
+            " FROM queues"
+        )
+        params: tuple[Any, ...] = (codec.to_micros(now),)
+        if queue is not None:
+            sql += " WHERE parent = ? AND queue_id = ?"
+            params += (str(queue.parent), queue.queue_id)
+        found = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return {
+            _queue_name(parent, queue_id): base.TaskCounts(
+                count, scheduled, None if oldest is None else codec.from_micros(oldest)
+            )
+            for parent, queue_id, count, oldest, scheduled in found
+        }
+
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.done():  # the caller was cancelled; the write happened all the same
@@ -444,6 +483,11 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version={number}")
             conn.execute("COMMIT")
+
+
+def _queue_name(parent: str, queue_id: str) -> QueueName:
+    location = LocationName.parse(parent)
+    return QueueName(location.project, location.location, queue_id)
 
 
 def _queue_pk(conn: sqlite3.Connection, name: QueueName) -> int | None:

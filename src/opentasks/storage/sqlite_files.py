@@ -60,6 +60,10 @@ def prepare(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), PRIVATE))
     except OSError as error:
         raise StoreUnusable(f"cannot open {path}: {error.strerror}") from None
+
+
+def warn_if_shared(path: Path) -> None:
+    """Log a warning when other users may read the database (a file made by an older version)."""
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         _log.warning(
