@@ -32,6 +32,16 @@ from opentasks.domain.routing import AppEngineRoutes
 from opentasks.domain.target_policy import TargetDenied, TargetPolicy
 from opentasks.domain.task import AttemptFailure, AttemptOutcome, Task
 from opentasks.errors import NotFound
+from opentasks.service.event_log import default_observers
+from opentasks.service.observers import (
+    ATTEMPT_FINISHED,
+    TASK_FINISHED,
+    AttemptFinished,
+    FinishReason,
+    Observers,
+    TaskFinished,
+    stop_reason,
+)
 from opentasks.service.pusher import Pusher
 from opentasks.service.windows import TombstonePolicy
 from opentasks.storage.base import AttemptResult, LeaseUntil, Store, Windows
@@ -80,8 +90,10 @@ class Dispatcher:
         settings: DispatchSettings | None = None,
         credentials: Credentials | None = None,
         targets: TargetPolicy | None = None,
+        observers: Observers | None = None,
     ) -> None:
         self._store = store
+        self._observers = observers if observers is not None else default_observers(clock.monotonic)
         self._clock = clock
         self._pusher = pusher
         self._credentials = credentials
@@ -213,7 +225,12 @@ class Dispatcher:
     ) -> None:
         """Send one attempt and queue its result for the store. Never raises."""
         current = worker.queue if worker is not None else queue  # re-targeting applies at once
+        started = self._clock.monotonic()
         outcome = await self._send_attempt(claimed, current)
+        if worker is not None:
+            worker.executed.add(self._clock.monotonic())
+        if ATTEMPT_FINISHED in self._observers.wanted:
+            self._publish_attempt(claimed, outcome, self._clock.monotonic() - started)
         if outcome.failure == AttemptFailure.REFUSED:
             # Never the body or the headers: they may carry secrets.
             (worker.refusals if worker is not None else self.alerts).warning(
@@ -225,12 +242,35 @@ class Dispatcher:
         try:
             after = self._next_state(claimed, outcome, current.retry_config, retry_from)
             self._results.add(AttemptResult(claimed.name, claimed.dispatch_count, after, claimed.named))
+            if after is None and TASK_FINISHED in self._observers.wanted:
+                self._publish_finished(claimed, outcome, current.retry_config)
             if after is not None and worker is not None:
                 worker.note_due(after.schedule_time)
         except Exception:  # the lease expiry dispatches the task again
             self.alerts.exception(
                 "queue %s: could not queue the outcome of task %s", claimed.name.queue, claimed.name
             )
+
+    def live(self, name: QueueName) -> tuple[int, int]:
+        """Attempts of a queue in flight now, and attempts that ended in the last minute."""
+        worker = self._workers.get(name)
+        if worker is None:
+            return 0, 0
+        return worker.inflight, worker.executed.total(self._clock.monotonic())
+
+    def _publish_attempt(self, claimed: Task, outcome: AttemptOutcome, response_seconds: float) -> None:
+        last = claimed.last_attempt
+        delay = 0.0
+        if last is not None and last.schedule_time is not None and last.dispatch_time is not None:
+            delay = max(0.0, (last.dispatch_time - last.schedule_time).total_seconds())
+        self._observers.attempt_finished(AttemptFinished(claimed, outcome, response_seconds, delay))
+
+    def _publish_finished(self, claimed: Task, outcome: AttemptOutcome, queue_retry: RetryConfig) -> None:
+        if outcome.succeeded:
+            reason = FinishReason.SUCCEEDED
+        else:
+            reason = stop_reason(claimed.retry_config or queue_retry, claimed.dispatch_count)
+        self._observers.task_finished(TaskFinished(claimed.name, reason, claimed.dispatch_count, outcome))
 
     async def _send_attempt(self, claimed: Task, queue: Queue) -> AttemptOutcome:
         try:
@@ -309,6 +349,7 @@ class _QueueWorker:
         )
         self.refusals = ThrottledLog(_log, self._clock.monotonic, interval_s=ALERT_INTERVAL_S)
         self.inflight = 0  # attempts being sent
+        self.executed = MinuteCount()  # attempts ended in the last minute
         self.senders = 0  # coroutines sending this queue's attempts, one attempt at a time each
         self.pending: deque[Task] = deque()  # claimed, waiting for a sender
         self._wake = asyncio.Event()
@@ -517,3 +558,23 @@ class _ResultWriter:
             return True
         self._log.warning("recorded %s as retried at %s instead", result.name, task.schedule_time.isoformat())
         return False
+
+
+class MinuteCount:
+    """Events of the last 60 seconds, counted in one-second slots (no allocation per event)."""
+
+    def __init__(self) -> None:
+        self._slots = [0] * 60
+        self._seconds = [-1] * 60  # the second each slot counts
+
+    def add(self, monotonic: float) -> None:
+        second = int(monotonic)
+        index = second % 60
+        if self._seconds[index] != second:
+            self._seconds[index] = second
+            self._slots[index] = 0
+        self._slots[index] += 1
+
+    def total(self, monotonic: float) -> int:
+        oldest = int(monotonic) - 59
+        return sum(n for n, second in zip(self._slots, self._seconds, strict=True) if second >= oldest)

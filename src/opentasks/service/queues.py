@@ -23,7 +23,9 @@ from opentasks.domain.queue import (
 from opentasks.domain.routing import AppEngineRoutes, with_host
 from opentasks.domain.target_policy import TargetPolicy
 from opentasks.errors import InvalidArgument, NotFound
+from opentasks.service.event_log import default_observers
 from opentasks.service.events import DispatchEvents, NoDispatch
+from opentasks.service.observers import QUEUE_CHANGED, Observers, QueueChange, QueueChanged
 from opentasks.service.paging import next_page_token, page_request
 from opentasks.service.windows import TombstonePolicy
 from opentasks.storage import base
@@ -54,7 +56,9 @@ class QueueService:
         events: DispatchEvents | None = None,
         targets: TargetPolicy | None = None,
         app_engine: AppEngineRoutes | None = None,
+        observers: Observers | None = None,
     ) -> None:
+        self._observers = observers if observers is not None else default_observers(clock.monotonic)
         self._targets = targets or TargetPolicy()
         self._app_engine = app_engine or AppEngineRoutes()
         self._store = store
@@ -76,7 +80,7 @@ class QueueService:
             replace(queue, state=QueueState.RUNNING, purge_time=None, from_queue_yaml=queue_yaml)
         )
         created = await self._store.create_queue(resolved, self._clock.now())
-        self._events.queue_changed(created.name)
+        self._changed(created.name, QueueChange.CREATED)
         return created
 
     async def get_queue(self, name: QueueName) -> Queue:
@@ -105,13 +109,13 @@ class QueueService:
             return self._resolve(apply_update_mask(existing, queue, update_mask, queue_yaml=queue_yaml))
 
         updated = await self._store.update_queue(queue.name, change, self._clock.now())
-        self._events.queue_changed(updated.name)
+        self._changed(updated.name, QueueChange.UPDATED)
         return updated
 
     async def delete_queue(self, name: QueueName) -> None:
         now = self._clock.now()
         await self._store.delete_queue(name, now, self._tombstones.windows(now))
-        self._events.queue_changed(name)
+        self._changed(name, QueueChange.DELETED)
 
     async def pause_queue(self, name: QueueName) -> Queue:
         return await self._set_state(name, QueueState.PAUSED)
@@ -122,7 +126,7 @@ class QueueService:
     async def purge_queue(self, name: QueueName) -> Queue:
         now = self._clock.now()
         purged = await self._store.purge_queue(name, now, self._tombstones.windows(now))
-        self._events.queue_changed(name)
+        self._changed(name, QueueChange.PURGED)
         return purged
 
     async def get_iam_policy(self, name: QueueName) -> bytes:
@@ -147,8 +151,13 @@ class QueueService:
 
     async def _set_state(self, name: QueueName, state: QueueState) -> Queue:
         changed = await self._modify(name, lambda current: replace(current, state=state))
-        self._events.queue_changed(name)
+        self._changed(name, QueueChange.RESUMED if state == QueueState.RUNNING else QueueChange.PAUSED)
         return changed
+
+    def _changed(self, name: QueueName, change: QueueChange) -> None:
+        self._events.queue_changed(name)
+        if QUEUE_CHANGED in self._observers.wanted:
+            self._observers.queue_changed(QueueChanged(name, change))
 
     async def _modify(self, name: QueueName, change: Callable[[Queue], Queue]) -> Queue:
         """Change an existing queue atomically (NotFound if it does not exist)."""

@@ -20,6 +20,14 @@ from opentasks.domain.target_policy import TargetPolicy
 from opentasks.domain.task import HttpRequest, Task, TaskDraft, TaskView, new_task
 from opentasks.errors import AlreadyExists, FailedPrecondition, InvalidArgument, OpenTasksError
 from opentasks.service.events import DispatchEvents, NoDispatch, TaskRunner
+from opentasks.service.observers import (
+    TASK_CREATED,
+    TASK_FINISHED,
+    FinishReason,
+    Observers,
+    TaskCreated,
+    TaskFinished,
+)
 from opentasks.service.paging import next_page_token, page_request
 from opentasks.service.windows import TombstonePolicy
 from opentasks.storage.base import Store
@@ -72,7 +80,9 @@ class TaskService:
         runner: TaskRunner | None = None,
         targets: TargetPolicy | None = None,
         app_engine: AppEngineRoutes | None = None,
+        observers: Observers | None = None,
     ) -> None:
+        self._observers = observers if observers is not None else Observers(monotonic=clock.monotonic)
         self._targets = targets or TargetPolicy()
         self._app_engine = app_engine or AppEngineRoutes()
         self._store = store
@@ -93,6 +103,8 @@ class TaskService:
                     raise
                 continue  # a generated ID collided (about 1 in 10^19): draw another
             self._events.task_added(created)
+            if TASK_CREATED in self._observers.wanted:
+                self._observers.task_created(TaskCreated(created))
             return created.in_view(view)
         raise AssertionError("three generated task IDs collided")  # pragma: no cover
 
@@ -134,6 +146,8 @@ class TaskService:
     async def delete_task(self, name: TaskName) -> None:
         now = self._clock.now()
         await self._store.delete_task(name, now, self._tombstones.windows(now))
+        if TASK_FINISHED in self._observers.wanted:
+            self._observers.task_finished(TaskFinished(name, FinishReason.DELETED, 0))
 
     async def run_task(self, name: TaskName, view: TaskView) -> Task:
         """Dispatch a task now, even in a paused queue or beyond its rate limits."""

@@ -45,6 +45,20 @@ class AttemptResult:
 
 
 @dataclass(frozen=True)
+class TaskCounts:
+    """A queue's tasks at one moment, answered from counters and indexes (no scan of its tasks).
+
+    ``tasks`` counts every task (claimed ones too), ``scheduled`` those whose schedule_time is
+    after ``now`` (so ``tasks - scheduled`` have fallen due), and ``oldest`` is the earliest
+    schedule_time of any task (None when the queue is empty).
+    """
+
+    tasks: int = 0
+    scheduled: int = 0
+    oldest: datetime | None = None
+
+
+@dataclass(frozen=True)
 class TaskPage:
     """One page of ListTasks; ``next_cursor`` is None on the last page."""
 
@@ -161,6 +175,18 @@ class Store(Protocol):
 
         Only safe when no other process dispatches from this store (after a restart of the
         only server): attempts in flight at the crash are dispatched again.
+        """
+        ...
+
+    # -- insights ------------------------------------------------------------------------------
+
+    async def task_counts(self, now: datetime, queue: QueueName | None = None) -> dict[QueueName, TaskCounts]:
+        """The :class:`TaskCounts` of every queue (empty queues too), or of ``queue`` alone
+        (an empty answer if it does not exist).
+
+        Never scans a queue's tasks: the cost grows with the number of queues and, at most,
+        with the tasks scheduled after ``now`` (counted in an index); a backlog of due tasks,
+        however long, costs nothing more.
         """
         ...
 

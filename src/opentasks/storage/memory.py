@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -22,11 +23,60 @@ class _Entry:
     seq: int
     task: Task
     due: datetime  # schedule_time, or the lease expiry while claimed
+    version: int = 0  # changes with every new schedule_time (marks stale schedule heap items)
+
+
+_Scheduled = tuple[datetime, int, str]  # (schedule_time, version, task_id)
+
+
+@dataclass
+class _ScheduleCounts:
+    """Counts by schedule_time, kept as tasks come, go and are retried (never by a scan).
+
+    ``ahead`` counts the tasks scheduled after ``horizon`` (the latest time asked about);
+    moving the horizon pops what fell due in between. Both heaps drop stale items lazily
+    and are rebuilt when stale items outnumber live ones.
+    """
+
+    horizon: datetime
+    ahead: int = 0
+    ahead_heap: list[_Scheduled] = field(default_factory=list)
+    oldest_heap: list[_Scheduled] = field(default_factory=list)
+
+    def added(self, item: _Scheduled) -> None:
+        heapq.heappush(self.oldest_heap, item)
+        if item[0] > self.horizon:
+            heapq.heappush(self.ahead_heap, item)
+            self.ahead += 1
+
+    def removed(self, schedule_time: datetime) -> None:
+        if schedule_time > self.horizon:
+            self.ahead -= 1
+
+    def advance(self, now: datetime, live: Callable[[_Scheduled], bool]) -> None:
+        if now <= self.horizon:
+            return
+        self.horizon = now
+        while self.ahead_heap and self.ahead_heap[0][0] <= now:
+            if live(heapq.heappop(self.ahead_heap)):
+                self.ahead -= 1
+
+    def oldest(self, live: Callable[[_Scheduled], bool]) -> datetime | None:
+        while self.oldest_heap and not live(self.oldest_heap[0]):
+            heapq.heappop(self.oldest_heap)
+        return self.oldest_heap[0][0] if self.oldest_heap else None
+
+    def compact(self, tasks: int, live: Callable[[_Scheduled], bool]) -> None:
+        for heap in (self.oldest_heap, self.ahead_heap):
+            if len(heap) > 2 * tasks + 64:
+                heap[:] = [item for item in heap if live(item)]
+                heapq.heapify(heap)
 
 
 @dataclass
 class _QueueSlot:
     queue: Queue
+    counts: _ScheduleCounts
     tasks: dict[str, _Entry] = field(default_factory=dict)  # task_id -> entry, in creation order
     tombstones: dict[str, datetime] = field(default_factory=dict)  # task_id -> reserved until
     # (due, seq, task_id); entries whose due or seq no longer match the task are stale and skipped.
@@ -34,6 +84,25 @@ class _QueueSlot:
 
     def schedule(self, entry: _Entry) -> None:
         heapq.heappush(self.due_heap, (entry.due, entry.seq, entry.task.name.task_id))
+
+    def scheduled(self, entry: _Entry, version: int) -> None:
+        """``entry`` has a new schedule_time (created or retried)."""
+        entry.version = version
+        self.counts.added((entry.task.schedule_time, version, entry.task.name.task_id))
+
+    def unscheduled(self, entry: _Entry) -> None:
+        """``entry``'s schedule_time no longer holds (removed or about to be retried)."""
+        self.counts.removed(entry.task.schedule_time)
+        entry.version = -1
+        self.counts.compact(len(self.tasks), self.live_schedule)
+
+    def live_schedule(self, item: _Scheduled) -> bool:
+        entry = self.tasks.get(item[2])
+        return entry is not None and entry.version == item[1]
+
+    def task_counts(self, now: datetime) -> base.TaskCounts:
+        self.counts.advance(now, self.live_schedule)
+        return base.TaskCounts(len(self.tasks), self.counts.ahead, self.counts.oldest(self.live_schedule))
 
     def _live(self, item: tuple[datetime, int, str]) -> _Entry | None:
         entry = self.tasks.get(item[2])
@@ -72,7 +141,7 @@ class MemoryStore:
         if queue.name in self._queues:
             raise base.queue_exists()
         self._check_queue_tombstone(queue.name, now)
-        self._queues[queue.name] = _QueueSlot(queue)
+        self._queues[queue.name] = _QueueSlot(queue, _ScheduleCounts(now))
         return queue
 
     def _check_queue_tombstone(self, name: QueueName, now: datetime) -> None:
@@ -111,7 +180,7 @@ class MemoryStore:
         if slot is None:
             queue = change(None)
             self._check_queue_tombstone(name, now)
-            self._queues[name] = _QueueSlot(queue)
+            self._queues[name] = _QueueSlot(queue, _ScheduleCounts(now))
             return queue
         slot.queue = change(slot.queue)
         return slot.queue
@@ -130,7 +199,7 @@ class MemoryStore:
         return slot.queue
 
     def _remove(self, slot: _QueueSlot, task: Task, windows: Windows) -> None:
-        del slot.tasks[task.name.task_id]
+        slot.unscheduled(slot.tasks.pop(task.name.task_id))
         if task.named:
             slot.tombstones[task.name.task_id] = windows.task_until(slot.queue)
 
@@ -145,6 +214,8 @@ class MemoryStore:
         entry = _Entry(next(self._seq), task, task.schedule_time)
         slot.tasks[task_id] = entry
         slot.schedule(entry)
+        slot.scheduled(entry, next(self._seq))
+        slot.counts.advance(now, slot.live_schedule)  # keeps the heap of tasks ahead short
         return task
 
     def _find(self, name: TaskName, now: datetime) -> tuple[_QueueSlot, _Entry]:
@@ -202,9 +273,11 @@ class MemoryStore:
             if result.task is None:
                 self._remove(slot, entry.task, windows)
             else:
+                slot.unscheduled(entry)
                 entry.task = result.task
                 entry.due = result.task.schedule_time
                 slot.schedule(entry)
+                slot.scheduled(entry, next(self._seq))
 
     async def release_leases(self) -> int:
         released = 0
@@ -215,3 +288,13 @@ class MemoryStore:
                     slot.schedule(entry)
                     released += 1
         return released
+
+    # -- insights ----------------------------------------------------------------------------
+
+    async def task_counts(
+        self, now: datetime, queue: QueueName | None = None
+    ) -> dict[QueueName, base.TaskCounts]:
+        if queue is None:
+            return {name: slot.task_counts(now) for name, slot in self._queues.items()}
+        slot = self._queues.get(queue)
+        return {} if slot is None else {queue: slot.task_counts(now)}
