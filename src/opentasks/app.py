@@ -18,6 +18,8 @@ from opentasks.api.auth import ApiAuth
 from opentasks.api.cloud_tasks_grpc import CloudTasksApi, handlers
 from opentasks.api.http_server import BoundedSite
 from opentasks.api.rest import RestApi
+from opentasks.api.v2beta3 import CloudTasksV2beta3Api, PlaceholderInsights
+from opentasks.api.v2beta3 import handlers as v2beta3_handlers
 from opentasks.clock import Clock, SystemClock
 from opentasks.config import Settings, StorageUrl, default_data_dir
 from opentasks.credentials.keys import KeyRing
@@ -177,11 +179,13 @@ class Server:
         api = CloudTasksApi(services.queues, services.tasks, services.locations, self.clock)
         auth = api_auth(self.settings)
         self._grpc.add_generic_rpc_handlers(handlers(api, auth))
+        v2beta3 = CloudTasksV2beta3Api(api, PlaceholderInsights(services.queues))
+        self._grpc.add_generic_rpc_handlers(v2beta3_handlers(v2beta3, auth))
         self.port = self._grpc.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
         await self._grpc.start()
         minter = self.minter
         read_timeout = self.settings.read_timeout.total_seconds()
-        app = RestApi(api, auth, read_timeout_s=read_timeout).app(
+        app = RestApi(api, auth, read_timeout_s=read_timeout, v2beta3=v2beta3).app(
             extra_routes=lambda app: discovery.add_routes(app, minter.keys, lambda: minter.issuer)
         )
         # aiohttp's keep-alive timer also closes a new connection that sends no whole request in time.
