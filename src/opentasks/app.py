@@ -9,6 +9,7 @@ import resource
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -16,6 +17,8 @@ from aiohttp import web
 from opentasks.api import discovery
 from opentasks.api.auth import ApiAuth
 from opentasks.api.cloud_tasks_grpc import CloudTasksApi, handlers
+from opentasks.api.health import GrpcHealth
+from opentasks.api.health import add_routes as add_health_routes
 from opentasks.api.http_server import BoundedSite
 from opentasks.api.rest import RestApi
 from opentasks.api.v2beta3 import CloudTasksV2beta3Api, PlaceholderInsights
@@ -28,6 +31,7 @@ from opentasks.domain.limits import Limits
 from opentasks.domain.routing import AppEngineRoutes
 from opentasks.domain.target_policy import DEFAULT_DENY, TargetPolicy
 from opentasks.service.dispatcher import Dispatcher, DispatchSettings
+from opentasks.service.health import Readiness
 from opentasks.service.locations import LocationService
 from opentasks.service.pusher import AiohttpPusher
 from opentasks.service.queues import QueueService
@@ -36,6 +40,7 @@ from opentasks.service.windows import TombstonePolicy
 from opentasks.storage.base import Store
 from opentasks.storage.memory import MemoryStore
 from opentasks.storage.sqlite import SqliteStore
+from opentasks.version import package_version
 
 _log = logging.getLogger("opentasks")
 GRPC_MAX_CONCURRENT_STREAMS = 128
@@ -153,6 +158,44 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
+HEALTH_SERVICES = ("google.cloud.tasks.v2.CloudTasks", "google.cloud.tasks.v2beta3.CloudTasks")
+
+
+def startup_summary(
+    settings: Settings, port: int, http_port: int, *, api_auth: bool
+) -> tuple[str, dict[str, Any]]:
+    """The start-up log line, and its facts as structured fields (for --log-format json)."""
+    fields: dict[str, Any] = {
+        "version": package_version(),
+        "host": settings.host,
+        "grpc_port": port,
+        "http_port": http_port,
+        "storage": settings.storage.describe(),
+        "dispatch": settings.dispatch,
+        "api_auth": api_auth,
+    }
+    if settings.dispatch:
+        fields |= {
+            "max_rate_per_queue": settings.max_rate_per_queue,
+            "follow_redirects": settings.follow_redirects,
+            "lease_grace_s": settings.lease_grace.total_seconds(),
+            "shutdown_grace_s": settings.shutdown_grace.total_seconds(),
+        }
+        dispatch = (
+            f"dispatching (rate cap {settings.max_rate_per_queue:g}/s per queue, "
+            f"redirects {'followed' if settings.follow_redirects else 'not followed'}, "
+            f"lease grace {settings.lease_grace.total_seconds():g} s, "
+            f"shutdown grace {settings.shutdown_grace.total_seconds():g} s)"
+        )
+    else:
+        dispatch = "not dispatching (--no-dispatch)"
+    message = (
+        f"opentasks {fields['version']} listening on {settings.host}:{port} (gRPC) and :{http_port} "
+        f"(HTTP); storage {fields['storage']}; {dispatch}; API authentication {'on' if api_auth else 'off'}"
+    )
+    return message, fields
+
+
 class Server:
     """A running opentasks: store opened, gRPC listening."""
 
@@ -169,24 +212,32 @@ class Server:
         self.http_port = settings.http_port
         self._http: web.AppRunner | None = None
         self._grpc = grpc.aio.server(options=grpc_options(settings))
+        self._dispatching = False
+        self.readiness = Readiness(
+            self.store, self.clock, dispatching=(lambda: self._dispatching) if self.dispatcher else None
+        )
+        self.health = GrpcHealth(self.readiness, self.clock, HEALTH_SERVICES)
 
     async def start(self) -> None:
         await self.store.open()
         await asyncio.to_thread(self.minter.keys.load)
         if self.dispatcher is not None:
             await self.dispatcher.start()
+            self._dispatching = True
         services = self.services
         api = CloudTasksApi(services.queues, services.tasks, services.locations, self.clock)
         auth = api_auth(self.settings)
         self._grpc.add_generic_rpc_handlers(handlers(api, auth))
         v2beta3 = CloudTasksV2beta3Api(api, PlaceholderInsights(services.queues))
         self._grpc.add_generic_rpc_handlers(v2beta3_handlers(v2beta3, auth))
+        self.health.add_to(self._grpc)
         self.port = self._grpc.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
         await self._grpc.start()
+        self.health.start()
         minter = self.minter
         read_timeout = self.settings.read_timeout.total_seconds()
         app = RestApi(api, auth, read_timeout_s=read_timeout, v2beta3=v2beta3).app(
-            extra_routes=lambda app: discovery.add_routes(app, minter.keys, lambda: minter.issuer)
+            extra_routes=lambda app: self._extra_routes(app, minter)
         )
         # aiohttp's keep-alive timer also closes a new connection that sends no whole request in time.
         self._http = web.AppRunner(app, access_log=None, keepalive_timeout=read_timeout)
@@ -207,18 +258,19 @@ class Server:
                 "anyone who can reach it can create, read and delete tasks",
                 self.settings.host,
             )
-        _log.info(
-            "opentasks listening on %s:%d (gRPC) and :%d (HTTP), storage %s, %s",
-            self.settings.host,
-            self.port,
-            self.http_port,
-            self.settings.storage.describe(),
-            "dispatching" if self.dispatcher is not None else "not dispatching (--no-dispatch)",
-        )
+        message, fields = startup_summary(self.settings, self.port, self.http_port, api_auth=auth is not None)
+        _log.info("%s", message, extra=fields)
+
+    def _extra_routes(self, app: web.Application, minter: TokenMinter) -> None:
+        """Routes of the HTTP port beside the API (no API authentication)."""
+        discovery.add_routes(app, minter.keys, lambda: minter.issuer)
+        add_health_routes(app, self.readiness)
 
     async def stop(self) -> None:
         """Stop claiming tasks and let attempts in flight finish (bounded), then stop taking
         calls, let running ones finish (bounded), and close the store."""
+        await self.health.stop()  # NOT_SERVING while draining
+        self._dispatching = False
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         if self._http is not None:

@@ -277,6 +277,13 @@ class Settings:
         to_value=lambda no_dispatch: not no_dispatch,
     )
     log_level: str = _option("INFO", "", kind="choice", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_format: str = _option(
+        "text",
+        "text: one readable line per record; json: one JSON object per line (time, level, logger, "
+        "message and structured fields such as queue, task, attempt, status).",
+        kind="choice",
+        choices=("text", "json"),
+    )
 
     def __post_init__(self) -> None:
         for label, port in (("--port", self.port), ("--http-port", self.http_port)):
@@ -362,4 +369,5 @@ def settings_from_options(given: Mapping[str, Any]) -> Settings:
         values["keys_dir"] = data / "keys"
     values.setdefault("log_level", "INFO")
     values["log_level"] = str(values["log_level"]).upper()
+    values["log_format"] = str(values.get("log_format", "text")).lower()
     return Settings(**values)

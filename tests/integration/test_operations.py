@@ -1,13 +1,20 @@
 """Operating a real server: backups while it writes, refusals at start-up, file modes, version."""
 
+import json
+import os
 import sqlite3
 import stat
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
+from unittest.mock import patch
 
+import grpc
 import pytest
 from google.api_core import exceptions
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from opentasks.storage.sqlite_files import latest_schema
 from opentasks.testing import OPENTASKS, ServerProcess
@@ -164,3 +171,86 @@ def test_a_second_server_on_the_same_file_is_refused_in_one_line(tmp_path: Path)
         assert_one_line_refusal(serve(f"sqlite:///{path}"), "cannot start", "in use")
         with pytest.raises(exceptions.NotFound):
             first.client().get_queue(name=f"{PARENT}/queues/none")
+
+
+def http_get(url: str) -> tuple[int, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def grpc_health(address: str, service: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=10
+        )
+        return int(answer.status)
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+CLOUD_TASKS = "google.cloud.tasks.v2.CloudTasks"
+
+
+def test_health_checks_follow_the_store_without_api_authentication(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    tokens = {**os.environ, "OPENTASKS_API_TOKENS": "s3cret"}
+    server = ServerProcess(f"sqlite:///{folder}/tasks.db", log_path=tmp_path / "server.log")
+    with patch.dict(os.environ, tokens), server:
+        assert http_get(f"{server.rest_url}/healthz") == (200, {"status": "ok"})
+        assert http_get(f"{server.rest_url}/readyz") == (200, {"status": "ready"})
+        assert grpc_health(server.address, "") == SERVING
+        assert grpc_health(server.address, CLOUD_TASKS) == SERVING
+        # the API itself still wants its token
+        assert http_get(f"{server.rest_url}/v2/projects/p/locations/l/queues")[0] == 401
+
+        folder.rename(tmp_path / "moved")  # the store's file is unreachable at its path
+        status, body = http_get(f"{server.rest_url}/readyz")
+        assert status == 503
+        assert body["status"] == "not ready"
+        assert "unreachable" in body["reason"]
+        assert grpc_health(server.address, "") == NOT_SERVING
+        assert grpc_health(server.address, CLOUD_TASKS) == NOT_SERVING
+        assert http_get(f"{server.rest_url}/healthz") == (200, {"status": "ok"})  # alive all the same
+
+        (tmp_path / "moved").rename(folder)
+        assert http_get(f"{server.rest_url}/readyz") == (200, {"status": "ready"})
+        assert grpc_health(server.address, "") == SERVING
+
+
+def test_json_logs_and_the_start_up_line(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    with ServerProcess("memory://", "--log-format", "json", "--lease-grace", "45s", log_path=log):
+        pass
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert entries, "the server logged nothing"
+    for entry in entries:
+        assert {"time", "level", "logger", "message"} <= set(entry)
+        assert entry["time"].endswith("Z")
+    started = next(e for e in entries if "listening" in e["message"])
+    assert started["level"] == "INFO"
+    assert started["version"] == run("--version").stdout.split()[1]
+    assert started["storage"].startswith("memory://")
+    assert (started["dispatch"], started["api_auth"], started["lease_grace_s"]) == (True, False, 45.0)
+    assert started["max_rate_per_queue"] == 500.0
+    for fact in (
+        started["version"],
+        "memory://",
+        "rate cap 500/s",
+        "lease grace 45 s",
+        "API authentication off",
+    ):
+        assert fact in started["message"]
+
+
+def test_text_logs_state_the_settings_too(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    with ServerProcess("memory://", "--no-dispatch", "--log-format", "text", log_path=log):
+        pass
+    started = next(line for line in log.read_text().splitlines() if "listening" in line)
+    assert " INFO opentasks: opentasks " in started
+    assert "not dispatching (--no-dispatch)" in started
+    assert "API authentication off" in started

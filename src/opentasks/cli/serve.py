@@ -13,12 +13,21 @@ from typing import Any
 
 import click
 
+from opentasks import logs
 from opentasks.app import Server, target_policy
 from opentasks.app import serve as run_server
 from opentasks.cli.apply import apply_file
 from opentasks.cli.params import duration as _duration
 from opentasks.cli.remote import Remote
-from opentasks.config import ConfigError, Option, env_of, flag_of, options, settings_from_options
+from opentasks.config import (
+    ConfigError,
+    Option,
+    default_data_dir,
+    env_of,
+    flag_of,
+    options,
+    settings_from_options,
+)
 from opentasks.config_file import ConfigFile, load
 from opentasks.errors import InvalidArgument
 
@@ -88,15 +97,24 @@ def serve(config_file: ConfigFile | None, **given: Any) -> None:
         target_policy(settings)  # a bad --dispatch-allow/-deny entry fails here, not at dispatch
     except (ConfigError, InvalidArgument, ValueError) as error:
         raise click.UsageError(str(error)) from None
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     applied = _ConfigApplier(config_file)
     try:
+        _make_default_data_dir(given)
         _run(run_server(settings, on_ready=applied.start))
     except (OSError, RuntimeError) as error:  # e.g. the port is taken
         click.echo(f"opentasks: cannot start: {error}", err=True)
         sys.exit(1)
     if applied.failed:
         sys.exit(1)
+
+
+def _make_default_data_dir(given: dict[str, Any]) -> None:
+    """Create the default data directory (owner-only) when the database lives there; a
+    directory that --storage or --data-dir names must exist already (a typo must not start a
+    new empty database elsewhere)."""
+    if given.get("storage") is None and given.get("data_dir") is None:
+        default_data_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
