@@ -191,7 +191,7 @@ def startup_summary(
         dispatch = "not dispatching (--no-dispatch)"
     message = (
         f"opentasks {fields['version']} listening on {settings.host}:{port} (gRPC) and :{http_port} "
-        f"(HTTP); storage {fields['storage']}; {dispatch}; API authentication {'on' if api_auth else 'off'}"
+        f"(HTTP), storage {fields['storage']}, {dispatch}, API authentication {'on' if api_auth else 'off'}"
     )
     return message, fields
 
