@@ -7,7 +7,11 @@ from typing import Any
 
 import click
 from google.api_core import exceptions
-from google.cloud import tasks_v2
+from google.cloud import tasks_v2, tasks_v2beta3
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+from google.cloud.tasks_v2beta3.services.cloud_tasks.transports import (
+    CloudTasksGrpcTransport as V2beta3GrpcTransport,
+)
 from google.protobuf import field_mask_pb2
 
 from opentasks.cli.http_target import http_target_changes, http_target_options, merged
@@ -33,6 +37,8 @@ COLUMNS = (
     ("MAX_RATE (/sec)", "rateLimits.maxDispatchesPerSecond"),
     ("MAX_ATTEMPTS", "retryConfig.maxAttempts"),
 )
+STATS_COLUMNS = (*COLUMNS, ("TASKS", "stats.tasksCount"), ("OLDEST", "stats.oldestEstimatedArrivalTime"))
+_ALL_AND_STATS = field_mask_pb2.FieldMask(paths=["*"])
 
 
 def routing(text: str) -> dict[str, str]:
@@ -155,12 +161,22 @@ def update(remote: Remote, queue: str, output_format: str, **settings: Any) -> N
 
 @queues.command()
 @click.argument("queue")
+@click.option("--stats/--no-stats", default=True, show_default=True, help="Add the queue's stats.")
 @remote_options
 @format_option("yaml")
 @reports_errors
-def describe(remote: Remote, queue: str, output_format: str) -> None:
-    """Show QUEUE as `gcloud tasks queues describe` does."""
-    show(_queue(remote.client().get_queue(name=remote.queue(queue))), output_format, COLUMNS)
+def describe(remote: Remote, queue: str, output_format: str, stats: bool) -> None:
+    """Show QUEUE as `gcloud tasks queues describe` does, with its stats (tasks waiting, the
+    oldest one's time, attempts in the last minute and in flight, the rate allowed now)."""
+    name = remote.queue(queue)
+    if stats:
+        found = _with_stats(
+            remote, lambda client: [client.get_queue(request={"name": name, "read_mask": _ALL_AND_STATS})]
+        )
+        if found is not None:
+            show(found[0], output_format, STATS_COLUMNS)
+            return
+    show(_queue(remote.client().get_queue(name=name)), output_format, COLUMNS)
 
 
 @queues.command(name="list")
@@ -169,9 +185,15 @@ def describe(remote: Remote, queue: str, output_format: str) -> None:
 @format_option("table")
 @reports_errors
 def list_(remote: Remote, filter_: str, output_format: str) -> None:
-    """List the queues of the project and location."""
-    found = remote.client().list_queues(request={"parent": remote.parent, "filter": filter_})
-    show([_queue(q) for q in found], output_format, COLUMNS)
+    """List the queues of the project and location, with their tasks and the oldest one's time."""
+    request = {"parent": remote.parent, "filter": filter_}
+    found = _with_stats(
+        remote, lambda client: client.list_queues(request={**request, "read_mask": _ALL_AND_STATS})
+    )
+    if found is not None:
+        show(found, output_format, STATS_COLUMNS)
+        return
+    show([_queue(q) for q in remote.client().list_queues(request=request)], output_format, COLUMNS)
 
 
 def _action(
@@ -213,3 +235,38 @@ def _current_http_target(remote: Remote, name: str) -> tasks_v2.HttpTarget | Non
 
 def _queue(queue: tasks_v2.Queue) -> dict[str, Any]:
     return resource_dict(queue)
+
+
+def _with_stats(
+    remote: Remote, call: Callable[[tasks_v2beta3.CloudTasksClient], Any]
+) -> list[dict[str, Any]] | None:
+    """The queues ``call`` reads through the v2beta3 API (which carries stats), shown as v2
+    queues with a ``stats`` section; None if the server does not serve v2beta3."""
+    transport = remote.client().transport
+    assert isinstance(transport, CloudTasksGrpcTransport)
+    channel = transport.grpc_channel  # the v2 client's: ready, and carrying the API token
+    client = tasks_v2beta3.CloudTasksClient(transport=V2beta3GrpcTransport(channel=channel))
+    try:
+        return [_v2_shaped(queue) for queue in call(client)]
+    except exceptions.MethodNotImplemented:
+        return None
+
+
+def _v2_shaped(queue: tasks_v2beta3.Queue) -> dict[str, Any]:
+    """A v2beta3 queue as ``describe`` shows a v2 one (the App Engine override unwrapped, no
+    type), followed by its stats with zeros spelled out and counts as numbers."""
+    data = resource_dict(queue)
+    data.pop("type", None)
+    stats = data.pop("stats", {})
+    override = data.pop("appEngineHttpQueue", {}).get("appEngineRoutingOverride")
+    if override is not None:
+        name = data.pop("name")
+        data = {"name": name, "appEngineRoutingOverride": override, **data}
+    section: dict[str, Any] = {"tasksCount": int(stats.get("tasksCount", 0))}  # int64 come as strings
+    if "oldestEstimatedArrivalTime" in stats:
+        section["oldestEstimatedArrivalTime"] = stats["oldestEstimatedArrivalTime"]
+    for key in ("executedLastMinuteCount", "concurrentDispatchesCount"):
+        section[key] = int(stats.get(key, 0))
+    section["effectiveExecutionRate"] = stats.get("effectiveExecutionRate", 0.0)
+    data["stats"] = section
+    return data
