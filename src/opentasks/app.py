@@ -21,7 +21,7 @@ from opentasks.api.health import GrpcHealth
 from opentasks.api.health import add_routes as add_health_routes
 from opentasks.api.http_server import BoundedSite
 from opentasks.api.rest import RestApi
-from opentasks.api.v2beta3 import CloudTasksV2beta3Api, PlaceholderInsights
+from opentasks.api.v2beta3 import CloudTasksV2beta3Api
 from opentasks.api.v2beta3 import handlers as v2beta3_handlers
 from opentasks.clock import Clock, SystemClock
 from opentasks.config import Settings, StorageUrl, default_data_dir
@@ -30,9 +30,12 @@ from opentasks.credentials.tokens import TokenMinter
 from opentasks.domain.limits import Limits
 from opentasks.domain.routing import AppEngineRoutes
 from opentasks.domain.target_policy import DEFAULT_DENY, TargetPolicy
+from opentasks.metrics import start_metrics_server
+from opentasks.observability import Observability
 from opentasks.service.dispatcher import Dispatcher, DispatchSettings
 from opentasks.service.health import Readiness
 from opentasks.service.locations import LocationService
+from opentasks.service.observers import Observers
 from opentasks.service.pusher import AiohttpPusher
 from opentasks.service.queues import QueueService
 from opentasks.service.tasks import TaskService
@@ -90,7 +93,9 @@ def build_minter(settings: Settings, clock: Clock) -> TokenMinter:
     return TokenMinter(keys, settings.issuer(settings.http_port), dict(settings.oauth_tokens))
 
 
-def build_dispatcher(settings: Settings, store: Store, clock: Clock, minter: TokenMinter) -> Dispatcher:
+def build_dispatcher(
+    settings: Settings, store: Store, clock: Clock, minter: TokenMinter, observers: Observers | None = None
+) -> Dispatcher:
     dispatch_settings = DispatchSettings(
         app_engine=app_engine_routes(settings),
         lease_grace=settings.lease_grace,
@@ -106,11 +111,16 @@ def build_dispatcher(settings: Settings, store: Store, clock: Clock, minter: Tok
         settings=dispatch_settings,
         credentials=minter,
         targets=targets,
+        observers=observers,
     )
 
 
 def build_services(
-    settings: Settings, store: Store, clock: Clock, dispatcher: Dispatcher | None = None
+    settings: Settings,
+    store: Store,
+    clock: Clock,
+    dispatcher: Dispatcher | None = None,
+    observers: Observers | None = None,
 ) -> Services:
     limits = Limits(
         max_dispatches_per_second=settings.max_rate_per_queue,
@@ -128,6 +138,7 @@ def build_services(
             events=dispatcher,
             targets=targets,
             app_engine=routes,
+            observers=observers,
         ),
         tasks=TaskService(
             store,
@@ -138,6 +149,7 @@ def build_services(
             runner=dispatcher,
             targets=targets,
             app_engine=routes,
+            observers=observers,
         ),
         locations=LocationService(store, allowed_locations=settings.allowed_locations),
     )
@@ -204,14 +216,25 @@ class Server:
         self.clock = clock or SystemClock()
         self.store = store or build_store(settings.storage)
         self.minter = build_minter(settings, self.clock)
+        self.observability = Observability.build(self.clock, access_log=settings.access_log)
+        observers = self.observability.observers
         self.dispatcher = (
-            build_dispatcher(settings, self.store, self.clock, self.minter) if settings.dispatch else None
+            build_dispatcher(settings, self.store, self.clock, self.minter, observers)
+            if settings.dispatch
+            else None
         )
-        self.services = build_services(settings, self.store, self.clock, self.dispatcher)
+        self.services = build_services(settings, self.store, self.clock, self.dispatcher, observers)
+        self.insights = self.observability.insights(self.store, self.dispatcher)
+        if isinstance(self.store, SqliteStore):
+            self.store.observe_commits(self.observability.metrics.store_commit, self.clock.monotonic)
+        self.auth = api_auth(settings)
+        self._metrics_http: web.AppRunner | None = None
         self.port = settings.port
         self.http_port = settings.http_port
         self._http: web.AppRunner | None = None
-        self._grpc = grpc.aio.server(options=grpc_options(settings))
+        self._grpc = grpc.aio.server(
+            options=grpc_options(settings), interceptors=[self.observability.interceptor(self.auth)]
+        )
         self._dispatching = False
         self.readiness = Readiness(
             self.store, self.clock, dispatching=(lambda: self._dispatching) if self.dispatcher else None
@@ -226,9 +249,9 @@ class Server:
             self._dispatching = True
         services = self.services
         api = CloudTasksApi(services.queues, services.tasks, services.locations, self.clock)
-        auth = api_auth(self.settings)
+        auth = self.auth
         self._grpc.add_generic_rpc_handlers(handlers(api, auth))
-        v2beta3 = CloudTasksV2beta3Api(api, PlaceholderInsights(services.queues))
+        v2beta3 = CloudTasksV2beta3Api(api, self.insights)
         self._grpc.add_generic_rpc_handlers(v2beta3_handlers(v2beta3, auth))
         self.health.add_to(self._grpc)
         self.port = self._grpc.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
@@ -252,6 +275,11 @@ class Server:
         await site.start()
         self.http_port = self._http.addresses[0][1]
         self.minter.issuer = self.settings.issuer(self.http_port)
+        if self.settings.metrics_port is not None:
+            metrics = self.observability.metrics
+            self._metrics_http = await start_metrics_server(
+                metrics, self.settings.host, self.settings.metrics_port
+            )
         if auth is None and not self.settings.loopback_only:
             _log.warning(
                 "API AUTHENTICATION IS OFF (--insecure-no-auth) and the server listens on %s: "
@@ -265,6 +293,8 @@ class Server:
         """Routes of the HTTP port beside the API (no API authentication)."""
         discovery.add_routes(app, minter.keys, lambda: minter.issuer)
         add_health_routes(app, self.readiness)
+        # GET /metrics on the HTTP port, unless it has a port of its own.
+        self.observability.add_to_http_app(app, self.auth, metrics=self.settings.metrics_port is None)
 
     async def stop(self) -> None:
         """Stop claiming tasks and let attempts in flight finish (bounded), then stop taking
@@ -275,6 +305,8 @@ class Server:
             await self.dispatcher.stop()
         if self._http is not None:
             await self._http.cleanup()
+        if self._metrics_http is not None:
+            await self._metrics_http.cleanup()
         await self._grpc.stop(self.settings.shutdown_grace.total_seconds())
         await self.store.close()
         _log.info("opentasks stopped")

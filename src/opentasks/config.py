@@ -276,6 +276,13 @@ class Settings:
         given_default=False,
         to_value=lambda no_dispatch: not no_dispatch,
     )
+    metrics_port: int | None = _option(
+        None,
+        "Serve GET /metrics on this port of its own instead of the HTTP port (0 picks a free one).",
+        kind="int",
+        shown_default="on the HTTP port",
+    )
+    access_log: bool = _option(False, "Log every API call (method, status, duration, caller).", kind="flag")
     log_level: str = _option("INFO", "", kind="choice", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_format: str = _option(
         "text",

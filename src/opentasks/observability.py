@@ -41,7 +41,9 @@ class Observability:
     def interceptor(self, auth: ApiAuth | None) -> ObservingInterceptor:
         return ObservingInterceptor(self.observers, auth, self.clock.monotonic)
 
-    def add_to_http_app(self, app: web.Application, auth: ApiAuth | None) -> None:
-        """The REST middleware and ``GET /metrics`` (call it inside RestApi.app's extra_routes)."""
+    def add_to_http_app(self, app: web.Application, auth: ApiAuth | None, *, metrics: bool = True) -> None:
+        """The REST middleware, and ``GET /metrics`` unless ``metrics`` is false (call it inside
+        RestApi.app's extra_routes)."""
         app.middlewares.append(observing_middleware(self.observers, auth, self.clock.monotonic))
-        add_metrics_route(app, self.metrics)
+        if metrics:
+            add_metrics_route(app, self.metrics)

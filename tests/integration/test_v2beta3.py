@@ -254,9 +254,6 @@ def handler() -> Iterator[HandlerProcess]:
         yield running
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the server wires PlaceholderInsights (zeros) until the real QueueInsights lands"
-)
 @pytest.mark.parametrize("transport", ["grpc", "rest"])
 def test_stats_count_tasks(server: ServerProcess, handler: HandlerProcess, transport: str) -> None:
     client = client_for(server, tasks_v2beta3, transport)

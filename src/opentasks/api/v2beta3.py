@@ -22,10 +22,8 @@ from opentasks.api.cloud_tasks_grpc import CloudTasksApi, cloud_tasks_methods, s
 from opentasks.api.messages import PB
 from opentasks.clock import Clock
 from opentasks.domain.names import QueueName
-from opentasks.domain.stats import QueueStats
 from opentasks.errors import InvalidArgument, NotFound
 from opentasks.service.insights import QueueInsights
-from opentasks.service.queues import QueueService
 
 SERVICE = "google.cloud.tasks.v2beta3.CloudTasks"
 _STATS = "stats"
@@ -184,18 +182,6 @@ class CloudTasksV2beta3Api:
 
     async def get_operation(self, request: PB) -> PB:
         return convert.operation_to_v2beta3(await self._api.get_operation(request))
-
-
-class PlaceholderInsights:
-    """Stands in for the real :class:`QueueInsights` until the server wires one: the queue's
-    existence is checked (NotFound as the real one), every number reads 0."""
-
-    def __init__(self, queues: QueueService) -> None:
-        self._queues = queues
-
-    async def queue_stats(self, name: QueueName) -> QueueStats:
-        await self._queues.get_queue(name)  # NotFound when it does not exist
-        return QueueStats()
 
 
 class _ReadMask:
