@@ -418,10 +418,10 @@ class SqliteStore:
     async def task_counts(
         self, now: datetime, queue: QueueName | None = None
     ) -> dict[QueueName, base.TaskCounts]:
-        # Per queue: its counter, one lookup of tasks_schedule for the oldest task, and one range
-        # of it for the tasks scheduled after now. Nothing grows with a backlog of due tasks.
+        # Per queue, on the tasks_schedule index alone (no task row is read): its tasks counted,
+        # one lookup for the oldest task, and one range for the tasks scheduled after now.
         sql = (
-            "SELECT parent, queue_id, task_count,"
+            "SELECT parent, queue_id, (SELECT COUNT(*) FROM tasks WHERE queue_pk = pk),"
             " (SELECT MIN(schedule_us) FROM tasks WHERE queue_pk = pk),"
             " (SELECT COUNT(*) FROM tasks WHERE queue_pk = pk AND schedule_us > ?)"
             " FROM queues"
