@@ -34,6 +34,7 @@ from opentasks.domain.queue import Queue, QueueState
 from opentasks.domain.stats import QueueStats
 from opentasks.service.observers import (
     AttemptFinished,
+    FinishReason,
     Observer,
     QueueChange,
     QueueChanged,
@@ -131,6 +132,14 @@ class Metrics(Observer):
             counters = self._queues[name] = _QueueCounters(_label_text(name))
         return counters
 
+    def _align_counters(self, names: set[QueueName]) -> None:
+        """Counters for exactly the queues that exist: a queue's counter series are there (at 0)
+        from its first scrape on, so that ``increase()`` sees its first event, and end with it."""
+        for name in names:
+            self._counters(name)
+        for name in [n for n in self._queues if n not in names]:
+            del self._queues[name]
+
     def task_created(self, event: TaskCreated) -> None:
         self._counters(event.task.name.queue).created += 1
 
@@ -165,12 +174,18 @@ class Metrics(Observer):
         """The text exposition, with queue gauges read from the insights now."""
         if self._insights is not None:
             self._snapshot = await self._insights.all_queue_stats()
+            self._align_counters({queue.name for queue, _ in self._snapshot})
         queues = render_queues(self._snapshot, list(self._queues.values()), self._clock.now())
         return generate_latest(self.registry) + queues.encode()
 
 
 # Per-queue series are formatted here rather than by prometheus-client's generic exposition,
 # which takes about 5 us per sample: a thousand queues are some 50,000 samples.
+
+
+# Written at 0 before they happen, so that rate() and increase() count a queue's first event.
+OUTCOMES = ("2xx", "3xx", "4xx", "5xx", "timeout", "unreachable", "refused")
+REASONS = tuple(reason.value for reason in FinishReason)
 
 
 def _escape(value: str) -> str:
@@ -252,7 +267,8 @@ def _counters(out: list[str], queues: list[_QueueCounters]) -> None:
     name = "opentasks_queue_attempts_total"
     _header(out, name, "counter", "Attempts ended, by outcome: 2xx..5xx, timeout, unreachable or refused.")
     for q in queues:
-        out.extend(f'{name}{{{q.label_text},outcome="{k}"}} {n}\n' for k, n in q.attempts.items())
+        attempts = dict.fromkeys(OUTCOMES, 0) | q.attempts
+        out.extend(f'{name}{{{q.label_text},outcome="{k}"}} {n}\n' for k, n in attempts.items())
     name = "opentasks_queue_tasks_finished_total"
     _header(
         out,
@@ -261,7 +277,8 @@ def _counters(out: list[str], queues: list[_QueueCounters]) -> None:
         "Tasks that left the queue: succeeded, failed for good (max_attempts, max_retry_duration), deleted.",
     )
     for q in queues:
-        out.extend(f'{name}{{{q.label_text},reason="{k}"}} {n}\n' for k, n in q.finished.items())
+        finished = dict.fromkeys(REASONS, 0) | q.finished
+        out.extend(f'{name}{{{q.label_text},reason="{k}"}} {n}\n' for k, n in finished.items())
 
 
 def _histograms(out: list[str], queues: list[_QueueCounters]) -> None:

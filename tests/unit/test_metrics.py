@@ -27,6 +27,7 @@ from opentasks.service.observers import (
     outcome_class,
 )
 from opentasks.service.queue_insights import StoreInsights
+from opentasks.storage.base import Windows
 from opentasks.storage.memory import MemoryStore
 from opentasks.storage.sqlite import SqliteStore
 
@@ -48,6 +49,7 @@ def test_an_observer_that_fails_does_not_stop_the_others(caplog: pytest.LogCaptu
     observers.task_created(event)
     assert seen == [event]
     assert "boom" in caplog.text
+    assert "https://example.com" not in caplog.text  # the event (and its task) is never logged
 
 
 def test_outcome_classes_are_bounded() -> None:
@@ -115,6 +117,12 @@ async def test_insights_and_exposition(caplog: pytest.LogCaptureFixture) -> None
     assert samples[("opentasks_queue_dispatch_delay_seconds_bucket", key(labels, le="5.0"))] == 1
     assert samples[("opentasks_queue_dispatch_delay_seconds_bucket", key(labels, le="1.0"))] == 0
     assert "process_cpu_seconds_total" in text or "python_info" in text
+    # Series a queue has not had yet are there at 0, so that increase() sees the first event.
+    assert samples[("opentasks_queue_tasks_finished_total", key(labels, reason="max_retry_duration"))] == 0
+    assert samples[("opentasks_queue_attempts_total", key(labels, outcome="refused"))] == 0
+    # A deleted queue's series end with it.
+    await store.delete_queue(q, clock.now(), Windows(clock.now(), clock.now()))
+    assert 'queue="q"' not in (await metrics.render()).decode()
 
 
 async def test_a_scrape_of_many_queues_stays_fast(tmp_path: Path) -> None:

@@ -150,7 +150,14 @@ class Observers:
             try:
                 listener(event)
             except Exception:
-                self._errors.exception("observer %r failed on %r", listener, event)
+                # Never the event itself: it may hold a task's body and headers.
+                self._errors.exception(
+                    "observer %s failed on a %s event", _named(listener), type(event).__name__
+                )
+
+
+def _named(listener: object) -> str:
+    return str(getattr(listener, "__qualname__", type(listener).__name__))
 
 
 ATTEMPT_FINISHED = "attempt_finished"
