@@ -299,6 +299,7 @@ class Server:
     async def stop(self) -> None:
         """Stop claiming tasks and let attempts in flight finish (bounded), then stop taking
         calls, let running ones finish (bounded), and close the store."""
+        self.readiness.stopping = True
         await self.health.stop()  # NOT_SERVING while draining
         self._dispatching = False
         if self.dispatcher is not None:

@@ -293,7 +293,12 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
-        for label, port in (("--port", self.port), ("--http-port", self.http_port)):
+        ports = (
+            ("--port", self.port),
+            ("--http-port", self.http_port),
+            ("--metrics-port", self.metrics_port),
+        )
+        for label, port in ((label, port) for label, port in ports if port is not None):
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{label}: {port} is not a TCP port (0-65535).")
         if self.max_connections < 1:

@@ -43,7 +43,11 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = record.exc_text
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
+        try:
+            return json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError):  # NaN, a non-string key, a cycle: each field as its str()
+            safe = {key: value if isinstance(value, str) else str(value) for key, value in entry.items()}
+            return json.dumps(safe, ensure_ascii=False, separators=(",", ":"))
 
 
 def rfc3339(created: float) -> str:

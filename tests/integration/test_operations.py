@@ -130,6 +130,12 @@ def test_backup_refuses_to_overwrite_and_names_a_missing_database(tmp_path: Path
     result = run("backup", "--storage", "memory://", str(tmp_path / "m.db"))
     assert result.returncode != 0
     assert "only an SQLite database" in result.stderr
+    # Without --storage, the database of --data-dir, as serve finds it.
+    (tmp_path / "data").mkdir()
+    source.rename(tmp_path / "data" / "opentasks.db")
+    result = run("backup", "--data-dir", str(tmp_path / "data"), str(tmp_path / "from-data-dir.db"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "from-data-dir.db").exists()
 
 
 def test_serve_refuses_a_corrupt_database_in_one_line(tmp_path: Path) -> None:

@@ -73,6 +73,16 @@ def test_values_json_cannot_hold_are_strings_and_core_keys_are_not_overwritten()
     assert entry["extra_level"] == "custom"
 
 
+def test_values_that_break_json_still_make_a_valid_line() -> None:
+    cycle: list[object] = []
+    cycle.append(cycle)
+    for extra in ({"ratio": float("nan")}, {"counts": {1: "a", (2, 3): "b"}}, {"cycle": cycle}):
+        line = JsonFormatter().format(record(**extra))
+        entry = json.loads(line, parse_constant=pytest.fail)  # NaN/Infinity are not JSON
+        assert entry["message"] == "hello world"
+        assert "\n" not in line
+
+
 def test_rfc3339_is_utc_with_milliseconds() -> None:
     assert rfc3339(0) == "1970-01-01T00:00:00.000Z"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", rfc3339(1714564800.5))

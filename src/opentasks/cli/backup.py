@@ -16,9 +16,18 @@ from opentasks.storage.backup import DEFAULT_STEP_PAGES, BackupError, backup
     "--storage",
     envvar="OPENTASKS_STORAGE",
     show_envvar=True,
-    default=lambda: f"sqlite:///{default_data_dir()}/opentasks.db",
-    show_default="the sqlite file in the default data directory",
+    default=None,
+    show_default="the sqlite file in --data-dir",
     help="The --storage of the server to back up (sqlite:///...).",
+)
+@click.option(
+    "--data-dir",
+    envvar="OPENTASKS_DATA_DIR",
+    show_envvar=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    show_default=str(default_data_dir()),
+    help="The --data-dir of the server to back up (where its default database lives).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace FILE if it exists.")
 @click.option(
@@ -29,12 +38,15 @@ from opentasks.storage.backup import DEFAULT_STEP_PAGES, BackupError, backup
     help="Pages copied per step (each step holds a read lock on the database briefly).",
 )
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def backup_command(storage: str, overwrite: bool, step_pages: int, file: Path) -> None:
+def backup_command(
+    storage: str | None, data_dir: Path | None, overwrite: bool, step_pages: int, file: Path
+) -> None:
     """Copy the database to FILE as of one instant, while the server keeps serving.
 
     FILE is a complete SQLite database, readable by its owner only. To restore it, stop the
     server and put FILE in place of the database (docs/operating.md).
     """
+    storage = storage or f"sqlite:///{data_dir or default_data_dir()}/opentasks.db"  # as serve
     try:
         url = StorageUrl.parse(storage)
     except ConfigError as error:

@@ -41,6 +41,7 @@ class Readiness:
         self._dispatching = dispatching
         self._timeout_s = timeout_s
         self._running: asyncio.Future[str | None] | None = None
+        self.stopping = False  # set when the server starts shutting down
 
     async def reason(self) -> str | None:
         """Callers that ask while a check runs share its answer (probes never pile up)."""
@@ -49,6 +50,8 @@ class Readiness:
         return await asyncio.shield(self._running)
 
     async def _check(self) -> str | None:
+        if self.stopping:
+            return "the server is shutting down"
         store_reason = await self._store_reason()
         if store_reason is not None:
             return store_reason

@@ -77,6 +77,7 @@ class SqliteStore:
         directory is missing, the file is corrupt or another program's, or its schema is newer
         than this code; :class:`DatabaseInUse` when another server holds it."""
         sqlite_files.prepare(self._path)
+        _check_untouched(self._path)  # before the lock file and WAL mode change anything
         self._lock_file = _lock(self._path)
         try:
             self._conn = self._connect()
@@ -471,6 +472,19 @@ def _in_savepoint(conn: sqlite3.Connection, operation: Operation[Any]) -> tuple[
         return None, error
     conn.execute("RELEASE op")
     return result, None
+
+
+def _check_untouched(path: Path) -> None:
+    """Refuse a corrupt, foreign or too new database while only reading it, so that a refused
+    file is left exactly as it was."""
+    try:
+        conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise sqlite_files.unusable(path, error) from None
+    try:
+        sqlite_files.check_schema(conn, path)
+    finally:
+        conn.close()
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
