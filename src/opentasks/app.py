@@ -280,6 +280,8 @@ class Server:
             self._metrics_http = await start_metrics_server(
                 metrics, self.settings.host, self.settings.metrics_port
             )
+            address = self._metrics_http.addresses[0]
+            _log.info("metrics on http://%s:%d/metrics", address[0], address[1])
         if auth is None and not self.settings.loopback_only:
             _log.warning(
                 "API AUTHENTICATION IS OFF (--insecure-no-auth) and the server listens on %s: "

