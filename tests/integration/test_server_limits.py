@@ -3,12 +3,16 @@ both transports, checked against a real server with raw sockets (each wait bound
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from google.cloud import tasks_v2
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
 
 from opentasks.testing import ServerProcess
 
@@ -115,3 +119,22 @@ def test_grpc_connections_beyond_the_cap_are_closed_at_once(bounded: ServerProce
         for connection in held:
             connection.close()
     _still_answers(bounded)
+
+
+def test_a_burst_of_calls_on_a_new_channel_is_all_served(bounded: ServerProcess) -> None:
+    """A client may open many streams before the server's HTTP/2 settings reach it: a cap on
+    streams per connection made gRPC refuse some of them (UNAVAILABLE) instead of serving them."""
+
+    async def burst() -> list[BaseException | None]:
+        parent = "projects/p/locations/l"
+        async with grpc.aio.insecure_channel(bounded.address) as channel:
+            client = tasks_v2.CloudTasksAsyncClient(transport=CloudTasksGrpcAsyncIOTransport(channel=channel))
+            queue = await client.create_queue(parent=parent, queue={"name": f"{parent}/queues/burst"})
+            await client.pause_queue(name=queue.name)
+        async with grpc.aio.insecure_channel(bounded.address) as channel:  # a new connection
+            client = tasks_v2.CloudTasksAsyncClient(transport=CloudTasksGrpcAsyncIOTransport(channel=channel))
+            task = {"http_request": {"url": "http://127.0.0.1:9/"}}
+            calls = (client.create_task(parent=queue.name, task=task) for _ in range(300))
+            return await asyncio.gather(*calls, return_exceptions=True)  # type: ignore[arg-type]
+
+    assert [e for e in asyncio.run(burst()) if isinstance(e, BaseException)] == []
