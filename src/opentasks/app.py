@@ -4,6 +4,7 @@ chooses concrete backends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
 import signal
@@ -321,7 +322,14 @@ async def serve(settings: Settings, *, on_ready: Callable[[Server], None] | None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        # Release what did start (e.g. the gRPC port when the HTTP port is taken), so the
+        # process ends with the one-line error and no complaint from a half-started server.
+        with contextlib.suppress(Exception):
+            await server.stop()
+        raise
     if on_ready is not None:
         on_ready(server)
     await stop.wait()

@@ -52,6 +52,9 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._observers = observers
         self._auth = auth
         self._monotonic = monotonic
+        # One observed handler per served handler, made once: building one per call cost more
+        # than the call's own bookkeeping.
+        self._observed: dict[int, tuple[Any, Any]] = {}
 
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], details: grpc.HandlerCallDetails
@@ -59,11 +62,16 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if RPC_SERVED not in self._observers.wanted or handler is None or handler.unary_unary is None:
             return handler
-        method = str(details.method).rsplit("/", 1)[-1] or _OTHER
+        if str(details.method).startswith("/grpc.health."):  # probes are no API calls
+            return handler
+        cached = self._observed.get(id(handler))
+        if cached is None or cached[0] is not handler:
+            method = str(details.method).rsplit("/", 1)[-1] or _OTHER
+            cached = self._observed[id(handler)] = (handler, self._wrap(handler, method))
+        return cached[1]
+
+    def _wrap(self, handler: Any, method: str) -> Any:
         behavior = handler.unary_unary
-        metadata = {
-            key.lower(): value for key, value in details.invocation_metadata or () if isinstance(value, str)
-        }
 
         async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = self._monotonic()
@@ -75,8 +83,8 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
                 raise
             finally:
-                caller = caller_id(self._auth, metadata)
                 elapsed = self._monotonic() - started
+                caller = caller_id(self._auth, _metadata(context)) if self._auth is not None else ""
                 self._observers.rpc_served(RpcServed("grpc", method, code, elapsed, caller))
 
         return grpc.unary_unary_rpc_method_handler(
@@ -84,6 +92,12 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
+    return {
+        key.lower(): value for key, value in context.invocation_metadata() or () if isinstance(value, str)
+    }
 
 
 def rest_method(http_method: str, path: str) -> str | None:

@@ -91,7 +91,7 @@ _TYPES: dict[str, Callable[[str, Option], Any]] = {
 )
 @_setting_options
 def serve(config_file: ConfigFile | None, **given: Any) -> None:
-    """Start the server (gRPC API of Cloud Tasks v2)."""
+    """Start the server: Cloud Tasks API v2 and v2beta3 over gRPC and REST, and the dispatcher."""
     try:
         settings = settings_from_options(given)
         target_policy(settings)  # a bad --dispatch-allow/-deny entry fails here, not at dispatch
