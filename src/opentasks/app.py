@@ -228,6 +228,7 @@ class Server:
             self.store.observe_commits(self.observability.metrics.store_commit, self.clock.monotonic)
         self.auth = api_auth(settings)
         self._metrics_http: web.AppRunner | None = None
+        self._started = False  # the start-up line was written (stop() then writes its own)
         self.port = settings.port
         self.http_port = settings.http_port
         self._http: web.AppRunner | None = None
@@ -289,6 +290,7 @@ class Server:
             )
         message, fields = startup_summary(self.settings, self.port, self.http_port, api_auth=auth is not None)
         _log.info("%s", message, extra=fields)
+        self._started = True
 
     def _extra_routes(self, app: web.Application, minter: TokenMinter) -> None:
         """Routes of the HTTP port beside the API (no API authentication)."""
@@ -311,7 +313,8 @@ class Server:
             await self._metrics_http.cleanup()
         await self._grpc.stop(self.settings.shutdown_grace.total_seconds())
         await self.store.close()
-        _log.info("opentasks stopped")
+        if self._started:
+            _log.info("opentasks stopped")
 
 
 async def serve(settings: Settings, *, on_ready: Callable[[Server], None] | None = None) -> None:
