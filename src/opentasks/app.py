@@ -25,7 +25,7 @@ from opentasks.api.rest import RestApi
 from opentasks.api.v2beta3 import CloudTasksV2beta3Api
 from opentasks.api.v2beta3 import handlers as v2beta3_handlers
 from opentasks.clock import Clock, SystemClock
-from opentasks.config import Settings, StorageUrl, default_data_dir
+from opentasks.config import ConfigError, Settings, StorageUrl, default_data_dir
 from opentasks.credentials.keys import KeyRing
 from opentasks.credentials.tokens import TokenMinter
 from opentasks.domain.limits import Limits
@@ -51,10 +51,18 @@ GRPC_MAX_CONNECTION_IDLE_MS = 5 * 60 * 1000
 
 
 def build_store(url: StorageUrl) -> Store:
-    """The store a storage URL names."""
-    if url.backend == "sqlite" and url.path is not None:
-        return SqliteStore(url.path, synchronous=url.synchronous)
-    return MemoryStore()
+    """The store a storage URL names; ConfigError for a backend this server does not have."""
+    match url.backend:
+        case "memory":
+            return MemoryStore()
+        case "sqlite" if url.path is not None:
+            return SqliteStore(url.path, synchronous=url.synchronous)
+        case "sqlite":
+            raise ConfigError("--storage: the sqlite URL names no file; write sqlite:///opentasks.db.")
+        case _:
+            raise ConfigError(
+                f"--storage: unknown storage backend '{url.backend}'; use sqlite:///path.db or memory://."
+            )
 
 
 @dataclass

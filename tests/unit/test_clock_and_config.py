@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from opentasks.app import build_store
 from opentasks.clock import FakeClock
 from opentasks.config import (
     ConfigError,
@@ -16,6 +17,8 @@ from opentasks.config import (
     parse_duration,
     settings_from_options,
 )
+from opentasks.storage.memory import MemoryStore
+from opentasks.storage.sqlite import SqliteStore
 
 
 async def test_fake_clock_wakes_sleepers_only_when_due() -> None:
@@ -44,6 +47,14 @@ def test_storage_urls() -> None:
     for bad in ("mysql://x", "sqlite:///", "sqlite:///x.db?synchronous=sometimes", "sqlite:///x.db?foo=1"):
         with pytest.raises(ConfigError):
             StorageUrl.parse(bad)
+
+
+def test_build_store_picks_the_named_backend_and_rejects_any_other(tmp_path: Path) -> None:
+    assert isinstance(build_store(StorageUrl("memory")), MemoryStore)
+    assert isinstance(build_store(StorageUrl("sqlite", tmp_path / "x.db")), SqliteStore)
+    for url in (StorageUrl("postgresql"), StorageUrl("memcached"), StorageUrl("sqlite")):
+        with pytest.raises(ConfigError, match="--storage"):
+            build_store(url)
 
 
 def test_durations() -> None:
