@@ -18,15 +18,16 @@ WINDOWS = Windows(task_tombstone_until=T0 + timedelta(hours=1), queue_tombstone_
 SECOND = timedelta(seconds=1)
 
 
-def lease(task: Task) -> datetime:
-    assert task.last_attempt is not None and task.last_attempt.dispatch_time is not None
-    return task.last_attempt.dispatch_time + timedelta(minutes=1)
+# With the tasks' 30 s dispatch deadline, a claim's lease ends a minute after it.
+DEADLINE = timedelta(seconds=30)
+GRACE = timedelta(seconds=30)
 
 
 async def add(store: Store, task_id: str, at: timedelta, *, queue: QueueName = Q) -> Task:
     draft = TaskDraft(
         name=f"{queue}/tasks/{task_id}",
         http_request=HttpRequest(url="https://example.com/x"),
+        dispatch_deadline=DEADLINE,
         schedule_time=T0 + at,
     )
     return await store.create_task(new_task(draft, queue, T0, task_id, Limits()), T0)
@@ -44,7 +45,7 @@ async def test_counts_follow_creates_claims_retries_deletes_and_purges(store: St
     assert await store.task_counts(T0) == {Q: TaskCounts(4, 2, T0), EMPTY: TaskCounts()}
     assert (await store.task_counts(T0 + 20 * SECOND))[Q] == TaskCounts(4, 1, T0)
 
-    claim = await store.claim_due_tasks(Q, T0 + 20 * SECOND, 10, lease)
+    claim = await store.claim_due_tasks(Q, T0 + 20 * SECOND, 10, GRACE)
     assert sorted(t.name.task_id for t in claim.tasks) == ["a", "b", "d"]
     assert (await store.task_counts(T0 + 20 * SECOND))[Q] == TaskCounts(4, 1, T0)  # claimed tasks are due
 
@@ -103,7 +104,7 @@ async def test_counts_survive_reopening(store_factory: StoreFactory) -> None:
 async def test_many_tasks_in_one_batch(store: Store) -> None:
     await make_queues(store)
     created = [await add(store, f"t{index}", index * SECOND) for index in range(50)]
-    claim = await store.claim_due_tasks(Q, T0 + 100 * SECOND, 100, lease)
+    claim = await store.claim_due_tasks(Q, T0 + 100 * SECOND, 100, GRACE)
     assert len(claim.tasks) == 50
     await store.finish_attempts([AttemptResult(t.name, 1, None) for t in created[:30]], WINDOWS)
     assert (await store.task_counts(T0 + 100 * SECOND))[Q] == TaskCounts(20, 0, T0 + 30 * SECOND)

@@ -6,10 +6,11 @@ import pytest
 from msgspec.structs import replace
 
 from opentasks.domain.attempt import after_attempt
-from opentasks.domain.limits import Limits
+from opentasks.domain.lease import lease_expiry
+from opentasks.domain.limits import LATEST_TIME, Limits
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.queue import Queue, RetryConfig, resolve_queue
-from opentasks.domain.task import AttemptOutcome, HttpRequest, Task, TaskDraft, new_task
+from opentasks.domain.task import AppEngineHttpRequest, AttemptOutcome, HttpRequest, Task, TaskDraft, new_task
 from opentasks.errors import AlreadyExists, NotFound
 from opentasks.storage.base import AttemptResult, Store, Windows
 from opentasks.storage.memory import MemoryStore
@@ -27,15 +28,16 @@ RETRY = RetryConfig(
 )
 
 
-def lease(task: Task) -> datetime:
-    assert task.last_attempt is not None and task.last_attempt.dispatch_time is not None
-    return task.last_attempt.dispatch_time + timedelta(minutes=1)
+# With the tasks' 30 s dispatch deadline, a claim's lease ends a minute after it.
+DEADLINE = timedelta(seconds=30)
+GRACE = timedelta(seconds=30)
 
 
 async def add(store: Store, task_id: str, at: timedelta = timedelta(0), *, named: bool = True) -> Task:
     draft = TaskDraft(
         name=f"{Q}/tasks/{task_id}" if named else "",
         http_request=HttpRequest(url="https://example.com/x", body=b"b"),
+        dispatch_deadline=DEADLINE,
         schedule_time=T0 + at,
     )
     return await store.create_task(new_task(draft, Q, T0, task_id, Limits()), T0)
@@ -51,7 +53,7 @@ async def test_claims_due_tasks_in_schedule_then_creation_order(store: Store, qu
     await add(store, "first-a")
     await add(store, "first-b")
     await add(store, "future", timedelta(hours=1))
-    claim = await store.claim_due_tasks(Q, T0 + timedelta(seconds=5), 10, lease)
+    claim = await store.claim_due_tasks(Q, T0 + timedelta(seconds=5), 10, GRACE)
     assert [t.name.task_id for t in claim.tasks] == ["first-a", "first-b", "later"]
     assert claim.next_due == T0 + timedelta(seconds=5, minutes=1)  # the leases end before "future"
     task = claim.tasks[0]
@@ -68,28 +70,50 @@ async def test_claim_respects_limit_and_hides_claimed_tasks_until_lease_ends(
 ) -> None:
     for i in range(3):
         await add(store, f"t{i}")
-    first = await store.claim_due_tasks(Q, T0, 2, lease)
+    first = await store.claim_due_tasks(Q, T0, 2, GRACE)
     assert [t.name.task_id for t in first.tasks] == ["t0", "t1"]
     assert first.next_due == T0
-    second = await store.claim_due_tasks(Q, T0, 10, lease)
+    second = await store.claim_due_tasks(Q, T0, 10, GRACE)
     assert [t.name.task_id for t in second.tasks] == ["t2"]
-    assert (await store.claim_due_tasks(Q, T0 + timedelta(seconds=59), 10, lease)).tasks == []
-    again = await store.claim_due_tasks(Q, T0 + timedelta(minutes=1), 10, lease)
+    assert (await store.claim_due_tasks(Q, T0 + timedelta(seconds=59), 10, GRACE)).tasks == []
+    again = await store.claim_due_tasks(Q, T0 + timedelta(minutes=1), 10, GRACE)
     assert sorted(t.name.task_id for t in again.tasks) == ["t0", "t1", "t2"]
     assert all(t.dispatch_count == 2 for t in again.tasks)
 
 
+async def test_each_lease_follows_its_tasks_own_deadline(store: Store, queue: Queue) -> None:
+    """The visibility timeout is a rule of the task's row: claim time + dispatch deadline + grace,
+    10 minutes for an App Engine task without a deadline, clamped to the latest time."""
+    await add(store, "http")  # 30 s deadline
+    engine = TaskDraft(name=f"{Q}/tasks/engine", app_engine_http_request=AppEngineHttpRequest())
+    await store.create_task(new_task(engine, Q, T0, "engine", Limits()), T0)
+    claimed = {t.name.task_id: t for t in (await store.claim_due_tasks(Q, T0, 10, GRACE)).tasks}
+    assert claimed["engine"].dispatch_deadline is None
+    assert lease_expiry(claimed["engine"], T0, GRACE) == T0 + timedelta(minutes=10, seconds=30)
+    assert [
+        t.name.task_id for t in (await store.claim_due_tasks(Q, T0 + timedelta(minutes=1), 10, GRACE)).tasks
+    ] == ["http"]
+    just_before = T0 + timedelta(minutes=10, seconds=30) - timedelta(microseconds=1)
+    assert (await store.claim_due_tasks(Q, just_before, 10, GRACE)).next_due == T0 + timedelta(
+        minutes=10, seconds=30
+    )
+    again = await store.claim_due_tasks(Q, T0 + timedelta(minutes=10, seconds=30), 10, GRACE)
+    assert [t.name.task_id for t in again.tasks] == ["engine"]
+    last = await store.claim_task(TaskName(Q, "engine"), LATEST_TIME - timedelta(minutes=1), GRACE)
+    assert lease_expiry(last, LATEST_TIME - timedelta(minutes=1), GRACE) == LATEST_TIME
+
+
 async def test_empty_or_missing_queue(store: Store, queue: Queue) -> None:
-    assert await store.claim_due_tasks(Q, T0, 10, lease) == type(
-        await store.claim_due_tasks(Q, T0, 1, lease)
+    assert await store.claim_due_tasks(Q, T0, 10, GRACE) == type(
+        await store.claim_due_tasks(Q, T0, 1, GRACE)
     )([], None)
-    missing = await store.claim_due_tasks(QueueName("p", "l", "none"), T0, 10, lease)
+    missing = await store.claim_due_tasks(QueueName("p", "l", "none"), T0, 10, GRACE)
     assert (missing.tasks, missing.next_due) == ([], None)
 
 
 async def test_success_deletes_and_reserves_the_name(store: Store, queue: Queue) -> None:
     await add(store, "ok")
-    claimed = (await store.claim_due_tasks(Q, T0, 1, lease)).tasks[0]
+    claimed = (await store.claim_due_tasks(Q, T0, 1, GRACE)).tasks[0]
     await store.finish_attempts([AttemptResult(claimed.name, claimed.dispatch_count, None)], WINDOWS)
     with pytest.raises(NotFound, match="existed recently"):
         await store.get_task(claimed.name, T0)
@@ -99,7 +123,7 @@ async def test_success_deletes_and_reserves_the_name(store: Store, queue: Queue)
 
 async def test_failure_reschedules_and_the_task_falls_due_again(store: Store, queue: Queue) -> None:
     await add(store, "flaky")
-    claimed = (await store.claim_due_tasks(Q, T0, 1, lease)).tasks[0]
+    claimed = (await store.claim_due_tasks(Q, T0, 1, GRACE)).tasks[0]
     failed_at = T0 + timedelta(seconds=2)
     after = after_attempt(claimed, AttemptOutcome(http_status=503), failed_at, RETRY)
     assert after is not None
@@ -109,15 +133,15 @@ async def test_failure_reschedules_and_the_task_falls_due_again(store: Store, qu
     assert (stored.dispatch_count, stored.response_count) == (1, 1)
     assert stored.previous_outcome == AttemptOutcome(http_status=503)
     assert stored.last_attempt is not None and stored.last_attempt.response_status is not None
-    assert (await store.claim_due_tasks(Q, failed_at + timedelta(seconds=9), 5, lease)).tasks == []
-    retried = (await store.claim_due_tasks(Q, failed_at + timedelta(seconds=10), 5, lease)).tasks
+    assert (await store.claim_due_tasks(Q, failed_at + timedelta(seconds=9), 5, GRACE)).tasks == []
+    retried = (await store.claim_due_tasks(Q, failed_at + timedelta(seconds=10), 5, GRACE)).tasks
     assert [(t.name.task_id, t.dispatch_count) for t in retried] == [("flaky", 2)]
 
 
 async def test_results_of_stale_claims_are_dropped(store: Store, queue: Queue) -> None:
     await add(store, "t")
-    first = (await store.claim_due_tasks(Q, T0, 1, lease)).tasks[0]
-    second = await store.claim_task(first.name, T0 + timedelta(seconds=1), lease)  # RunTask
+    first = (await store.claim_due_tasks(Q, T0, 1, GRACE)).tasks[0]
+    second = await store.claim_task(first.name, T0 + timedelta(seconds=1), GRACE)  # RunTask
     assert second.dispatch_count == 2
     await store.finish_attempts([AttemptResult(first.name, 1, None)], WINDOWS)  # the older claim reports
     assert (await store.get_task(first.name, T0)).dispatch_count == 2  # still there
@@ -128,7 +152,7 @@ async def test_results_of_stale_claims_are_dropped(store: Store, queue: Queue) -
 
 async def test_results_for_deleted_tasks_are_dropped(store: Store, queue: Queue) -> None:
     await add(store, "t", named=False)
-    claimed = (await store.claim_due_tasks(Q, T0, 1, lease)).tasks[0]
+    claimed = (await store.claim_due_tasks(Q, T0, 1, GRACE)).tasks[0]
     await store.delete_task(claimed.name, T0, WINDOWS)
     rescheduled = replace(claimed, schedule_time=T0 + timedelta(seconds=1))
     await store.finish_attempts([AttemptResult(claimed.name, 1, rescheduled)], WINDOWS)
@@ -137,18 +161,18 @@ async def test_results_for_deleted_tasks_are_dropped(store: Store, queue: Queue)
 
 async def test_claim_task_ignores_schedule_and_lease(store: Store, queue: Queue) -> None:
     future = await add(store, "future", timedelta(hours=2))
-    claimed = await store.claim_task(future.name, T0, lease)
+    claimed = await store.claim_task(future.name, T0, GRACE)
     assert claimed.dispatch_count == 1
     with pytest.raises(NotFound, match="Requested entity was not found"):
-        await store.claim_task(TaskName(Q, "missing"), T0, lease)
+        await store.claim_task(TaskName(Q, "missing"), T0, GRACE)
 
 
 async def test_release_leases_makes_claimed_tasks_due_again(store: Store, queue: Queue) -> None:
     await add(store, "a")
     await add(store, "b", timedelta(hours=1))
-    await store.claim_due_tasks(Q, T0, 10, lease)
+    await store.claim_due_tasks(Q, T0, 10, GRACE)
     assert await store.release_leases() == 1
-    again = await store.claim_due_tasks(Q, T0, 10, lease)
+    again = await store.claim_due_tasks(Q, T0, 10, GRACE)
     assert [(t.name.task_id, t.dispatch_count) for t in again.tasks] == [("a", 2)]
 
 
@@ -163,7 +187,7 @@ async def test_progress_survives_reopening(store_factory: StoreFactory) -> None:
     await first.open()
     await first.create_queue(resolve_queue(Queue(Q), Limits()), T0)
     await add(first, "t")
-    claimed = (await first.claim_due_tasks(Q, T0, 1, lease)).tasks[0]
+    claimed = (await first.claim_due_tasks(Q, T0, 1, GRACE)).tasks[0]
     after = after_attempt(claimed, AttemptOutcome(http_status=500), T0, RETRY)
     await first.finish_attempts([AttemptResult(claimed.name, 1, after)], WINDOWS)
     await first.close()

@@ -235,7 +235,7 @@ async def test_queue_yaml_queues_reserve_task_names_for_their_own_window(store: 
     await store.create_task(task("purged"), T0)
     await store.purge_queue(Q, T0 + timedelta(seconds=1), windows)
     await store.create_task(task("finished", at=T0 + timedelta(seconds=2)), T0 + timedelta(seconds=2))
-    [claimed] = (await store.claim_due_tasks(Q, T0 + timedelta(seconds=2), 10, lambda _: later)).tasks
+    [claimed] = (await store.claim_due_tasks(Q, T0 + timedelta(seconds=2), 10, timedelta(seconds=30))).tasks
     await store.finish_attempts([AttemptResult(claimed.name, claimed.dispatch_count, None, True)], windows)
     for task_id in ("deleted", "purged", "finished"):
         with pytest.raises(AlreadyExists):

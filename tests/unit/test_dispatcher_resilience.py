@@ -18,7 +18,7 @@ from opentasks.domain.queue import Queue, RateLimits, RetryConfig
 from opentasks.domain.task import AttemptFailure, AttemptOutcome, HttpRequest, TaskDraft, TaskView, new_task
 from opentasks.service.dispatcher import ALERT_INTERVAL_S, DispatchSettings, _ResultWriter
 from opentasks.service.windows import TombstonePolicy
-from opentasks.storage.base import AttemptResult, Claim, LeaseUntil, Windows
+from opentasks.storage.base import AttemptResult, Claim, Windows
 from opentasks.storage.memory import MemoryStore
 from tests.unit.test_dispatcher import Q, ScriptedPusher, World
 
@@ -48,11 +48,13 @@ class FlakyClaims(MemoryStore):
         super().__init__()
         self.failures = 0
 
-    async def claim_due_tasks(self, queue: QueueName, now: datetime, limit: int, lease: LeaseUntil) -> Claim:
+    async def claim_due_tasks(
+        self, queue: QueueName, now: datetime, limit: int, lease_grace: timedelta
+    ) -> Claim:
         if self.failures:
             self.failures -= 1
             raise RuntimeError("disk on fire")
-        return await super().claim_due_tasks(queue, now, limit, lease)
+        return await super().claim_due_tasks(queue, now, limit, lease_grace)
 
 
 async def test_a_claim_that_raises_is_logged_and_retried_after_a_pause(
@@ -246,7 +248,7 @@ async def test_one_result_that_cannot_be_stored_costs_the_others_nothing(
     for i, draft in enumerate(drafts):
         await store.create_task(new_task(draft, Q, clock.now(), str(i), Limits()), clock.now())
     now = clock.now()
-    claim = await store.claim_due_tasks(Q, now, 10, lambda t: now + timedelta(minutes=10))
+    claim = await store.claim_due_tasks(Q, now, 10, timedelta(seconds=30))
     failed = AttemptOutcome(http_status=503)
     config = RetryConfig(max_attempts=5, min_backoff=timedelta(seconds=1), max_backoff=timedelta(seconds=1))
     results = []
@@ -263,7 +265,7 @@ async def test_one_result_that_cannot_be_stored_costs_the_others_nothing(
     assert store.batches[0] == 3  # the batch failed as a whole, then went one by one
     by_id = {
         t.name.task_id: t
-        for t in (await store.claim_due_tasks(Q, LATEST_TIME - MICROSECOND, 10, lambda t: LATEST_TIME)).tasks
+        for t in (await store.claim_due_tasks(Q, LATEST_TIME - MICROSECOND, 10, timedelta(seconds=30))).tasks
     }
     assert by_id["t0"].schedule_time == now + timedelta(seconds=1)
     assert by_id["t2"].schedule_time == now + timedelta(seconds=1)

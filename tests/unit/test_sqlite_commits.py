@@ -19,8 +19,7 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 WINDOWS = Windows(NOW + timedelta(hours=1), NOW + timedelta(days=7))
 
 
-def lease(_: object) -> datetime:
-    return NOW + timedelta(minutes=10)
+GRACE = timedelta(seconds=30)
 
 
 @pytest.mark.parametrize(
@@ -43,14 +42,14 @@ async def test_only_dispatch_bookkeeping_skips_fsync(tmp_path: Path, level: str,
     draft = TaskDraft(http_request=HttpRequest(url="https://h/x"))
     await store.create_queue(Queue(Q), NOW)
     await store.create_task(new_task(draft, Q, NOW, "1", Limits()), NOW)
-    claimed = (await store.claim_due_tasks(Q, NOW, 10, lease)).tasks
+    claimed = (await store.claim_due_tasks(Q, NOW, 10, GRACE)).tasks
     await store.finish_attempts(
         [AttemptResult(t.name, t.dispatch_count, None, t.named) for t in claimed], WINDOWS
     )
     # A create that shares a batch with bookkeeping makes the whole commit durable.
     await asyncio.gather(
         store.create_task(new_task(draft, Q, NOW, "2", Limits()), NOW),
-        store.claim_due_tasks(Q, NOW, 10, lease),
+        store.claim_due_tasks(Q, NOW, 10, GRACE),
     )
     await store.close()
     assert levels == [level, level, bookkeeping, bookkeeping, level]

@@ -25,7 +25,7 @@ from opentasks.credentials.base import CredentialError, Credentials
 from opentasks.domain.attempt import after_attempt
 from opentasks.domain.limits import MAX_RETRY_DELAY, bounded_wait, later
 from opentasks.domain.names import QueueName, TaskName
-from opentasks.domain.outbound import OutboundRequest, dispatch_deadline, outbound_request
+from opentasks.domain.outbound import OutboundRequest, outbound_request
 from opentasks.domain.queue import Queue, QueueState, RetryConfig
 from opentasks.domain.rate_limit import TokenBucket
 from opentasks.domain.routing import AppEngineRoutes
@@ -44,7 +44,7 @@ from opentasks.service.observers import (
 )
 from opentasks.service.pusher import Pusher
 from opentasks.service.windows import TombstonePolicy
-from opentasks.storage.base import AttemptResult, LeaseUntil, Store, Windows
+from opentasks.storage.base import AttemptResult, Store, Windows
 from opentasks.throttled_log import ThrottledLog
 
 _log = logging.getLogger(__name__)
@@ -200,13 +200,9 @@ class Dispatcher:
         called = self._clock.now()
         worker = self._workers.get(name.queue)
         queue = worker.queue if worker is not None else await self._store.get_queue(name.queue)
-        claimed = await self._store.claim_task(name, called, self.lease_until(called))
+        claimed = await self._store.claim_task(name, called, self.settings.lease_grace)
         self.launch(claimed, queue, worker, retry_from=called)
         return claimed
-
-    def lease_until(self, now: datetime) -> LeaseUntil:
-        grace = self.settings.lease_grace
-        return lambda task: later(now, dispatch_deadline(task) + grace)
 
     def launch(
         self, claimed: Task, queue: Queue, worker: _QueueWorker | None, *, retry_from: datetime | None = None
@@ -476,7 +472,7 @@ class _QueueWorker:
         limit = min(free, tokens, self._dispatcher.settings.claim_batch)
         now = self._clock.now()
         claim = await self._store.claim_due_tasks(
-            self.queue.name, now, limit, self._dispatcher.lease_until(now)
+            self.queue.name, now, limit, self._dispatcher.settings.lease_grace
         )
         # Charge the bucket when the tasks leave, not when the claim began: a slow commit must
         # not bunch requests on the wire beyond what the bucket allows.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from opentasks.domain.names import LocationName, QueueName, TaskName
@@ -14,9 +14,6 @@ from opentasks.errors import AlreadyExists, FailedPrecondition, NotFound
 
 QueueChange = Callable[[Queue | None], Queue]
 """Computes a queue's new value from its current one (None when it does not exist)."""
-
-LeaseUntil = Callable[[Task], datetime]
-"""When a claim of this task expires if its attempt never reports back (its visibility timeout)."""
 
 
 @dataclass(frozen=True)
@@ -152,18 +149,23 @@ class Store(Protocol):
         """Every queue of every project and location."""
         ...
 
-    async def claim_due_tasks(self, queue: QueueName, now: datetime, limit: int, lease: LeaseUntil) -> Claim:
+    async def claim_due_tasks(
+        self, queue: QueueName, now: datetime, limit: int, lease_grace: timedelta
+    ) -> Claim:
         """Claim up to ``limit`` tasks due at ``now`` in (schedule_time, creation) order.
 
         Each claimed task counts the attempt (see :func:`opentasks.domain.attempt.claim`) and
-        is hidden from further claims until ``lease(task)``. Returns the claimed tasks and the
-        queue's next due time (None if the queue is empty). When ``limit`` tasks were claimed,
-        more may be due and a backend may answer ``now`` without looking.
+        is hidden from further claims until its lease ends at
+        :func:`opentasks.domain.lease.lease_expiry` ``(task, now, lease_grace)``: a rule of the
+        task's row, which a SQL backend evaluates in the claim's statement. Returns the claimed
+        tasks and the queue's next due time (None if the queue is empty). When ``limit`` tasks
+        were claimed, more may be due and a backend may answer ``now`` without looking.
         """
         ...
 
-    async def claim_task(self, name: TaskName, now: datetime, lease: LeaseUntil) -> Task:
-        """Claim one task whatever its schedule or lease (RunTask); NotFound if it does not exist."""
+    async def claim_task(self, name: TaskName, now: datetime, lease_grace: timedelta) -> Task:
+        """Claim one task whatever its schedule or lease (RunTask), leased as by
+        :meth:`claim_due_tasks`; NotFound if it does not exist."""
         ...
 
     async def finish_attempts(self, results: list[AttemptResult], windows: Windows) -> None:

@@ -6,16 +6,17 @@ import heapq
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from msgspec.structs import replace
 
 from opentasks.domain.attempt import claim
+from opentasks.domain.lease import lease_expiry
 from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import Queue, QueueState
 from opentasks.domain.task import Task
 from opentasks.storage import base
-from opentasks.storage.base import AttemptResult, Claim, LeaseUntil, QueueChange, TaskPage, Windows
+from opentasks.storage.base import AttemptResult, Claim, QueueChange, TaskPage, Windows
 
 
 @dataclass
@@ -242,7 +243,9 @@ class MemoryStore:
 
     # -- dispatch ----------------------------------------------------------------------------
 
-    async def claim_due_tasks(self, queue: QueueName, now: datetime, limit: int, lease: LeaseUntil) -> Claim:
+    async def claim_due_tasks(
+        self, queue: QueueName, now: datetime, limit: int, lease_grace: timedelta
+    ) -> Claim:
         slot = self._queues.get(queue)
         if slot is None:
             return Claim([], None)
@@ -251,18 +254,18 @@ class MemoryStore:
             entry = slot.pop_due(now)
             if entry is None:
                 break
-            claimed.append(self._claim(slot, entry, now, lease))
+            claimed.append(self._claim(slot, entry, now, lease_grace))
         return Claim(claimed, slot.next_due())
 
-    def _claim(self, slot: _QueueSlot, entry: _Entry, now: datetime, lease: LeaseUntil) -> Task:
+    def _claim(self, slot: _QueueSlot, entry: _Entry, now: datetime, lease_grace: timedelta) -> Task:
         entry.task = claim(entry.task, now)
-        entry.due = lease(entry.task)
+        entry.due = lease_expiry(entry.task, now, lease_grace)
         slot.schedule(entry)
         return entry.task
 
-    async def claim_task(self, name: TaskName, now: datetime, lease: LeaseUntil) -> Task:
+    async def claim_task(self, name: TaskName, now: datetime, lease_grace: timedelta) -> Task:
         slot, entry = self._find(name, now)
-        return self._claim(slot, entry, now, lease)
+        return self._claim(slot, entry, now, lease_grace)
 
     async def finish_attempts(self, results: list[AttemptResult], windows: Windows) -> None:
         for result in results:

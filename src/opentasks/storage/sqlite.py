@@ -19,19 +19,20 @@ import fcntl
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from msgspec.structs import replace
 
 from opentasks.domain.attempt import claim
+from opentasks.domain.lease import lease_expiry
 from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import Queue, QueueState
 from opentasks.domain.task import Task
 from opentasks.errors import Unavailable
 from opentasks.storage import base, codec, rows, sqlite_files
-from opentasks.storage.base import AttemptResult, Claim, LeaseUntil, QueueChange, TaskPage, Windows
+from opentasks.storage.base import AttemptResult, Claim, QueueChange, TaskPage, Windows
 from opentasks.storage.migrations import scripts
 
 T = TypeVar("T")
@@ -348,7 +349,9 @@ class SqliteStore:
         found = await self._read(lambda conn: conn.execute("SELECT config FROM queues").fetchall())
         return [codec.loads(Queue, row[0]) for row in found]
 
-    async def claim_due_tasks(self, queue: QueueName, now: datetime, limit: int, lease: LeaseUntil) -> Claim:
+    async def claim_due_tasks(
+        self, queue: QueueName, now: datetime, limit: int, lease_grace: timedelta
+    ) -> Claim:
         def run(conn: sqlite3.Connection) -> Claim:
             pk = _queue_pk(conn, queue)
             if pk is None:
@@ -359,7 +362,7 @@ class SqliteStore:
                 (pk, codec.to_micros(now), limit),
             ).fetchall()
             claimed = [(row[0], claim(_task_from_row(row), now)) for row in found]
-            _save_claims(conn, claimed, lease)
+            _save_claims(conn, claimed, now, lease_grace)
             tasks = [t for _, t in claimed]
             if len(tasks) == limit:  # the caller looks again at once: the next due time is moot
                 return Claim(tasks, now)
@@ -368,7 +371,7 @@ class SqliteStore:
 
         return await self._write(run, durable=False)
 
-    async def claim_task(self, name: TaskName, now: datetime, lease: LeaseUntil) -> Task:
+    async def claim_task(self, name: TaskName, now: datetime, lease_grace: timedelta) -> Task:
         def run(conn: sqlite3.Connection) -> Task:
             pk = _load_queue(conn, name.queue)[0]
             row = conn.execute(
@@ -381,7 +384,7 @@ class SqliteStore:
                     else base.entity_missing()
                 )
             task = claim(_task_from_row(row), now)
-            _save_claims(conn, [(row[0], task)], lease)
+            _save_claims(conn, [(row[0], task)], now, lease_grace)
             return task
 
         return await self._write(run, durable=False)
@@ -565,11 +568,18 @@ def _tombstone_task(conn: sqlite3.Connection, pk: int, task_id: str, until: date
     )
 
 
-def _save_claims(conn: sqlite3.Connection, claimed: list[tuple[int, Task]], lease: LeaseUntil) -> None:
+def _save_claims(
+    conn: sqlite3.Connection, claimed: list[tuple[int, Task]], now: datetime, lease_grace: timedelta
+) -> None:
     conn.executemany(
         "UPDATE tasks SET due_us = ?, dispatch_count = ?, progress = ? WHERE seq = ?",
         [
-            (codec.to_micros(lease(task)), task.dispatch_count, rows.progress_json(task), seq)
+            (
+                codec.to_micros(lease_expiry(task, now, lease_grace)),
+                task.dispatch_count,
+                rows.progress_json(task),
+                seq,
+            )
             for seq, task in claimed
         ],
     )
