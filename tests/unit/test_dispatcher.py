@@ -35,7 +35,7 @@ from opentasks.domain.task import (
     TaskView,
 )
 from opentasks.errors import AlreadyExists, NotFound
-from opentasks.service.dispatcher import Dispatcher, DispatchSettings
+from opentasks.service.dispatcher import Dispatcher, DispatchSettings, PassResult
 from opentasks.service.queues import QueueService
 from opentasks.service.tasks import TaskService
 from opentasks.service.windows import TombstonePolicy
@@ -111,7 +111,7 @@ class World:
 
     async def step(self) -> int:
         """One dispatch pass, then let every started attempt finish and be recorded."""
-        started = await self.dispatcher.run_once()
+        started = (await self.dispatcher.run_once()).started
         await self.dispatcher.settle()
         return started
 
@@ -167,12 +167,12 @@ async def test_concurrency_cap(world: World) -> None:
     for _ in range(5):
         await world.task()
     world.pusher.hold = True
-    assert await world.dispatcher.run_once() == 2
-    assert await world.dispatcher.run_once() == 0
+    assert await world.dispatcher.run_once() == PassResult(2, {Q: 2})
+    assert await world.dispatcher.run_once() == PassResult(0, {})
     await world.pusher.release(1)
     for _ in range(3):
         await asyncio.sleep(0)
-    assert await world.dispatcher.run_once() == 1
+    assert (await world.dispatcher.run_once()).started == 1
     world.pusher.hold = False
     await world.pusher.release(2)
     await world.dispatcher.settle()
@@ -262,10 +262,10 @@ async def test_attempts_lost_in_a_crash_are_dispatched_again_at_restart(world: W
     await world.queue()
     task = await world.task()
     world.pusher.hold = True
-    assert await world.dispatcher.run_once() == 1  # in flight when the server "dies"
+    assert (await world.dispatcher.run_once()).started == 1  # in flight when the server "dies"
     restarted = Dispatcher(world.store, world.clock, ScriptedPusher())
     await restarted.start(loop=False)
-    assert await restarted.run_once() == 1
+    assert (await restarted.run_once()).started == 1
     await restarted.settle()
     with pytest.raises(NotFound):
         await world.tasks.get_task(task.name, TaskView.BASIC)
@@ -275,11 +275,11 @@ async def test_expired_lease_makes_a_silent_attempt_due_again(world: World) -> N
     await world.queue()
     await world.task()
     world.pusher.hold = True
-    assert await world.dispatcher.run_once() == 1
+    assert (await world.dispatcher.run_once()).started == 1
     world.clock.advance(600 + 29)  # dispatch deadline + most of the grace
-    assert await world.dispatcher.run_once() == 0
+    assert (await world.dispatcher.run_once()).started == 0
     world.clock.advance(1)
-    assert await world.dispatcher.run_once() == 1
+    assert (await world.dispatcher.run_once()).started == 1
 
 
 async def test_deleted_queue_stops_its_worker(world: World) -> None:

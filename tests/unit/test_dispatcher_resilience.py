@@ -16,7 +16,8 @@ from opentasks.domain.names import QueueName
 from opentasks.domain.outbound import OutboundRequest
 from opentasks.domain.queue import Queue, RateLimits, RetryConfig
 from opentasks.domain.task import AttemptFailure, AttemptOutcome, HttpRequest, TaskDraft, TaskView, new_task
-from opentasks.service.dispatcher import ALERT_INTERVAL_S, DispatchSettings, _ResultWriter
+from opentasks.service.attempts import ResultWriter
+from opentasks.service.dispatcher import ALERT_INTERVAL_S, DispatchSettings
 from opentasks.service.windows import TombstonePolicy
 from opentasks.storage.base import AttemptResult, Claim, Windows
 from opentasks.storage.memory import MemoryStore
@@ -115,17 +116,17 @@ async def test_an_attempt_that_raises_does_not_stop_the_other_pending_ones(
     world = World(settings=DispatchSettings(claim_batch=50))
     await world.dispatcher.start(loop=False)
     await world.queue()
-    real = world.dispatcher.attempt
+    real = world.dispatcher._runner.attempt
     calls = 0
 
-    async def first_one_breaks(*args: object, **kwargs: object) -> None:
+    async def first_one_breaks(*args: object, **kwargs: object) -> datetime | None:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise RuntimeError("attempt bug")
-        await real(*args, **kwargs)  # type: ignore[arg-type]
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
 
-    world.dispatcher.attempt = first_one_breaks  # type: ignore[method-assignment]
+    world.dispatcher._runner.attempt = first_one_breaks  # type: ignore[method-assign]
     for _ in range(3):
         await world.task()
     assert await world.step() == 3
@@ -258,7 +259,7 @@ async def test_one_result_that_cannot_be_stored_costs_the_others_nothing(
         if claimed.name.task_id == "t1":  # e.g. a retry time computed by a bug
             after = replace(after, schedule_time=LATEST_TIME)
         results.append(AttemptResult(claimed.name, claimed.dispatch_count, after, True))
-    writer = _ResultWriter(store, clock, TombstonePolicy())
+    writer = ResultWriter(store, clock, TombstonePolicy())
     for result in results:
         writer.add(result)
     await writer.flush()

@@ -55,3 +55,17 @@ def test_module_respects_its_layer(path: Path) -> None:
 
 def test_the_check_sees_imports() -> None:
     assert "opentasks.storage.base" in imports_of(PACKAGE / "service" / "queues.py")
+
+
+# The parts of dispatching depend one way: dispatcher -> queue_worker -> attempts.
+DISPATCH_PARTS = {
+    "attempts.py": ("opentasks.service.queue_worker", "opentasks.service.dispatcher"),
+    "queue_worker.py": ("opentasks.service.dispatcher",),
+}
+
+
+@pytest.mark.parametrize("module", sorted(DISPATCH_PARTS))
+def test_dispatch_parts_depend_one_way(module: str) -> None:
+    imported = imports_of(PACKAGE / "service" / module)
+    offenders = [i for i in imported if i.startswith(DISPATCH_PARTS[module])]
+    assert not offenders, f"service/{module} must not import {offenders}"

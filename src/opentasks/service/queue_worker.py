@@ -1,0 +1,202 @@
+"""One queue's worker: claims the queue's due tasks within its token bucket and concurrency
+cap and hands them to its senders, which run them through the :class:`AttemptRunner`.
+
+A worker sleeps until the earliest of: its next task falls due, its bucket has a token, a
+concurrency slot frees up, or it is woken (a new task, a sooner retry, a queue change). It
+gets everything through its constructor and knows nothing of the dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from datetime import datetime, timedelta
+
+from opentasks.clock import Clock
+from opentasks.domain.limits import bounded_wait, later
+from opentasks.domain.queue import Queue, QueueState
+from opentasks.domain.rate_limit import TokenBucket
+from opentasks.domain.task import Task
+from opentasks.service.attempts import (
+    ALERT_INTERVAL_S,
+    DISPATCH_LOG,
+    AttemptRunner,
+    DispatchSettings,
+    MinuteCount,
+)
+from opentasks.storage.base import Store
+from opentasks.throttled_log import ThrottledLog
+
+# How long a queue's worker pauses after an unexpected error: doubling from the first to the
+# second while the errors last.
+_ERROR_PAUSE_SECONDS = 1.0
+_MAX_ERROR_PAUSE_SECONDS = 60.0
+
+
+class QueueWorker:
+    """Dispatches one queue."""
+
+    def __init__(
+        self, queue: Queue, *, store: Store, clock: Clock, settings: DispatchSettings, runner: AttemptRunner
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._settings = settings
+        self._runner = runner
+        self.queue = queue
+        limits = queue.rate_limits
+        self.bucket = TokenBucket(limits.max_dispatches_per_second, limits.max_burst_size, clock.monotonic())
+        self.refusals = ThrottledLog(DISPATCH_LOG, clock.monotonic, interval_s=ALERT_INTERVAL_S)
+        self.inflight = 0  # attempts being sent
+        self.executed = MinuteCount()  # attempts ended in the last minute
+        self.senders = 0  # coroutines sending this queue's attempts, one attempt at a time each
+        self.pending: deque[Task] = deque()  # claimed, waiting for a sender
+        self._wake = asyncio.Event()
+        self._wake_at: datetime | None = None
+        self._blocked_on_slots = False
+        self._loop: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None and not self._loop.done()
+
+    def live(self) -> tuple[int, int]:
+        """Attempts in flight now, and attempts that ended in the last minute."""
+        return self.inflight, self.executed.total(self._clock.monotonic())
+
+    def start(self) -> None:
+        if not self.running:
+            self._loop = asyncio.ensure_future(self._run())
+            self._loop.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, loop: asyncio.Task[None]) -> None:
+        if not loop.cancelled() and loop.exception() is not None:
+            DISPATCH_LOG.error(
+                "dispatching of queue %s stopped; the next change to the queue or new task restarts it",
+                self.queue.name,
+                exc_info=loop.exception(),
+            )
+
+    async def stop(self) -> None:
+        # Claimed but unsent tasks stay claimed in the store; their leases make them due again.
+        self.pending.clear()
+        if self._loop is not None:
+            self._loop.cancel()
+            await asyncio.gather(self._loop, return_exceptions=True)
+            self._loop = None
+
+    def configure(self, queue: Queue) -> None:
+        """New settings take effect at once."""
+        self.queue = queue
+        limits = queue.rate_limits
+        self.bucket.reconfigure(
+            limits.max_dispatches_per_second, limits.max_burst_size, self._clock.monotonic()
+        )
+        self._wake.set()
+
+    def note_due(self, when: datetime) -> None:
+        """A task falls due at ``when``: wake up if that is sooner than planned."""
+        if self._wake_at is None or when < self._wake_at:
+            self._wake.set()
+
+    async def run_now(self, claimed: Task, retry_from: datetime) -> None:
+        """RunTask's attempt of this queue's task: outside the bucket and the cap."""
+        due = await self._runner.attempt(claimed, self.queue, self.refusals, self.executed, retry_from)
+        if due is not None:
+            self.note_due(due)
+
+    def enqueue(self, claimed: Task) -> None:
+        """Hand a claimed task to a sender, starting one if every sender is busy."""
+        self.pending.append(claimed)
+        if self.senders - self.inflight < len(self.pending):
+            self.senders += 1
+            self._runner.track(self._send())
+
+    async def _send(self) -> None:
+        """Send pending attempts one after another (cheaper than a task per attempt)."""
+        runner = self._runner
+        try:
+            while self.pending:
+                claimed = self.pending.popleft()
+                self.inflight += 1
+                try:
+                    due = await runner.attempt(claimed, self.queue, self.refusals, self.executed)
+                    if due is not None:
+                        self.note_due(due)
+                except Exception:  # attempt() does not raise; if it ever does, the next one still goes
+                    DISPATCH_LOG.exception("queue %s: attempt of %s failed", self.queue.name, claimed.name)
+                finally:
+                    self.inflight -= 1
+                    self._slot_freed()
+        finally:
+            self.senders -= 1
+
+    def _slot_freed(self) -> None:
+        # When the cap is what holds the queue back, claim in batches rather than per freed slot.
+        if self._blocked_on_slots and self._free_slots() >= self._claim_threshold():
+            self._wake.set()
+
+    def _free_slots(self) -> int:
+        return self.queue.rate_limits.max_concurrent_dispatches - self.inflight - len(self.pending)
+
+    def _claim_threshold(self) -> int:
+        cap = self.queue.rate_limits.max_concurrent_dispatches
+        return max(1, min(self._settings.claim_batch, cap // 4))
+
+    async def _run(self) -> None:
+        """Pass, wait, repeat. An error anywhere in a round is logged and the loop goes on after a
+        pause (1 s, doubling while the errors last, up to a minute), so a queue never stops."""
+        failures = 0
+        while True:
+            try:
+                await self._round()
+                failures = 0
+            except Exception:
+                failures += 1
+                pause = min(_ERROR_PAUSE_SECONDS * 2 ** min(failures - 1, 6), _MAX_ERROR_PAUSE_SECONDS)
+                DISPATCH_LOG.exception(
+                    "dispatching queue %s failed; trying again in %g s", self.queue.name, pause
+                )
+                self._wake_at = None
+                await self._clock.sleep(pause)
+
+    async def _round(self) -> None:
+        """One pass, then wait until woken or until the pass says to look again."""
+        self._wake.clear()
+        delay = (await self.pass_once())[1]
+        if delay == 0:
+            return
+        if delay is not None:
+            delay = bounded_wait(delay)
+            self._wake_at = later(self._clock.now(), timedelta(seconds=delay))
+        try:
+            await self._clock.wait_for(self._wake, delay)
+        finally:
+            self._wake_at = None
+
+    async def pass_once(self) -> tuple[int, float | None]:
+        """Claim and start what may go now. Returns (started, seconds to wait or None = until woken)."""
+        self._blocked_on_slots = False
+        if self.queue.state != QueueState.RUNNING:
+            return 0, None
+        free = self._free_slots()
+        if free < self._claim_threshold() and (self.inflight or self.pending):
+            self._blocked_on_slots = True
+            return 0, None
+        monotonic = self._clock.monotonic()
+        tokens = self.bucket.available(monotonic)
+        if tokens <= 0:
+            return 0, self.bucket.seconds_until_available(monotonic)
+        limit = min(free, tokens, self._settings.claim_batch)
+        now = self._clock.now()
+        claim = await self._store.claim_due_tasks(self.queue.name, now, limit, self._settings.lease_grace)
+        # Charge the bucket when the tasks leave, not when the claim began: a slow commit must
+        # not bunch requests on the wire beyond what the bucket allows.
+        self.bucket.take(self._clock.monotonic(), len(claim.tasks))
+        for task in claim.tasks:
+            self.enqueue(task)
+        if len(claim.tasks) == limit:
+            return len(claim.tasks), 0.0  # there may be more: look again straight away
+        if claim.next_due is None:
+            return len(claim.tasks), None
+        return len(claim.tasks), max(0.0, (claim.next_due - self._clock.now()).total_seconds())
