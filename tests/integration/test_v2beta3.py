@@ -2,8 +2,9 @@
 REST gives the same results as ``tasks_v2`` where the versions overlap, queue stats answer
 ``read_mask``, and ``gcloud beta tasks`` works.
 
-The scenarios mirror those of test_transports.py, written once for both versions (``types`` is
-``tasks_v2`` or ``tasks_v2beta3``); queues are compared in v2's shape.
+The parity scenarios are written once for both versions and both transports (``types`` is
+``tasks_v2`` or ``tasks_v2beta3``); every run must equal v2 over gRPC. Queues are compared in
+v2's shape.
 """
 
 import os
