@@ -443,10 +443,12 @@ async def test_a_task_cannot_smuggle_a_second_request() -> None:
     server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     pusher = AiohttpPusher()
+    # A row stored with hop-by-hop headers, sent the way the dispatcher sends it.
+    stored = HttpRequest(f"http://127.0.0.1:{port}/", headers={**HOP_BY_HOP, "X-Kept": "1"}, body=SMUGGLED)
+    task = Task(TaskName(QUEUE, "s"), NOW, NOW, http_request=stored)
     try:
-        outcome = await pusher.push(
-            post(f"http://127.0.0.1:{port}/", {**HOP_BY_HOP, "X-Kept": "1"}, SMUGGLED)
-        )
+        request = outbound_request(claim(task, NOW), Queue(QUEUE), app_engine=AppEngineRoutes())
+        outcome = await pusher.push(request)
         assert outcome.http_status == 200
     finally:
         await pusher.close()

@@ -92,13 +92,14 @@ def retry_delay(claimed: Task, outcome: AttemptOutcome, config: RetryConfig) -> 
     handler cannot park a task for years.
     """
     backoff = backoff_delay(config, claimed.dispatch_count)
-    statuses = (503,) if claimed.app_engine_http_request is not None else (429, 503)
+    statuses = (503,) if claimed.app_engine_http_request is not None else RETRY_AFTER_STATUSES
     if outcome.retry_after is None or outcome.http_status not in statuses:
         return backoff
     cap = min(config.max_backoff if config.max_backoff is not None else backoff, MAX_RETRY_DELAY)
     return max(backoff, min(outcome.retry_after, cap))
 
 
+RETRY_AFTER_STATUSES = (429, 503)  # the answers whose Retry-After is considered (HTTP targets)
 _MAX_RETRY_AFTER_S = 10**9  # far past any max_backoff; keeps timedelta arithmetic in range
 
 

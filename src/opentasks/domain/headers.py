@@ -7,7 +7,7 @@
   ``Transfer-Encoding``, ``Upgrade``, ``Expect``, ``Proxy-*``, ``Host``, ``Content-Length``) are
   never forwarded: Cloud Tasks' front end is a proxy that sets them itself. They are dropped at
   CreateTask and from queue header overrides like the other reserved headers, and stripped again
-  from every request before it is sent (:func:`sendable_headers`).
+  from every request built for an attempt (:func:`sendable_headers`).
 """
 
 from __future__ import annotations

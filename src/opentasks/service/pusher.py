@@ -31,8 +31,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from opentasks.clock import Clock, SystemClock
-from opentasks.domain.attempt import parse_retry_after
-from opentasks.domain.headers import sendable_headers
+from opentasks.domain.attempt import RETRY_AFTER_STATUSES, parse_retry_after
 from opentasks.domain.outbound import OutboundRequest
 from opentasks.domain.target_policy import TargetDenied, TargetPolicy
 from opentasks.domain.task import AttemptFailure, AttemptOutcome
@@ -47,7 +46,6 @@ MAX_RESPONSE_BYTES = 64 * 1024  # of a handler's answer read (and discarded) to 
 DNS_TIMEOUT_S = 5.0
 DNS_CACHE_SIZE = 1024
 DNS_CACHE_TTL_S = 60.0
-_RETRY_AFTER_STATUSES = (429, 503)
 
 # The refusals ConnectGuard made during the current push (a list per push, seen by the tasks
 # aiohttp's happy-eyeballs race starts, since they copy the context).
@@ -269,7 +267,7 @@ class AiohttpPusher:
             async with self._client().request(
                 request.method,
                 request.url,
-                headers=sendable_headers(request.headers),
+                headers=request.headers,  # outbound_request left out hop-by-hop and framing ones
                 data=request.body or None,
                 timeout=_timeout(request.timeout_s),
                 allow_redirects=request.follow_redirects,
@@ -301,7 +299,7 @@ class AiohttpPusher:
         response.close()
 
     def _retry_after(self, response: aiohttp.ClientResponse) -> timedelta | None:
-        if response.status not in _RETRY_AFTER_STATUSES:
+        if response.status not in RETRY_AFTER_STATUSES:  # spares the 2xx path a header lookup
             return None
         return parse_retry_after(response.headers.get("Retry-After"), self._clock.now())
 
