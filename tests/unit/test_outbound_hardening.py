@@ -5,6 +5,7 @@ unsendable headers refused, bounded reads of answers, asynchronous bounded DNS, 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,6 +15,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from opentasks.clock import FakeClock
 from opentasks.domain.attempt import after_attempt, claim, parse_retry_after
@@ -617,3 +620,58 @@ async def test_concurrent_lookups_of_one_name_share_a_query_and_the_guard_checks
     with pytest.raises(TargetDenied, match=r"metadata\.goog"):
         await resolver.resolve("metadata.goog", 80)  # a denied name is never looked up
     assert "metadata.goog" not in inner.lookups
+
+
+# -- every spelling of an address is judged as that address (generated) ---------------------------
+
+_DIGITS = (0x30, 0xFF10, 0x1D7CE, 0x1D7D8, 0x1D7E2, 0x1D7EC, 0x1D7F6)  # ASCII, full-width, math
+_SEPARATORS = (".", "。", "．", "｡")  # noqa: RUF001 - the separators IDNA reads as dots
+
+
+@st.composite
+def spelled_ipv4(draw: st.DrawFn, address: ipaddress.IPv4Address) -> str:
+    """``address`` as a URL host, in one of the forms a client or resolver reads as it."""
+    octets = address.packed
+    form = draw(st.sampled_from(["dotted", "integer", "short", "mapped"]))
+    if form == "integer":
+        return draw(st.sampled_from([str(int(address)), hex(int(address)), "0" + oct(int(address))[2:]]))
+    if form == "short":  # a.b.c with the last part holding two octets
+        return f"{octets[0]}.{octets[1]}.{octets[2] * 256 + octets[3]}"
+    if form == "mapped":
+        return f"[::ffff:{address}]"
+    parts = [draw(_spelled_octet(octet)) for octet in octets]
+    separator = draw(st.sampled_from(_SEPARATORS))
+    return separator.join(parts) + draw(st.sampled_from(["", "."]))
+
+
+@st.composite
+def _spelled_octet(draw: st.DrawFn, octet: int) -> str:
+    kind = draw(st.sampled_from(["decimal", "hex", "octal"]))
+    if kind == "hex":
+        return hex(octet)
+    if kind == "octal":
+        return "0" + oct(octet)[2:]
+    zero = draw(st.sampled_from(_DIGITS))
+    return "".join(chr(zero + int(digit)) for digit in str(octet))
+
+
+_DENIED = ipaddress.IPv4Network("169.254.0.0/16")
+_ALLOWED = ipaddress.IPv4Network("8.8.0.0/16")
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), value=st.integers(int(_DENIED[0]), int(_DENIED[-1])))
+def test_every_spelling_of_a_denied_address_is_refused(data: st.DataObject, value: int) -> None:
+    host = data.draw(spelled_ipv4(ipaddress.IPv4Address(value)))
+    with pytest.raises(TargetDenied):
+        TargetPolicy().check_url(f"http://{host}:80/x")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.data(),
+    value=st.integers(int(ipaddress.IPv4Address("8.8.0.0")), int(ipaddress.IPv4Address("8.8.255.255"))),
+)
+def test_every_spelling_of_an_allowed_address_stays_allowed(data: st.DataObject, value: int) -> None:
+    host = data.draw(spelled_ipv4(ipaddress.IPv4Address(value)))
+    TargetPolicy().check_url(f"http://{host}:80/x")  # nothing denied by accident of spelling
