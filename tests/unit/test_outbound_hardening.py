@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -675,3 +676,21 @@ def test_every_spelling_of_a_denied_address_is_refused(data: st.DataObject, valu
 def test_every_spelling_of_an_allowed_address_stays_allowed(data: st.DataObject, value: int) -> None:
     host = data.draw(spelled_ipv4(ipaddress.IPv4Address(value)))
     TargetPolicy().check_url(f"http://{host}:80/x")  # nothing denied by accident of spelling
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+@settings(max_examples=500, deadline=None)
+@given(name=st.text(max_size=12), value=st.text(max_size=12))
+def test_a_header_is_accepted_exactly_when_it_can_be_sent(name: str, value: str) -> None:
+    sendable = bool(_TOKEN.fullmatch(name)) and not any(
+        (ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in value
+    )
+    try:
+        check_headers({name: value})
+    except InvalidArgument:
+        assert not sendable
+    else:
+        assert sendable
+        value.encode("utf-8")  # what the client sends
