@@ -1,6 +1,7 @@
 """v2beta3 served by the v2 API, in-process: message conversion, read_mask and stats (from a fake
 QueueInsights), the v2beta3-only fields, and the REST helpers of the second version."""
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +47,9 @@ class FakeInsights:
             concurrent_dispatches_count=2,
             effective_execution_rate=4.5,
         )
+
+    async def queues_stats(self, names: Collection[QueueName]) -> dict[QueueName, QueueStats]:
+        return {name: await self.queue_stats(name) for name in names if await self._queues.queue_exists(name)}
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ queue ``stats`` it asks for, from :class:`QueueInsights`), and UpdateQueue's v2b
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import grpc
@@ -22,7 +21,8 @@ from opentasks.api.cloud_tasks_grpc import CloudTasksApi, cloud_tasks_methods, s
 from opentasks.api.messages import PB
 from opentasks.clock import Clock
 from opentasks.domain.names import QueueName
-from opentasks.errors import InvalidArgument, NotFound
+from opentasks.domain.stats import QueueStats
+from opentasks.errors import InvalidArgument
 from opentasks.service.insights import QueueInsights
 
 SERVICE = "google.cloud.tasks.v2beta3.CloudTasks"
@@ -63,9 +63,10 @@ class CloudTasksV2beta3Api:
             page_token=request.page_token,
         )
         page = await self._api.list_queues(v2_request)
-        queues = await asyncio.gather(
-            *(self._queue_out(queue, mask, missing_ok=True) for queue in page.queues)
-        )
+        stats: dict[QueueName, QueueStats] = {}
+        if mask is not None and mask.stats:  # the whole page's numbers in one go
+            stats = await self._insights.queues_stats([QueueName.parse(q.name) for q in page.queues])
+        queues = [self._shaped(queue, mask, stats.get(QueueName.parse(queue.name))) for queue in page.queues]
         return pb.ListQueuesResponse(queues=queues, next_page_token=page.next_page_token)
 
     async def create_queue(self, request: PB) -> PB:
@@ -102,18 +103,20 @@ class CloudTasksV2beta3Api:
         queue = await self._api.resume_queue(convert.to_v2(request, v2.ResumeQueueRequest))
         return await self._queue_out(queue)
 
-    async def _queue_out(self, queue: PB, mask: _ReadMask | None = None, *, missing_ok: bool = False) -> PB:
+    async def _queue_out(self, queue: PB, mask: _ReadMask | None = None) -> PB:
+        """One queue in v2beta3's shape, with its stats if ``mask`` asks for them."""
+        stats = None
+        if mask is not None and mask.stats:
+            stats = await self._insights.queue_stats(QueueName.parse(queue.name))
+        return self._shaped(queue, mask, stats)
+
+    @staticmethod
+    def _shaped(queue: PB, mask: _ReadMask | None, stats: QueueStats | None) -> PB:
         message = convert.to_v2beta3(queue, pb.Queue)
         if mask is None:
             return message
-        if mask.stats:
-            try:
-                stats = await self._insights.queue_stats(QueueName.parse(queue.name))
-            except NotFound:
-                if not missing_ok:
-                    raise
-            else:
-                convert.stats_to_pb(stats, message.stats)
+        if stats is not None:
+            convert.stats_to_pb(stats, message.stats)
         if mask.fields is None:
             return message
         trimmed = pb.Queue()

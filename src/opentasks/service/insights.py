@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
 from opentasks.domain.names import QueueName
@@ -14,4 +15,8 @@ class QueueInsights(Protocol):
 
     async def queue_stats(self, name: QueueName) -> QueueStats:
         """The numbers of one queue (NotFound if it does not exist)."""
+        ...
+
+    async def queues_stats(self, names: Collection[QueueName]) -> dict[QueueName, QueueStats]:
+        """The numbers of several queues at once (a page of ListQueues); missing ones are left out."""
         ...

@@ -3,6 +3,7 @@ tasks come and go) and the dispatcher's live numbers, never a scan of tasks."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Protocol
 
@@ -37,6 +38,10 @@ class StoreInsights:
         if counts is None:  # deleted in between
             raise base.queue_missing()
         return self._stats(queue, counts)
+
+    async def queues_stats(self, names: Collection[QueueName]) -> dict[QueueName, QueueStats]:
+        wanted = set(names)
+        return {queue.name: stats for queue, stats in await self.all_queue_stats() if queue.name in wanted}
 
     async def all_queue_stats(self) -> list[tuple[Queue, QueueStats]]:
         """Every queue with its numbers: two store reads whatever the number of tasks."""
