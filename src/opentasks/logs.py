@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 LOG_FORMATS = ("text", "json")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _CORE = ("time", "level", "logger", "message")
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.

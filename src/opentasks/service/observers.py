@@ -126,10 +126,6 @@ class Observers:
                 self._listeners[kind] = (*self._listeners[kind], getattr(observer, kind))
         self.wanted = frozenset(kind for kind, listeners in self._listeners.items() if listeners)
 
-    def wants(self, kind: str) -> bool:
-        """Whether anyone listens to ``kind`` (an :class:`Observer` method name)."""
-        return kind in self.wanted
-
     def task_created(self, event: TaskCreated) -> None:
         self._publish("task_created", event)
 
