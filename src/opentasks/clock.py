@@ -61,6 +61,7 @@ class FakeClock:
         self._now = start or datetime(2030, 1, 1, tzinfo=UTC)
         self._mono = 1000.0
         self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+        self._watchers: list[asyncio.Future[None]] = []
 
     def now(self) -> datetime:
         return self._now
@@ -71,7 +72,19 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._sleepers.append((self._mono + max(seconds, 0.0), future))
+        watchers, self._watchers = self._watchers, []
+        for watcher in watchers:
+            if not watcher.done():
+                watcher.set_result(None)
         await future
+
+    async def sleeping(self, count: int = 1, timeout_s: float = 5.0) -> None:
+        """Wait until at least ``count`` sleepers wait on this clock (tests: "the code under
+        test is now waiting for time to pass"), failing after ``timeout_s`` of real time."""
+        while sum(not future.done() for _, future in self._sleepers) < count:
+            watcher: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._watchers.append(watcher)
+            await asyncio.wait_for(watcher, timeout_s)
 
     async def wait_for(self, event: asyncio.Event, timeout_s: float | None) -> bool:
         if event.is_set() or timeout_s is None:

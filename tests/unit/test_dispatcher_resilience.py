@@ -144,8 +144,7 @@ async def test_a_tiny_rate_keeps_the_worker_alive_and_an_update_takes_effect() -
         await world.task()
     await until(lambda: len(world.pusher.sent) == 10)
     world.clock.advance(3600 * 24)
-    for _ in range(50):
-        await asyncio.sleep(0)
+    await world.clock.sleeping()  # woke, earned no whole token, and waits again
     assert len(world.pusher.sent) == 10
     assert world.dispatcher._workers[Q].running
     await world.queues.update_queue(
