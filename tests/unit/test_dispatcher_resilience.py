@@ -19,7 +19,7 @@ from opentasks.domain.task import AttemptFailure, AttemptOutcome, HttpRequest, T
 from opentasks.service.attempts import ResultWriter
 from opentasks.service.dispatcher import ALERT_INTERVAL_S, DispatchSettings
 from opentasks.service.windows import TombstonePolicy
-from opentasks.storage.base import AttemptResult, Claim, Windows
+from opentasks.storage.base import AttemptResult, Claim, Fence, Windows
 from opentasks.storage.memory import MemoryStore
 from tests.unit.test_dispatcher import Q, ScriptedPusher, World
 
@@ -50,12 +50,12 @@ class FlakyClaims(MemoryStore):
         self.failures = 0
 
     async def claim_due_tasks(
-        self, queue: QueueName, now: datetime, limit: int, lease_grace: timedelta
+        self, queue: QueueName, now: datetime, limit: int, lease_grace: timedelta, fence: Fence | None = None
     ) -> Claim:
         if self.failures:
             self.failures -= 1
             raise RuntimeError("disk on fire")
-        return await super().claim_due_tasks(queue, now, limit, lease_grace)
+        return await super().claim_due_tasks(queue, now, limit, lease_grace, fence)
 
 
 async def test_a_claim_that_raises_is_logged_and_retried_after_a_pause(

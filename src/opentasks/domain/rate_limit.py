@@ -12,13 +12,14 @@ class TokenBucket:
 
     Each dispatch (first attempt or retry) takes one token. Time is a monotonic reading in
     seconds, passed by the caller, so tests run in virtual time. A new bucket starts full,
-    which allows an initial burst of ``capacity``.
+    which allows an initial burst of ``capacity``; ``full=False`` starts it empty (a queue
+    taken over from another node, whose bucket may just have spent its burst).
     """
 
-    def __init__(self, rate: float, capacity: int, now: float) -> None:
+    def __init__(self, rate: float, capacity: int, now: float, *, full: bool = True) -> None:
         self.rate = _rate(rate)
         self.capacity = max(capacity, 1)
-        self._tokens = float(self.capacity)
+        self._tokens = float(self.capacity) if full else 0.0
         self._last = now
 
     def _refill(self, now: float) -> None:

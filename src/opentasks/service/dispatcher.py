@@ -1,9 +1,12 @@
-"""The dispatcher: runs a :class:`QueueWorker` per queue and reacts to what the services tell it.
+"""The dispatcher: runs a :class:`QueueWorker` per queue this node holds and reacts to what the
+services, and the signals of other nodes, tell it.
 
-It starts, reconfigures, revives and stops the workers, runs RunTask's attempts and reports
-live numbers. The parts depend one way: dispatcher -> queue worker -> attempt runner
-(:mod:`opentasks.service.attempts`). ``run_once`` is one pass of every worker, so tests can
-drive the dispatcher step by step on a fake clock.
+It starts, reconfigures, revives and stops the workers as :class:`Ownership` hands queues to
+this node and takes them away, runs RunTask's attempts and reports live numbers. The parts
+depend one way: dispatcher -> ownership, signals, queue worker -> attempt runner
+(:mod:`opentasks.service.attempts`). ``run_once`` is one pass of every worker and
+``ownership.round()`` one round of the node, so tests drive several nodes step by step on a
+fake clock.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from opentasks.clock import Clock
@@ -29,10 +33,12 @@ from opentasks.service.attempts import (
 )
 from opentasks.service.event_log import default_observers
 from opentasks.service.observers import Observers
+from opentasks.service.ownership import Holdings, NodeSettings, Ownership
 from opentasks.service.pusher import Pusher
 from opentasks.service.queue_worker import QueueWorker
+from opentasks.service.signals import SignalHandlers, Signals
 from opentasks.service.windows import TombstonePolicy
-from opentasks.storage.base import Store
+from opentasks.storage.base import Fence, Store
 
 __all__ = ["ALERT_INTERVAL_S", "DispatchSettings", "Dispatcher", "MinuteCount", "PassResult"]
 
@@ -60,6 +66,7 @@ class Dispatcher:
         credentials: Credentials | None = None,
         targets: TargetPolicy | None = None,
         observers: Observers | None = None,
+        node: NodeSettings | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -79,42 +86,90 @@ class Dispatcher:
         self._background: set[asyncio.Task[Any]] = set()
         self._looping = False
         self._stopping = False
+        node = node or NodeSettings()
+        self.signals = Signals(store, clock, node.node_id)
+        self.ownership = Ownership(store, clock, node, self._hold, self.signals.nodes_changed)
+        self._rounds: asyncio.Task[None] | None = None
 
     # -- life cycle ----------------------------------------------------------------------
 
     async def start(self, *, loop: bool = True) -> None:
-        """Recover attempts lost in a crash, then start a worker per queue.
+        """Recover attempts lost in a crash (a store only this server opens), listen to other
+        nodes, take this node's share of the queues and start their workers.
 
-        With ``loop=False`` nothing runs by itself: tests call :meth:`run_once`.
+        With ``loop=False`` nothing runs by itself: tests call :meth:`run_once` and
+        ``ownership.round()``.
         """
         released = await self._store.release_leases()
         if released:
             DISPATCH_LOG.info(
                 "dispatching again %d task(s) whose attempts were in flight at the last stop", released
             )
-        for queue in await self._store.all_queues():
-            self._workers[queue.name] = self._worker(queue)
         self._looping = loop
+        await self.signals.listen(
+            SignalHandlers(
+                task_added=self._task_signalled,
+                queue_changed=self._queue_signalled,
+                nodes_changed=self.ownership.poke,
+                missed=self._signals_missed,
+            )
+        )
+        await self.ownership.round()
         if loop:
-            for worker in self._workers.values():
-                worker.start()
+            self._rounds = asyncio.ensure_future(self.ownership.run())
 
     async def stop(self) -> None:
-        """Stop claiming, give attempts in flight ``shutdown_grace`` to finish, record their outcomes."""
+        """Stop claiming, hand this node's queues over, give attempts in flight
+        ``shutdown_grace`` to finish and record their outcomes."""
         self._stopping = True
+        if self._rounds is not None:
+            self._rounds.cancel()
+            await asyncio.gather(self._rounds, return_exceptions=True)
         for worker in self._workers.values():
             await worker.stop()
+        self._workers.clear()
+        try:
+            # The next holders count these attempts in flight against their queues' caps.
+            await self.ownership.leave()
+        except Exception as error:
+            DISPATCH_LOG.warning("could not hand the queues over (their leases will lapse): %s", error)
         await self._runner.finish(self.settings.shutdown_grace.total_seconds())
+        await self.signals.flush()
 
-    def _worker(self, queue: Queue) -> QueueWorker:
+    async def _hold(self, holdings: Holdings) -> None:
+        """Run a worker for exactly the queues this node holds, each under its current fence."""
+        if self._stopping:
+            return
+        for name in [name for name in self._workers if name not in holdings.fences]:
+            await self._workers.pop(name).stop()
+        for name, fence in holdings.fences.items():
+            worker = self._workers.get(name)
+            if worker is not None and worker.fence == fence:
+                if worker.fenced:  # a claim was refused before this renewal: go on now
+                    worker.wake()
+                continue
+            if worker is not None:
+                await worker.stop()
+            foreign = await self._store.leased_tasks(name, self._clock.now())
+            worker = self._workers[name] = self._worker(holdings.queues[name], fence, foreign)
+            self._revive(worker)
+
+    def _worker(self, queue: Queue, fence: Fence, foreign: int) -> QueueWorker:
         return QueueWorker(
-            queue, store=self._store, clock=self._clock, settings=self.settings, runner=self._runner
+            queue,
+            store=self._store,
+            clock=self._clock,
+            settings=self.settings,
+            runner=self._runner,
+            fence=fence,
+            foreign=foreign,
         )
 
     # -- events from the services -----------------------------------------------------------
 
     def queue_changed(self, name: QueueName) -> None:
         if not self._stopping:
+            self.signals.queue_changed(name)
             self._spawn(self._reload(name))
 
     def task_added(self, task: Task) -> None:
@@ -122,6 +177,27 @@ class Dispatcher:
         if worker is not None:
             self._revive(worker)
             worker.note_due(task.schedule_time)
+        else:  # another node holds the queue (or will): wake it
+            self.signals.task_added(task.name.queue, task.schedule_time)
+
+    # -- signals from other nodes ----------------------------------------------------------
+
+    def _task_signalled(self, name: QueueName, due: datetime) -> None:
+        worker = self._workers.get(name)
+        if worker is not None:
+            self._revive(worker)
+            worker.note_due(due)
+
+    def _queue_signalled(self, name: QueueName) -> None:
+        if not self._stopping:
+            self._spawn(self._reload(name))
+
+    def _signals_missed(self) -> None:
+        """Signals may have been lost: every worker looks for work, and the node for queues."""
+        for worker in self._workers.values():
+            self._revive(worker)
+            worker.wake()
+        self.ownership.poke()
 
     async def _reload(self, name: QueueName) -> None:
         try:
@@ -137,11 +213,13 @@ class Dispatcher:
             )
             return
         worker = self._workers.get(name)
-        if worker is None:
-            worker = self._workers[name] = self._worker(queue)
-        else:
+        if worker is not None:
             worker.configure(queue)
-        self._revive(worker)
+            self._revive(worker)
+        elif self._looping:
+            self.ownership.poke()  # a new queue: its node takes it in the next round
+        else:
+            await self.ownership.round()
 
     def _revive(self, worker: QueueWorker) -> None:
         """Start a worker's loop if the dispatcher loops and the worker's loop is not running
@@ -152,7 +230,11 @@ class Dispatcher:
     # -- dispatching ------------------------------------------------------------------------
 
     async def run_once(self) -> PassResult:
-        """One pass of every worker: claim what may be dispatched now and start it."""
+        """One pass of every worker: claim what may be dispatched now and start it. Without the
+        loop, a node whose leases have run out (the clock was moved) renews them first, as its
+        rounds would have."""
+        if not self._looping and not self.ownership.proven():
+            await self.ownership.round()
         by_queue: dict[QueueName, int] = {}
         for name, worker in list(self._workers.items()):
             started = (await worker.pass_once())[0]

@@ -24,28 +24,53 @@ from opentasks.service.attempts import (
     DispatchSettings,
     MinuteCount,
 )
-from opentasks.storage.base import Store
+from opentasks.storage.base import Fence, Store
 from opentasks.throttled_log import ThrottledLog
 
 # How long a queue's worker pauses after an unexpected error: doubling from the first to the
 # second while the errors last.
 _ERROR_PAUSE_SECONDS = 1.0
 _MAX_ERROR_PAUSE_SECONDS = 60.0
+# How often a worker counts again the attempts another node still has in flight on its queue.
+_FOREIGN_RECOUNT_SECONDS = 1.0
 
 
 class QueueWorker:
-    """Dispatches one queue."""
+    """Dispatches one queue while this node holds it.
+
+    ``fence`` goes with every claim, so a worker whose node lost the queue claims nothing.
+    ``foreign`` counts attempts another node (the queue's previous holder) may still have in
+    flight: they take concurrency slots until their leases end or their results come in. A
+    worker of a queue taken over (epoch above 1) starts with an empty bucket, as the previous
+    holder may just have spent the burst.
+    """
 
     def __init__(
-        self, queue: Queue, *, store: Store, clock: Clock, settings: DispatchSettings, runner: AttemptRunner
+        self,
+        queue: Queue,
+        *,
+        store: Store,
+        clock: Clock,
+        settings: DispatchSettings,
+        runner: AttemptRunner,
+        fence: Fence | None = None,
+        foreign: int = 0,
     ) -> None:
         self._store = store
         self._clock = clock
         self._settings = settings
         self._runner = runner
         self.queue = queue
+        self.fence = fence
+        self.foreign = foreign
+        self.fenced = False  # the last claim was refused: the node no longer proved its lease
         limits = queue.rate_limits
-        self.bucket = TokenBucket(limits.max_dispatches_per_second, limits.max_burst_size, clock.monotonic())
+        self.bucket = TokenBucket(
+            limits.max_dispatches_per_second,
+            limits.max_burst_size,
+            clock.monotonic(),
+            full=fence is None or fence.epoch == 1,
+        )
         self.refusals = ThrottledLog(DISPATCH_LOG, clock.monotonic, interval_s=ALERT_INTERVAL_S)
         self.inflight = 0  # attempts being sent
         self.executed = MinuteCount()  # attempts ended in the last minute
@@ -137,7 +162,8 @@ class QueueWorker:
             self._wake.set()
 
     def _free_slots(self) -> int:
-        return self.queue.rate_limits.max_concurrent_dispatches - self.inflight - len(self.pending)
+        cap = self.queue.rate_limits.max_concurrent_dispatches
+        return cap - self.inflight - len(self.pending) - self.foreign
 
     def _claim_threshold(self) -> int:
         cap = self.queue.rate_limits.max_concurrent_dispatches
@@ -179,17 +205,27 @@ class QueueWorker:
         self._blocked_on_slots = False
         if self.queue.state != QueueState.RUNNING:
             return 0, None
+        if self.foreign:
+            await self._recount_foreign()
         free = self._free_slots()
         if free < self._claim_threshold() and (self.inflight or self.pending):
             self._blocked_on_slots = True
             return 0, None
+        if free <= 0:  # only another node's attempts fill the slots: look again when some end
+            return 0, _FOREIGN_RECOUNT_SECONDS
         monotonic = self._clock.monotonic()
         tokens = self.bucket.available(monotonic)
         if tokens <= 0:
             return 0, self.bucket.seconds_until_available(monotonic)
         limit = min(free, tokens, self._settings.claim_batch)
         now = self._clock.now()
-        claim = await self._store.claim_due_tasks(self.queue.name, now, limit, self._settings.lease_grace)
+        claim = await self._store.claim_due_tasks(
+            self.queue.name, now, limit, self._settings.lease_grace, self.fence
+        )
+        if claim.fenced:
+            self.fenced = True  # the node's next round renews the lease or stops this worker
+            return 0, None
+        self.fenced = False
         # Charge the bucket when the tasks leave, not when the claim began: a slow commit must
         # not bunch requests on the wire beyond what the bucket allows.
         self.bucket.take(self._clock.monotonic(), len(claim.tasks))
@@ -197,6 +233,17 @@ class QueueWorker:
             self.enqueue(task)
         if len(claim.tasks) == limit:
             return len(claim.tasks), 0.0  # there may be more: look again straight away
-        if claim.next_due is None:
-            return len(claim.tasks), None
-        return len(claim.tasks), max(0.0, (claim.next_due - self._clock.now()).total_seconds())
+        wait = (
+            None if claim.next_due is None else max(0.0, (claim.next_due - self._clock.now()).total_seconds())
+        )
+        if self.foreign:
+            wait = _FOREIGN_RECOUNT_SECONDS if wait is None else min(wait, _FOREIGN_RECOUNT_SECONDS)
+        return len(claim.tasks), wait
+
+    async def _recount_foreign(self) -> None:
+        """The previous holder's attempts still leased: all leased tasks but this worker's own."""
+        leased = await self._store.leased_tasks(self.queue.name, self._clock.now())
+        self.foreign = max(0, leased - self.inflight - len(self.pending))
+
+    def wake(self) -> None:
+        self._wake.set()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -22,6 +22,36 @@ class Claim:
 
     tasks: list[Task]
     next_due: datetime | None
+    fenced: bool = False
+    """The claim carried a :class:`Fence` that no longer holds: nothing was claimed."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Proof that a node dispatches a queue: the node's ID and the epoch of its ownership.
+
+    The epoch grows each time the queue passes to another node, so a claim made under an old
+    fence (by a node that lost the queue and does not know it yet) is refused."""
+
+    node_id: str
+    epoch: int
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A server sharing the store: when it started, its last heartbeat, until when it counts
+    as alive, and how many queues it holds."""
+
+    node_id: str
+    address: str
+    started: datetime
+    heartbeat: datetime
+    expires: datetime
+    queues: int
+
+
+SignalListener = Callable[[list[str]], None]
+"""Receives messages that any node published with :meth:`Store.notify` (its own included)."""
 
 
 @dataclass(frozen=True)
@@ -150,9 +180,12 @@ class Store(Protocol):
         ...
 
     async def claim_due_tasks(
-        self, queue: QueueName, now: datetime, limit: int, lease_grace: timedelta
+        self, queue: QueueName, now: datetime, limit: int, lease_grace: timedelta, fence: Fence | None = None
     ) -> Claim:
         """Claim up to ``limit`` tasks due at ``now`` in (schedule_time, creation) order.
+
+        With a ``fence``, nothing is claimed (``Claim.fenced``) unless its node still holds the
+        queue at that epoch with a lease running past ``now`` (see :meth:`own_queues`).
 
         Each claimed task counts the attempt (see :func:`opentasks.domain.attempt.claim`) and
         is hidden from further claims until its lease ends at
@@ -175,9 +208,54 @@ class Store(Protocol):
     async def release_leases(self) -> int:
         """Make every claimed task due again at its schedule time; returns how many.
 
-        Only safe when no other process dispatches from this store (after a restart of the
-        only server): attempts in flight at the crash are dispatched again.
+        Only a store that no other process can open does so (after a restart of the only
+        server, attempts in flight at the crash are dispatched again at once). A shared store
+        releases nothing and answers 0: other nodes may be sending those tasks right now, and
+        their leases end by themselves.
         """
+        ...
+
+    async def leased_tasks(self, queue: QueueName, now: datetime) -> int:
+        """How many tasks of ``queue`` are claimed with a lease running past ``now`` (attempts
+        that may be in flight, on any node)."""
+        ...
+
+    # -- nodes ---------------------------------------------------------------------------------
+
+    async def heartbeat(self, node_id: str, address: str, now: datetime, ttl: timedelta) -> None:
+        """Record that ``node_id`` is alive until ``now + ttl`` (registering it if new)."""
+        ...
+
+    async def leave(self, node_id: str) -> None:
+        """Forget ``node_id`` and release every queue it holds, for others to take at once."""
+        ...
+
+    async def nodes(self) -> list[NodeInfo]:
+        """Every node known (alive or not: compare ``expires`` with now), by node ID."""
+        ...
+
+    async def own_queues(
+        self, node_id: str, wanted: Collection[QueueName], now: datetime, ttl: timedelta
+    ) -> dict[QueueName, Fence]:
+        """Renew until ``now + ttl`` the lease of every queue ``node_id`` holds, and take each
+        queue of ``wanted`` that exists and that nobody holds (never held, released, or its
+        lease ended by ``now``); a queue that changes hands gets the next epoch. Returns every
+        queue the node holds afterwards, with its fence."""
+        ...
+
+    async def release_queues(self, node_id: str, queues: Collection[QueueName]) -> None:
+        """End ``node_id``'s leases of ``queues`` now, so that another node may take them."""
+        ...
+
+    async def notify(self, messages: list[str]) -> None:
+        """Publish ``messages`` to every subscribed node (best effort: a node that misses them
+        is told by its ``on_gap`` callback)."""
+        ...
+
+    async def subscribe(self, listener: SignalListener, on_gap: Callable[[], None]) -> None:
+        """Deliver published messages to ``listener``; call ``on_gap`` whenever some may have
+        been missed (the connection that receives them was lost), so the node looks for work
+        itself."""
         ...
 
     # -- insights ------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -16,7 +16,8 @@ from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import Queue, QueueState
 from opentasks.domain.task import Task
 from opentasks.storage import base
-from opentasks.storage.base import AttemptResult, Claim, QueueChange, TaskPage, Windows
+from opentasks.storage.base import AttemptResult, Claim, Fence, QueueChange, TaskPage, Windows
+from opentasks.storage.local_nodes import LocalNodes
 
 
 @dataclass
@@ -122,10 +123,11 @@ class _QueueSlot:
         return self.due_heap[0][0] if self.due_heap else None
 
 
-class MemoryStore:
+class MemoryStore(LocalNodes):
     """Keeps everything in dictionaries; every method runs without awaiting, so each is atomic."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._queues: dict[QueueName, _QueueSlot] = {}
         self._queue_tombstones: dict[QueueName, datetime] = {}
         self._seq = itertools.count(1)
@@ -189,6 +191,7 @@ class MemoryStore:
     async def delete_queue(self, name: QueueName, now: datetime, windows: Windows) -> None:
         if self._queues.pop(name, None) is None:
             raise base.entity_missing()
+        self._forget_queue(name)
         self._queue_tombstones[name] = windows.queue_tombstone_until
 
     async def purge_queue(self, name: QueueName, purge_time: datetime, windows: Windows) -> Queue:
@@ -244,11 +247,13 @@ class MemoryStore:
     # -- dispatch ----------------------------------------------------------------------------
 
     async def claim_due_tasks(
-        self, queue: QueueName, now: datetime, limit: int, lease_grace: timedelta
+        self, queue: QueueName, now: datetime, limit: int, lease_grace: timedelta, fence: Fence | None = None
     ) -> Claim:
         slot = self._queues.get(queue)
         if slot is None:
             return Claim([], None)
+        if not self._holds(fence, queue, now):
+            return Claim([], None, fenced=True)
         claimed: list[Task] = []
         while len(claimed) < limit:
             entry = slot.pop_due(now)
@@ -283,6 +288,7 @@ class MemoryStore:
                 slot.scheduled(entry, next(self._seq))
 
     async def release_leases(self) -> int:
+        self._forget_nodes()
         released = 0
         for slot in self._queues.values():
             for entry in slot.tasks.values():
@@ -291,6 +297,15 @@ class MemoryStore:
                     slot.schedule(entry)
                     released += 1
         return released
+
+    async def leased_tasks(self, queue: QueueName, now: datetime) -> int:
+        slot = self._queues.get(queue)
+        if slot is None:
+            return 0
+        return sum(1 for e in slot.tasks.values() if e.due > now and e.due != e.task.schedule_time)
+
+    async def _existing_queues(self, names: Collection[QueueName]) -> set[QueueName]:
+        return {name for name in names if name in self._queues}
 
     # -- insights ----------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,7 +32,8 @@ from opentasks.domain.queue import Queue, QueueState
 from opentasks.domain.task import Task
 from opentasks.errors import Unavailable
 from opentasks.storage import base, codec, rows, sqlite_files
-from opentasks.storage.base import AttemptResult, Claim, QueueChange, TaskPage, Windows
+from opentasks.storage.base import AttemptResult, Claim, Fence, QueueChange, TaskPage, Windows
+from opentasks.storage.local_nodes import LocalNodes
 from opentasks.storage.migrations import scripts
 
 T = TypeVar("T")
@@ -50,10 +51,12 @@ class DatabaseInUse(RuntimeError):
     """Another process holds this SQLite database."""
 
 
-class SqliteStore:
-    """A :class:`~opentasks.storage.base.Store` in one SQLite file."""
+class SqliteStore(LocalNodes):
+    """A :class:`~opentasks.storage.base.Store` in one SQLite file. Only one server opens it
+    (a lock file sees to that), so that server is the only node and holds every queue."""
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+        super().__init__()
         self._path = Path(path)
         self._synchronous = synchronous.upper()
         self._current_synchronous = self._synchronous
@@ -253,6 +256,7 @@ class SqliteStore:
             )
 
         await self._write(run)
+        self._forget_queue(name)
 
     async def purge_queue(self, name: QueueName, purge_time: datetime, windows: Windows) -> Queue:
         def run(conn: sqlite3.Connection) -> Queue:
@@ -350,8 +354,11 @@ class SqliteStore:
         return [codec.loads(Queue, row[0]) for row in found]
 
     async def claim_due_tasks(
-        self, queue: QueueName, now: datetime, limit: int, lease_grace: timedelta
+        self, queue: QueueName, now: datetime, limit: int, lease_grace: timedelta, fence: Fence | None = None
     ) -> Claim:
+        if not self._holds(fence, queue, now):
+            return Claim([], None, fenced=True)
+
         def run(conn: sqlite3.Connection) -> Claim:
             pk = _queue_pk(conn, queue)
             if pk is None:
@@ -412,10 +419,32 @@ class SqliteStore:
         await self._write(run, durable=False)
 
     async def release_leases(self) -> int:
+        self._forget_nodes()
         def run(conn: sqlite3.Connection) -> int:
             return conn.execute("UPDATE tasks SET due_us = schedule_us WHERE due_us != schedule_us").rowcount
 
         return await self._write(run, durable=False)
+
+    async def leased_tasks(self, queue: QueueName, now: datetime) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            pk = _queue_pk(conn, queue)
+            if pk is None:
+                return 0
+            return int(
+                conn.execute(
+                    "SELECT COUNT(*) FROM tasks WHERE queue_pk = ? AND due_us > ? AND due_us != schedule_us",
+                    (pk, codec.to_micros(now)),
+                ).fetchone()[0]
+            )
+
+        return await self._read(run)
+
+    async def _existing_queues(self, names: Collection[QueueName]) -> set[QueueName]:
+        wanted = set(names)
+        if not wanted:
+            return set()
+        found = await self.all_queues()
+        return {queue.name for queue in found if queue.name in wanted}
 
     # -- insights ----------------------------------------------------------------------------
 

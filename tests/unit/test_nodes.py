@@ -1,0 +1,187 @@
+"""Several nodes sharing one store, in one process on a fake clock: ownership by rendezvous
+hashing, hand-over when a node leaves or dies, fencing, limits across the hand-over, and
+wake-ups between nodes."""
+
+import random
+from collections import Counter
+
+import pytest
+
+from opentasks.clock import FakeClock
+from opentasks.domain.names import QueueName
+from opentasks.domain.ownership import LeaseTiming, preferred_owner, preferred_queues
+from opentasks.domain.queue import Queue, RateLimits
+from opentasks.service.dispatcher import DispatchSettings
+from opentasks.service.ownership import NodeSettings
+from opentasks.storage.memory import MemoryStore
+from tests.unit.test_dispatcher import PARENT, Q, ScriptedPusher, World
+from tests.unit.test_dispatcher_resilience import until
+
+TTL_S = LeaseTiming().ttl.total_seconds()
+
+
+def node(store: MemoryStore, clock: FakeClock, node_id: str, pusher: ScriptedPusher | None = None) -> World:
+    return World(
+        pusher,
+        clock=clock,
+        store=store,
+        node=NodeSettings(node_id, f"{node_id}:8123"),
+        settings=DispatchSettings(claim_batch=50),
+    )
+
+
+class Cluster:
+    def __init__(self, *node_ids: str) -> None:
+        self.clock = FakeClock()
+        self.store = MemoryStore()
+        self.nodes = {node_id: node(self.store, self.clock, node_id) for node_id in node_ids}
+
+    async def start(self, *, loop: bool = False) -> None:
+        for world in self.nodes.values():
+            await world.dispatcher.start(loop=loop)
+        await self.rounds()
+
+    async def rounds(self, *node_ids: str) -> None:
+        for node_id in node_ids or tuple(self.nodes):
+            await self.nodes[node_id].dispatcher.ownership.round()
+
+    def holders(self) -> dict[QueueName, list[str]]:
+        held: dict[QueueName, list[str]] = {}
+        for node_id, world in self.nodes.items():
+            for name in world.dispatcher.ownership.held:
+                held.setdefault(name, []).append(node_id)
+        return held
+
+
+def test_rendezvous_spreads_queues_evenly_and_moves_few_when_a_node_leaves() -> None:
+    queues = [f"projects/p/locations/l/queues/q{i}" for i in range(3000)]
+    nodes = ["alpha", "beta", "gamma"]
+    owners = {queue: preferred_owner(queue, nodes) for queue in queues}
+    counts = Counter(owners.values())
+    assert all(abs(count - 1000) <= 200 for count in counts.values()), counts
+    after = {queue: preferred_owner(queue, ["alpha", "gamma"]) for queue in queues}
+    moved = [queue for queue in queues if after[queue] != owners[queue]]
+    assert all(owners[queue] == "beta" for queue in moved)  # only beta's queues move
+    assert preferred_queues("alpha", queues, random.sample(nodes, 3)) == {
+        q for q, owner in owners.items() if owner == "alpha"
+    }
+    assert preferred_owner("q", []) is None
+
+
+async def test_every_queue_has_exactly_one_holder() -> None:
+    cluster = Cluster("a", "b", "c")
+    await cluster.start()
+    admin = cluster.nodes["a"]
+    for i in range(60):
+        await admin.queues.create_queue(PARENT, Queue(QueueName("p", "l", f"q{i}")))
+    await cluster.rounds()
+    await cluster.rounds()  # the second round sees every node's heartbeat
+    holders = cluster.holders()
+    assert len(holders) == 60 and all(len(held) == 1 for held in holders.values())
+    assert set(Counter(held[0] for held in holders.values())) == {"a", "b", "c"}
+
+
+async def test_tasks_created_on_any_node_are_dispatched_once_by_the_holder() -> None:
+    cluster = Cluster("a", "b", "c")
+    await cluster.start()
+    await cluster.nodes["a"].queue()
+    await cluster.rounds()
+    [holder] = cluster.holders()[Q]
+    for world in cluster.nodes.values():
+        for _ in range(3):
+            await world.task()
+    for world in cluster.nodes.values():
+        await world.step()
+    sent = {node_id: len(world.pusher.sent) for node_id, world in cluster.nodes.items()}
+    assert sent == {node_id: 9 if node_id == holder else 0 for node_id in cluster.nodes}
+
+
+async def test_a_node_that_leaves_hands_its_queues_over_at_once() -> None:
+    cluster = Cluster("a", "b")
+    await cluster.start()
+    await cluster.nodes["a"].queue()
+    await cluster.rounds()
+    [holder] = cluster.holders()[Q]
+    other = "b" if holder == "a" else "a"
+    await cluster.nodes[holder].dispatcher.stop()
+    await cluster.rounds(other)
+    assert cluster.holders() == {Q: [other]}
+    await cluster.nodes[other].task()
+    cluster.clock.advance(0.1)  # a bucket taken over starts empty
+    assert await cluster.nodes[other].step() == 1
+
+
+async def test_a_dead_nodes_queues_move_when_its_lease_ends_and_it_is_fenced() -> None:
+    cluster = Cluster("a", "b")
+    await cluster.start()
+    await cluster.nodes["a"].queue()
+    await cluster.rounds()
+    [holder] = cluster.holders()[Q]
+    other = "b" if holder == "a" else "a"
+    dead, alive = cluster.nodes[holder], cluster.nodes[other]
+    cluster.clock.advance(TTL_S - 0.5)  # the holder falls silent; its lease still runs
+    await cluster.rounds(other)
+    assert cluster.holders()[Q] == [holder]
+    cluster.clock.advance(0.5)
+    await cluster.rounds(other)
+    assert alive.dispatcher.ownership.held[Q].epoch == 2
+    # The silent node comes back believing it holds the queue: its claims are refused.
+    await alive.task()
+    [worker] = dead.dispatcher._workers.values()
+    assert (await worker.pass_once())[0] == 0 and worker.fenced
+    cluster.clock.advance(0.1)  # a bucket taken over starts empty
+    assert await alive.step() == 1
+
+
+async def test_the_new_holder_counts_the_previous_holders_attempts_against_the_cap() -> None:
+    cluster = Cluster("a", "b")
+    cluster.nodes = {
+        node_id: node(cluster.store, cluster.clock, node_id, ScriptedPusher()) for node_id in ("a", "b")
+    }
+    await cluster.start()
+    limits = RateLimits(max_concurrent_dispatches=5, max_dispatches_per_second=500, max_burst_size=100)
+    await cluster.nodes["a"].queue(rate_limits=limits)
+    await cluster.rounds()
+    [holder] = cluster.holders()[Q]
+    other = "b" if holder == "a" else "a"
+    old, new = cluster.nodes[holder], cluster.nodes[other]
+    old.pusher.hold = True
+    for _ in range(10):
+        await old.task()
+    assert (await old.dispatcher.run_once()).started == 5
+    await old.dispatcher.ownership.leave()  # hands over while its five attempts are in flight
+    await cluster.rounds(other)
+    cluster.clock.advance(1)  # the taken-over bucket starts empty; let it earn tokens
+    assert (await new.dispatcher.run_once()).started == 0  # all five slots are the old holder's
+    runner = old.dispatcher._runner
+    await old.pusher.release(2)
+    await until(lambda: len(runner.jobs) == 3)
+    await runner.results.flush()
+    cluster.clock.advance(1)
+    assert (await new.dispatcher.run_once()).started == 2
+    await old.pusher.release(3)
+    await old.dispatcher.settle()
+    await new.dispatcher.settle()
+
+
+@pytest.mark.parametrize("via", ["task", "queue"])
+async def test_a_change_through_one_node_wakes_the_holder_on_another(via: str) -> None:
+    cluster = Cluster("a", "b")
+    await cluster.start(loop=True)
+    admin = cluster.nodes["a"]
+    await admin.queue()
+    if via == "queue":
+        await admin.queues.pause_queue(Q)
+    await cluster.rounds()
+    await cluster.rounds()
+    [holder] = cluster.holders()[Q]
+    other = cluster.nodes["b" if holder == "a" else "a"]
+    if via == "queue":
+        await other.task()
+        await other.queues.resume_queue(Q)  # the resume reaches the holder through a signal
+    else:
+        await other.task()  # the new task reaches the holder through a signal
+    sent = cluster.nodes[holder].pusher.sent
+    await until(lambda: len(sent) == 1)
+    for world in cluster.nodes.values():
+        await world.dispatcher.stop()
