@@ -43,6 +43,7 @@ from opentasks.service.tasks import TaskService
 from opentasks.service.windows import TombstonePolicy
 from opentasks.storage.base import Store
 from opentasks.storage.memory import MemoryStore
+from opentasks.storage.postgres import PostgresStore
 from opentasks.storage.sqlite import SqliteStore
 from opentasks.version import package_version
 
@@ -59,9 +60,16 @@ def build_store(url: StorageUrl) -> Store:
             return SqliteStore(url.path, synchronous=url.synchronous)
         case "sqlite":
             raise ConfigError("--storage: the sqlite URL names no file; write sqlite:///opentasks.db.")
+        case "postgresql" if url.dsn is not None:
+            return PostgresStore(url.dsn, pool_size=url.pool_size, connect_timeout=url.connect_timeout)
+        case "postgresql":
+            raise ConfigError(
+                "--storage: the postgresql URL is missing; write postgresql://user@host/database."
+            )
         case _:
             raise ConfigError(
-                f"--storage: unknown storage backend '{url.backend}'; use sqlite:///path.db or memory://."
+                f"--storage: unknown storage backend '{url.backend}'; use sqlite:///path.db, "
+                "postgresql://user@host/database or memory://."
             )
 
 

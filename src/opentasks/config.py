@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from opentasks.credentials.tokens import parse_oauth_tokens
 from opentasks.domain.routing import parse_service_routes
@@ -18,6 +18,27 @@ from opentasks.domain.routing import parse_service_routes
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+POSTGRES_POOL_SIZE = 10
+POSTGRES_CONNECT_TIMEOUT_S = 10.0
+POSTGRES_OPTIONS = ("pool_size", "connect_timeout")
+"""Options of a postgresql:// URL that opentasks reads itself (the driver never sees them)."""
+POSTGRES_DRIVER_OPTIONS = (
+    "host",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "sslmode",
+    "sslcert",
+    "sslkey",
+    "sslrootcert",
+    "sslcrl",
+    "sslpassword",
+    "target_session_attrs",
+    "application_name",
+)
+"""libpq options of a postgresql:// URL that are passed on to the driver."""
 
 
 class ConfigError(ValueError):
@@ -43,11 +64,20 @@ def default_data_dir() -> Path:
 
 @dataclass(frozen=True)
 class StorageUrl:
-    """A parsed ``--storage`` value."""
+    """A parsed ``--storage`` value.
 
-    backend: str  # "memory" | "sqlite"
+    For PostgreSQL, ``dsn`` is the URL handed to the driver (``postgres://`` spelled
+    ``postgresql://``, without the options opentasks reads itself); parts it leaves out come
+    from libpq's ``PG*`` environment variables. It holds the password, so it is kept out of
+    ``repr`` and :meth:`describe` masks it.
+    """
+
+    backend: str  # "memory" | "sqlite" | "postgresql"
     path: Path | None = None
     synchronous: str = "FULL"
+    dsn: str | None = field(default=None, repr=False)
+    pool_size: int = POSTGRES_POOL_SIZE
+    connect_timeout: float = POSTGRES_CONNECT_TIMEOUT_S
 
     @classmethod
     def parse(cls, url: str) -> StorageUrl:
@@ -56,12 +86,10 @@ class StorageUrl:
         if url.startswith("sqlite:///"):
             return cls._sqlite(url)
         if url.startswith(("postgresql://", "postgres://")):
-            raise ConfigError(
-                "--storage: PostgreSQL is not supported by this version yet; use sqlite:/// or memory://."
-            )
+            return cls._postgresql(url)
         raise ConfigError(
             f"--storage: '{url}' is not a storage URL; use sqlite:///relative.db, "
-            "sqlite:////absolute/path.db or memory://."
+            "sqlite:////absolute/path.db, postgresql://user:password@host:5432/database or memory://."
         )
 
     @classmethod
@@ -78,10 +106,66 @@ class StorageUrl:
             raise ConfigError(f"--storage: unknown sqlite option(s): {', '.join(sorted(options))}.")
         return cls("sqlite", Path(raw_path), synchronous)
 
+    @classmethod
+    def _postgresql(cls, url: str) -> StorageUrl:
+        parts = urlsplit("postgresql://" + url.split("://", 1)[1])
+        try:
+            pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+            _ = parts.port  # raises ValueError for a port that is no number
+        except ValueError as error:
+            raise ConfigError(f"--storage: the postgresql URL is malformed: {error}.") from None
+        ours = {k: v for k, v in pairs if k in POSTGRES_OPTIONS}
+        known = (*POSTGRES_OPTIONS, *POSTGRES_DRIVER_OPTIONS)
+        unknown = sorted({k for k, _ in pairs if k not in known})
+        if unknown:
+            accepted = ", ".join(sorted(known))
+            raise ConfigError(
+                f"--storage: unknown postgresql option(s): {', '.join(unknown)} (accepted: {accepted})."
+            )
+        pool_size = _positive(ours.get("pool_size", str(POSTGRES_POOL_SIZE)), "pool_size", int)
+        timeout = _positive(
+            ours.get("connect_timeout", str(POSTGRES_CONNECT_TIMEOUT_S)), "connect_timeout", float
+        )
+        driver_query = urlencode([(k, v) for k, v in pairs if k not in POSTGRES_OPTIONS])
+        dsn = f"postgresql://{parts.netloc}{parts.path}" + (f"?{driver_query}" if driver_query else "")
+        return cls("postgresql", dsn=dsn, pool_size=int(pool_size), connect_timeout=float(timeout))
+
     def describe(self) -> str:
         if self.backend == "memory":
             return "memory:// (nothing is kept after exit)"
+        if self.backend == "postgresql":
+            return f"{mask_password(self.dsn or 'postgresql://')} (pool_size={self.pool_size})"
         return f"sqlite:///{self.path} (synchronous={self.synchronous})"
+
+
+def mask_password(url: str) -> str:
+    """``url`` with its password (in the user part or a ``password`` option) shown as ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        credentials, hosts = netloc.rsplit("@", 1)
+        if ":" in credentials:
+            credentials = credentials.split(":", 1)[0] + ":***"
+        netloc = f"{credentials}@{hosts}"
+    query = "&".join(
+        f"{key}=***" if key == "password" else part
+        for part in parts.query.split("&")
+        if part
+        for key in [part.split("=", 1)[0]]
+    )
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
+def _positive(text: str, option: str, kind: Callable[[str], float]) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        value = 0
+    if not value > 0:
+        raise ConfigError(
+            f"--storage: the postgresql option {option} must be a positive number, not '{text}'."
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -144,7 +228,8 @@ class Settings:
     storage: StorageUrl = _option(
         StorageUrl("memory"),
         "sqlite:///relative.db, sqlite:////abs/path.db (add ?synchronous=normal to trade "
-        "power-loss durability for speed) or memory://.",
+        "power-loss durability for speed), postgresql://user:password@host:5432/database "
+        "(?pool_size=N, default 10; missing parts come from PGHOST, PGUSER, ...) or memory://.",
         shown_default="sqlite file in --data-dir",
         to_value=_storage,
     )

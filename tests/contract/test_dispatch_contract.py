@@ -1,5 +1,6 @@
 """The store's dispatch operations: claims, leases, fenced results. One contract, every backend."""
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +15,7 @@ from opentasks.domain.task import AppEngineHttpRequest, AttemptOutcome, HttpRequ
 from opentasks.errors import AlreadyExists, NotFound
 from opentasks.storage.base import AttemptResult, Store, Windows
 from opentasks.storage.memory import MemoryStore
-from tests.contract.conftest import StoreFactory
+from tests.contract.conftest import StoreFactory, shares_database
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 Q = QueueName("p", "l", "q")
@@ -168,6 +169,8 @@ async def test_claim_task_ignores_schedule_and_lease(store: Store, queue: Queue)
 
 
 async def test_release_leases_makes_claimed_tasks_due_again(store: Store, queue: Queue) -> None:
+    if shares_database(store):
+        pytest.skip("a shared database releases no lease (test_postgres_contract.py checks that)")
     await add(store, "a")
     await add(store, "b", timedelta(hours=1))
     await store.claim_due_tasks(Q, T0, 10, GRACE)
@@ -197,3 +200,52 @@ async def test_progress_survives_reopening(store_factory: StoreFactory) -> None:
         assert await second.get_task(claimed.name, T0) == after
     finally:
         await second.close()
+
+
+async def test_concurrent_claimers_never_take_the_same_task(
+    store_factory: StoreFactory, store: Store
+) -> None:
+    """Two claimers at once (two nodes on a shared database; one store stands in for both on
+    the exclusive backends): every task is claimed exactly once."""
+    await store.create_queue(resolve_queue(Queue(Q), Limits()), T0)
+    for index in range(120):
+        await add(store, f"t{index:03}", named=index % 2 == 0)
+    other = store_factory() if shares_database(store) else store
+    if other is not store:
+        await other.open()
+    try:
+        seen: list[str] = []
+        for _ in range(4):
+            first, second = await asyncio.gather(
+                store.claim_due_tasks(Q, T0, 25, GRACE), other.claim_due_tasks(Q, T0, 25, GRACE)
+            )
+            mine = [t.name.task_id for t in first.tasks]
+            theirs = [t.name.task_id for t in second.tasks]
+            assert not set(mine) & set(theirs)
+            seen += mine + theirs
+        rest = await store.claim_due_tasks(Q, T0, 200, GRACE)
+        seen += [t.name.task_id for t in rest.tasks]
+    finally:
+        if other is not store:
+            await other.close()
+    assert sorted(seen) == [f"t{index:03}" for index in range(120)]
+    assert all(t.dispatch_count == 1 for t in rest.tasks)
+
+
+async def test_a_retry_from_an_expired_lease_is_dropped(store: Store, queue: Queue) -> None:
+    """The lease ended and the task was claimed again: the first attempt's late failure must
+    neither reschedule the task nor overwrite the second attempt's progress."""
+    await add(store, "t")
+    first = (await store.claim_due_tasks(Q, T0, 1, GRACE)).tasks[0]
+    lease_end = T0 + DEADLINE + GRACE
+    second = (await store.claim_due_tasks(Q, lease_end, 1, GRACE)).tasks[0]
+    assert (first.dispatch_count, second.dispatch_count) == (1, 2)
+    late = after_attempt(first, AttemptOutcome(http_status=500), lease_end + timedelta(seconds=1), RETRY)
+    assert late is not None
+    await store.finish_attempts([AttemptResult(first.name, first.dispatch_count, late)], WINDOWS)
+    stored = await store.get_task(first.name, lease_end)
+    assert (stored.dispatch_count, stored.response_count, stored.schedule_time) == (2, 0, T0)
+    assert (await store.claim_due_tasks(Q, late.schedule_time, 1, GRACE)).tasks == []  # still leased
+    done = after_attempt(second, AttemptOutcome(http_status=500), lease_end, RETRY)
+    await store.finish_attempts([AttemptResult(second.name, second.dispatch_count, done)], WINDOWS)
+    assert (await store.get_task(first.name, lease_end)).response_count == 1

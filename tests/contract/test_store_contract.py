@@ -240,3 +240,18 @@ async def test_queue_yaml_queues_reserve_task_names_for_their_own_window(store: 
     for task_id in ("deleted", "purged", "finished"):
         with pytest.raises(AlreadyExists):
             await store.create_task(task(task_id, at=later), later)
+
+
+async def test_opening_again_migrates_nothing_and_keeps_everything(store_factory: StoreFactory) -> None:
+    """Migrations are idempotent: a store opened twice (and a third time) over the same data."""
+    for attempt in range(3):
+        opened = store_factory()
+        await opened.open()
+        try:
+            if attempt == 0 or isinstance(opened, MemoryStore):
+                await opened.create_queue(queue(), T0)
+                await opened.create_task(task("kept"), T0)
+            assert [q.name for q in await opened.all_queues()] == [Q]
+            assert (await opened.get_task(TaskName(Q, "kept"), T0)).name.task_id == "kept"
+        finally:
+            await opened.close()

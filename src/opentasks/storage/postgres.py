@@ -1,0 +1,506 @@
+"""The PostgreSQL store: one database shared by any number of servers (docs/postgresql.md).
+
+* A connection pool (asyncpg); each operation borrows a connection for its few statements and
+  holds no transaction open across anything else.
+* Claims take due tasks with ``FOR UPDATE SKIP LOCKED``, so concurrent claimers (other nodes
+  too) never take the same task, and write the new progress back in one statement.
+* Attempt results are fenced on the claim's dispatch count inside their statement.
+* Every acknowledged CreateTask, DeleteTask and queue change is committed as the server's
+  ``synchronous_commit`` says. Claims and results commit with ``synchronous_commit = off``:
+  losing one in a database crash only sends a task again, as SQLite's dispatch bookkeeping.
+* Driver failures surface as :class:`~opentasks.errors.Unavailable` (nothing changed, retry),
+  never as driver exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+from msgspec.structs import replace
+
+from opentasks.domain.attempt import claim
+from opentasks.domain.lease import lease_expiry
+from opentasks.domain.names import LocationName, QueueName, TaskName
+from opentasks.domain.queue import Queue, QueueState
+from opentasks.domain.task import Task
+from opentasks.errors import NotFound, Unavailable
+from opentasks.storage import base, codec, rows
+from opentasks.storage import postgres_sql as sql
+from opentasks.storage.base import AttemptResult, Claim, QueueChange, TaskPage, Windows
+from opentasks.storage.postgres_sql import DRIVER_ERRORS, TRANSIENT, Conn
+from opentasks.storage.sqlite_files import StoreUnusable
+
+T = TypeVar("T")
+_log = logging.getLogger("opentasks.storage")
+_ATTEMPTS = 3  # runs of an operation that hit a deadlock or serialization failure
+PROBE_TIMEOUT_S = 1.5
+SWEEP_EVERY = timedelta(minutes=1)
+SWEEP_BATCH = 1000
+SWEEP_BATCHES = 10  # per table and sweep: a sweep never runs long
+
+
+async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """Nothing to reset when a connection goes back to the pool: the store sets only
+    transaction-local state (SET LOCAL, xact advisory locks), and the pool already rolls back
+    an unfinished transaction. asyncpg's default reset would cost a round trip per operation."""
+
+
+class PostgresStore:
+    """A :class:`~opentasks.storage.base.Store` in a PostgreSQL database, shareable by nodes."""
+
+    def __init__(self, dsn: str, *, pool_size: int = 10, connect_timeout: float = 10.0) -> None:
+        self._dsn = dsn
+        self._pool_size = pool_size
+        self._connect_timeout = connect_timeout
+        self._where = sql.target(dsn)
+        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self._next_sweep_us: int | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect and migrate the schema.
+
+        :class:`~opentasks.storage.sqlite_files.StoreUnusable` (one line) when the database
+        cannot be reached (host, port, database and the driver's reason) or its schema is newer
+        than this code."""
+        named = "application_name" in parse_qs(urlsplit(self._dsn).query)
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=self._connect_timeout,
+                reset=_keep_session,
+                server_settings=None if named else {"application_name": "opentasks"},
+            )
+        except DRIVER_ERRORS as error:
+            raise StoreUnusable(
+                f"cannot connect to PostgreSQL at {self._where}: {sql.reason(error)}"
+            ) from None
+        try:
+            async with self._pool.acquire() as conn:
+                await sql.migrate(conn, self._where)
+        except DRIVER_ERRORS as error:
+            await self.close()
+            raise StoreUnusable(
+                f"cannot prepare the schema of the PostgreSQL database {self._where}: {sql.reason(error)}"
+            ) from None
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def probe(self) -> str | None:
+        """Why the store cannot serve right now (None when it can): a ``SELECT 1`` through the
+        pool must answer within a short timeout (for readiness checks)."""
+        pool = self._pool
+        if pool is None:
+            return "the store is closed"
+        try:
+            async with pool.acquire(timeout=PROBE_TIMEOUT_S) as conn:
+                await conn.fetchval("SELECT 1", timeout=PROBE_TIMEOUT_S)
+        except DRIVER_ERRORS as error:
+            return f"the PostgreSQL database {self._where} does not answer: {sql.reason(error)}"
+        return None
+
+    # -- running operations ------------------------------------------------------------------
+
+    async def _run(self, what: str, operation: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run ``operation`` on a pooled connection; a deadlock or serialization failure runs it
+        again, any other driver error becomes Unavailable (the operation changed nothing)."""
+        pool = self._pool
+        if pool is None:
+            raise Unavailable("The store is closed.")
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                async with pool.acquire() as conn:
+                    return await operation(conn)
+            except TRANSIENT as error:
+                if attempt == _ATTEMPTS:
+                    raise _unavailable(what, error) from None
+            except DRIVER_ERRORS as error:
+                raise _unavailable(what, error) from None
+        raise AssertionError("unreachable")
+
+    def _sweep_if_due(self, now: datetime) -> None:
+        """Start a sweep of expired tombstones in the background, at most once a minute of the
+        callers' time (reads ignore expired tombstones anyway; this only bounds the tables)."""
+        now_us = codec.to_micros(now)
+        if self._next_sweep_us is not None and now_us < self._next_sweep_us:
+            return
+        if self._sweeper is not None and not self._sweeper.done():
+            return
+        self._next_sweep_us = now_us + SWEEP_EVERY // timedelta(microseconds=1)
+        self._sweeper = asyncio.create_task(self._sweep_quietly(now))
+
+    async def _sweep_quietly(self, now: datetime) -> None:
+        try:
+            await self.sweep_tombstones(now)
+        except Exception as error:  # the next sweep tries again; reads never see expired rows
+            _log.warning("could not delete expired tombstones from %s: %s", self._where, error)
+
+    async def sweep_tombstones(self, now: datetime) -> int:
+        """Delete tombstones expired at ``now`` in bounded batches; returns how many."""
+
+        async def run(conn: Conn) -> int:
+            deleted = 0
+            for statement in sql.SWEEP.values():
+                for _ in range(SWEEP_BATCHES):
+                    done = _rowcount(await conn.execute(statement, codec.to_micros(now), SWEEP_BATCH))
+                    deleted += done
+                    if done < SWEEP_BATCH:
+                        break
+            return deleted
+
+        return await self._run("delete expired tombstones", run)
+
+    # -- queues ------------------------------------------------------------------------------
+
+    async def create_queue(self, queue: Queue, now: datetime) -> Queue:
+        async def run(conn: Conn) -> Queue:
+            async with _transaction(conn):
+                if await conn.fetchrow(sql.QUEUE, *_key(queue.name)) is not None:
+                    raise base.queue_exists()
+                await _insert_queue(conn, queue, now)
+            return queue
+
+        return await self._run("create the queue", run)
+
+    async def get_queue(self, name: QueueName) -> Queue:
+        async def run(conn: Conn) -> Queue:
+            return _load_queue(await conn.fetchrow(sql.QUEUE, *_key(name)))[1]
+
+        return await self._run("read the queue", run)
+
+    async def list_queues(
+        self, parent: LocationName, *, state: QueueState | None, after: str, limit: int
+    ) -> list[Queue]:
+        query = sql.LIST_QUEUES
+        params: list[Any] = [str(parent), after]
+        if state is not None:
+            query += " AND state = $3"
+            params.append(int(state))
+        query += f" ORDER BY queue_id LIMIT ${len(params) + 1}"
+        params.append(limit)
+
+        async def run(conn: Conn) -> list[Queue]:
+            return [codec.loads(Queue, row[0]) for row in await conn.fetch(query, *params)]
+
+        return await self._run("list queues", run)
+
+    async def list_locations(self, project: str) -> list[str]:
+        prefix = f"projects/{project}/locations/"
+
+        async def run(conn: Conn) -> list[str]:
+            found = await conn.fetch(sql.LIST_LOCATIONS, prefix, len(prefix))
+            return [row[0][len(prefix) :] for row in found]
+
+        return await self._run("list locations", run)
+
+    async def update_queue(self, name: QueueName, change: QueueChange, now: datetime) -> Queue:
+        async def run(conn: Conn) -> Queue:
+            for attempt in (1, 2):
+                try:
+                    async with _transaction(conn):
+                        return await _change_queue(conn, name, change, now)
+                except asyncpg.UniqueViolationError:
+                    if attempt == 2:  # created concurrently: the second run changes that queue
+                        raise
+            raise AssertionError("unreachable")
+
+        return await self._run("update the queue", run)
+
+    async def delete_queue(self, name: QueueName, now: datetime, windows: Windows) -> None:
+        until = codec.to_micros(windows.queue_tombstone_until)
+
+        async def run(conn: Conn) -> None:
+            if await conn.fetchval(sql.DELETE_QUEUE, *_key(name), until) is None:
+                raise base.entity_missing()
+
+        await self._run("delete the queue", run)
+
+    async def purge_queue(self, name: QueueName, purge_time: datetime, windows: Windows) -> Queue:
+        async def run(conn: Conn) -> Queue:
+            async with _transaction(conn):
+                pk, queue = _load_queue(await conn.fetchrow(sql.QUEUE_FOR_UPDATE, *_key(name)))
+                queue = replace(queue, purge_time=purge_time)
+                await _save_queue(conn, pk, queue)
+                until = codec.to_micros(windows.task_until(queue))
+                await conn.execute(sql.PURGE_TASKS, pk, codec.to_micros(purge_time), until)
+            return queue
+
+        return await self._run("purge the queue", run)
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    async def create_task(self, task: Task, now: datetime) -> Task:
+        name = task.name
+        schedule = codec.to_micros(task.schedule_time)
+        params = (
+            *_key(name.queue),
+            name.task_id,
+            task.named,
+            schedule,
+            codec.to_micros(task.enqueue_time),
+            rows.spec_json(task),
+            rows.body_of(task),
+            codec.to_micros(now),
+        )
+
+        async def run(conn: Conn) -> Task:
+            try:
+                if await conn.fetchval(sql.CREATE_TASK, *params) is not None:
+                    return task
+            except asyncpg.UniqueViolationError:
+                raise base.task_exists() from None
+            except asyncpg.ForeignKeyViolationError:  # the queue was deleted meanwhile
+                raise base.queue_missing() from None
+            found = await conn.fetchrow(sql.FIND_TASK, *_key(name.queue), name.task_id, codec.to_micros(now))
+            raise base.queue_missing() if found is None else base.task_exists()
+
+        self._sweep_if_due(now)
+        return await self._run("store the task", run)
+
+    async def get_task(self, name: TaskName, now: datetime) -> Task:
+        async def run(conn: Conn) -> Task:
+            found = await conn.fetchrow(sql.FIND_TASK, *_key(name.queue), name.task_id, codec.to_micros(now))
+            return _found_task(found)
+
+        return await self._run("read the task", run)
+
+    async def list_tasks(self, queue: QueueName, *, after: int, limit: int) -> TaskPage:
+        async def run(conn: Conn) -> TaskPage:
+            found = await conn.fetch(sql.LIST_TASKS, *_key(queue), after, limit + 1)
+            if not found:
+                raise base.queue_missing()
+            page = [row for row in found if row["seq"] is not None]
+            more = len(page) > limit
+            page = page[:limit]
+            return TaskPage([_task_of(row) for row in page], page[-1]["seq"] if more else None)
+
+        return await self._run("list tasks", run)
+
+    async def delete_task(self, name: TaskName, now: datetime, windows: Windows) -> None:
+        params = (*_key(name.queue), name.task_id, codec.to_micros(now), *sql.task_windows(windows))
+
+        async def run(conn: Conn) -> None:
+            pk, deleted, reserved = await conn.fetchrow(sql.DELETE_TASK, *params) or (None, 0, False)
+            if pk is None:
+                raise base.queue_missing()
+            if not deleted:
+                raise base.task_recently_deleted() if reserved else base.entity_missing()
+
+        self._sweep_if_due(now)
+        await self._run("delete the task", run)
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    async def all_queues(self) -> list[Queue]:
+        async def run(conn: Conn) -> list[Queue]:
+            return [codec.loads(Queue, row[0]) for row in await conn.fetch(sql.ALL_QUEUES)]
+
+        return await self._run("list queues", run)
+
+    async def claim_due_tasks(
+        self, queue: QueueName, now: datetime, limit: int, lease_grace: timedelta
+    ) -> Claim:
+        now_us = codec.to_micros(now)
+
+        async def run(conn: Conn) -> Claim:
+            async with _transaction(conn, bookkeeping=True):
+                found = await conn.fetch(sql.PICK_DUE, *_key(queue), now_us, limit)
+                if not found:
+                    next_due = await conn.fetchval(sql.NEXT_DUE, *_key(queue))
+                    return Claim([], None if next_due is None else codec.from_micros(next_due))
+                claimed = [(row["seq"], claim(_task_of(row), now)) for row in found]
+                saved = _claim_arrays(claimed, now, lease_grace)
+                tasks = [task for _, task in claimed]
+                if len(tasks) == limit:  # the caller looks again at once: the next due time is moot
+                    await conn.execute(sql.SAVE_CLAIMS, *saved)
+                    return Claim(tasks, now)
+                others = await conn.fetchval(sql.SAVE_CLAIMS_NEXT_DUE, *saved, *_key(queue))
+            leases = min(saved[1])
+            return Claim(tasks, codec.from_micros(leases if others is None else min(others, leases)))
+
+        self._sweep_if_due(now)
+        return await self._run("claim tasks", run)
+
+    async def claim_task(self, name: TaskName, now: datetime, lease_grace: timedelta) -> Task:
+        async def run(conn: Conn) -> Task:
+            async with _transaction(conn, bookkeeping=True):
+                row = await conn.fetchrow(sql.TASK_FOR_UPDATE, *_key(name.queue), name.task_id)
+                if row is not None:
+                    task = claim(_task_of(row), now)
+                    await conn.execute(
+                        sql.SAVE_CLAIMS, *_claim_arrays([(row["seq"], task)], now, lease_grace)
+                    )
+                    return task
+            found = await conn.fetchrow(sql.FIND_TASK, *_key(name.queue), name.task_id, codec.to_micros(now))
+            raise _missing(found)
+
+        return await self._run("claim the task", run)
+
+    async def finish_attempts(self, results: list[AttemptResult], windows: Windows) -> None:
+        if not results:
+            return
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        for result in results:
+            name, task = result.name, result.task
+            schedule = None if task is None else codec.to_micros(task.schedule_time)
+            progress = None if task is None else rows.progress_json(task)
+            values = (str(name.queue.parent), name.queue.queue_id, name.task_id, result.dispatch_count)
+            for column, value in zip(columns, (*values, schedule, progress), strict=True):
+                column.append(value)
+        params = (*columns, *sql.task_windows(windows))
+
+        async def run(conn: Conn) -> None:
+            async with _transaction(conn, bookkeeping=True):
+                await conn.execute(sql.FINISH_ATTEMPTS, *params)
+
+        await self._run("record attempt results", run)
+
+    async def release_leases(self) -> int:
+        """Release nothing and answer 0: the database is shared, and other nodes may be sending
+        those tasks right now. Attempts lost in a crash are recovered by their visibility
+        timeouts instead: a claimed task falls due again when its lease ends."""
+        return 0
+
+    # -- insights ----------------------------------------------------------------------------
+
+    async def task_counts(
+        self, now: datetime, queue: QueueName | None = None
+    ) -> dict[QueueName, base.TaskCounts]:
+        query = sql.TASK_COUNTS
+        params: tuple[Any, ...] = (codec.to_micros(now),)
+        if queue is not None:
+            query += " WHERE q.parent = $2 AND q.queue_id = $3"
+            params += _key(queue)
+
+        async def run(conn: Conn) -> dict[QueueName, base.TaskCounts]:
+            return {
+                _queue_name(parent, queue_id): base.TaskCounts(
+                    count, scheduled, None if oldest is None else codec.from_micros(oldest)
+                )
+                for parent, queue_id, count, oldest, scheduled in await conn.fetch(query, *params)
+            }
+
+        return await self._run("count tasks", run)
+
+
+@contextlib.asynccontextmanager
+async def _transaction(conn: Conn, *, bookkeeping: bool = False) -> AsyncIterator[None]:
+    """One transaction; ``bookkeeping`` (claims, results) commits without waiting for the WAL
+    flush: losing such a commit in a database crash only sends a task again.
+
+    BEGIN and SET LOCAL travel in one round trip. A failed transaction is rolled back here;
+    one cut short by cancellation is rolled back by the pool when the connection returns."""
+    await conn.execute("BEGIN; SET LOCAL synchronous_commit = off" if bookkeeping else "BEGIN")
+    try:
+        yield
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        if not conn.is_closed():
+            with contextlib.suppress(*DRIVER_ERRORS):
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+
+
+def _unavailable(what: str, error: BaseException) -> Unavailable:
+    return Unavailable(f"The database could not {what}: {sql.reason(error)}. Nothing was changed; retry.")
+
+
+def _rowcount(status: str) -> int:
+    """The row count of a command status such as ``DELETE 12``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _key(name: QueueName) -> tuple[str, str]:
+    return str(name.parent), name.queue_id
+
+
+def _queue_name(parent: str, queue_id: str) -> QueueName:
+    location = LocationName.parse(parent)
+    return QueueName(location.project, location.location, queue_id)
+
+
+def _load_queue(row: asyncpg.Record | None) -> tuple[int, Queue]:
+    if row is None:
+        raise base.queue_missing()
+    return int(row["pk"]), codec.loads(Queue, row["config"])
+
+
+async def _insert_queue(conn: Conn, queue: Queue, now: datetime) -> None:
+    key = _key(queue.name)
+    if await conn.fetchval(sql.QUEUE_RESERVED, *key, codec.to_micros(now)) is not None:
+        raise base.queue_recently_deleted()
+    await conn.execute(sql.INSERT_QUEUE, *key, int(queue.state), queue.from_queue_yaml, codec.dumps(queue))
+    await conn.execute(sql.UNRESERVE_QUEUE, *key)
+
+
+async def _save_queue(conn: Conn, pk: int, queue: Queue) -> None:
+    await conn.execute(sql.SAVE_QUEUE, pk, int(queue.state), queue.from_queue_yaml, codec.dumps(queue))
+
+
+async def _change_queue(conn: Conn, name: QueueName, change: QueueChange, now: datetime) -> Queue:
+    row = await conn.fetchrow(sql.QUEUE_FOR_UPDATE, *_key(name))
+    if row is None:
+        queue = change(None)
+        await _insert_queue(conn, queue, now)
+        return queue
+    pk, current = _load_queue(row)
+    queue = change(current)
+    await _save_queue(conn, pk, queue)
+    return queue
+
+
+def _task_of(row: asyncpg.Record) -> Task:
+    return rows.task_of(row["spec"], row["progress"], row["body"], codec.from_micros(row["schedule_us"]))
+
+
+def _found_task(found: asyncpg.Record | None) -> Task:
+    """The task of a FIND_TASK row; NotFound if there is none."""
+    if found is None or found["seq"] is None:
+        raise _missing(found)
+    return _task_of(found)
+
+
+def _missing(found: asyncpg.Record | None) -> NotFound:
+    """Why FIND_TASK found no task: no queue, a reserved name, or nothing (a task that a
+    concurrent CreateTask added since the first lookup counts as not found yet)."""
+    if found is None:
+        return base.queue_missing()
+    return (
+        base.task_recently_deleted() if found["reserved"] and found["seq"] is None else base.entity_missing()
+    )
+
+
+def _claim_arrays(
+    claimed: list[tuple[int, Task]], now: datetime, lease_grace: timedelta
+) -> tuple[list[int], list[int], list[int], list[str | None]]:
+    """The parameters of SAVE_CLAIMS: sequence numbers, lease ends, dispatch counts, progress."""
+    return (
+        [seq for seq, _ in claimed],
+        [codec.to_micros(lease_expiry(task, now, lease_grace)) for _, task in claimed],
+        [task.dispatch_count for _, task in claimed],
+        [rows.progress_json(task) for _, task in claimed],
+    )
