@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -33,7 +33,8 @@ from opentasks.domain.task import Task
 from opentasks.errors import NotFound, Unavailable
 from opentasks.storage import base, codec, rows
 from opentasks.storage import postgres_sql as sql
-from opentasks.storage.base import AttemptResult, Claim, QueueChange, TaskPage, Windows
+from opentasks.storage.base import AttemptResult, Claim, Fence, QueueChange, TaskPage, Windows
+from opentasks.storage.local_nodes import LocalNodes
 from opentasks.storage.postgres_sql import DRIVER_ERRORS, TRANSIENT, Conn
 from opentasks.storage.sqlite_files import StoreUnusable
 
@@ -52,10 +53,17 @@ async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     an unfinished transaction. asyncpg's default reset would cost a round trip per operation."""
 
 
-class PostgresStore:
-    """A :class:`~opentasks.storage.base.Store` in a PostgreSQL database, shareable by nodes."""
+class PostgresStore(LocalNodes):
+    """A :class:`~opentasks.storage.base.Store` in a PostgreSQL database, shareable by nodes.
+
+    Interim: nodes, queue leases and signals are still kept in the process (LocalNodes), so each
+    server is a node of its own that holds every queue, as before nodes existed. Servers sharing
+    the database then all dispatch every queue; claims never overlap (SKIP LOCKED), but each
+    server applies the queues' rate limits on its own. Node membership in the database replaces
+    this mixin."""
 
     def __init__(self, dsn: str, *, pool_size: int = 10, connect_timeout: float = 10.0) -> None:
+        super().__init__()
         self._dsn = dsn
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
@@ -236,6 +244,7 @@ class PostgresStore:
                 raise base.entity_missing()
 
         await self._run("delete the queue", run)
+        self._forget_queue(name)
 
     async def purge_queue(self, name: QueueName, purge_time: datetime, windows: Windows) -> Queue:
         async def run(conn: Conn) -> Queue:
@@ -320,8 +329,10 @@ class PostgresStore:
         return await self._run("list queues", run)
 
     async def claim_due_tasks(
-        self, queue: QueueName, now: datetime, limit: int, lease_grace: timedelta
+        self, queue: QueueName, now: datetime, limit: int, lease_grace: timedelta, fence: Fence | None = None
     ) -> Claim:
+        if not self._holds(fence, queue, now):
+            return Claim([], None, fenced=True)
         now_us = codec.to_micros(now)
 
         async def run(conn: Conn) -> Claim:
@@ -382,6 +393,18 @@ class PostgresStore:
         those tasks right now. Attempts lost in a crash are recovered by their visibility
         timeouts instead: a claimed task falls due again when its lease ends."""
         return 0
+
+    async def leased_tasks(self, queue: QueueName, now: datetime) -> int:
+        async def run(conn: Conn) -> int:
+            return int(await conn.fetchval(sql.LEASED_TASKS, *_key(queue), codec.to_micros(now)))
+
+        return await self._run("count leased tasks", run)
+
+    async def _existing_queues(self, names: Collection[QueueName]) -> set[QueueName]:
+        wanted = set(names)
+        if not wanted:
+            return set()
+        return {queue.name for queue in await self.all_queues() if queue.name in wanted}
 
     # -- insights ----------------------------------------------------------------------------
 

@@ -157,6 +157,9 @@ SELECT min(due_us) FROM tasks WHERE queue_pk = (SELECT pk FROM queues WHERE pare
     AND seq <> ALL ($1::bigint[])
 """
 NEXT_DUE = f"SELECT min(due_us) FROM tasks WHERE queue_pk = {_QUEUE_PK}"
+LEASED_TASKS = f"""
+SELECT count(*) FROM tasks WHERE queue_pk = {_QUEUE_PK} AND due_us > $3 AND due_us <> schedule_us
+"""
 # Each result applies only while (queue, task ID, dispatch count) still match its claim; the
 # dispatch count is compared in the DELETE and UPDATE themselves, so a row changed concurrently
 # is checked again in its new version (READ COMMITTED re-evaluates their WHERE clause).
