@@ -8,8 +8,9 @@ import contextlib
 import logging
 import resource
 import signal
+import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -29,6 +30,7 @@ from opentasks.config import ConfigError, Settings, StorageUrl, default_data_dir
 from opentasks.credentials.keys import KeyRing
 from opentasks.credentials.tokens import TokenMinter
 from opentasks.domain.limits import Limits
+from opentasks.domain.ownership import LeaseTiming
 from opentasks.domain.routing import AppEngineRoutes
 from opentasks.domain.target_policy import DEFAULT_DENY, TargetPolicy
 from opentasks.metrics import start_metrics_server
@@ -37,6 +39,7 @@ from opentasks.service.dispatcher import Dispatcher, DispatchSettings
 from opentasks.service.health import Readiness
 from opentasks.service.locations import LocationService
 from opentasks.service.observers import Observers
+from opentasks.service.ownership import NodeSettings
 from opentasks.service.pusher import AiohttpPusher
 from opentasks.service.queues import QueueService
 from opentasks.service.tasks import TaskService
@@ -118,6 +121,9 @@ def build_dispatcher(
         shutdown_grace=settings.shutdown_grace,
         follow_redirects=settings.follow_redirects,
     )
+    node = NodeSettings(timing=LeaseTiming(settings.node_lease))
+    if settings.node_id is not None:
+        node = replace(node, node_id=settings.node_id)
     targets = target_policy(settings)
     return Dispatcher(
         store,
@@ -128,6 +134,7 @@ def build_dispatcher(
         credentials=minter,
         targets=targets,
         observers=observers,
+        node=node,
     )
 
 
@@ -260,9 +267,6 @@ class Server:
     async def start(self) -> None:
         await self.store.open()
         await asyncio.to_thread(self.minter.keys.load)
-        if self.dispatcher is not None:
-            await self.dispatcher.start()
-            self._dispatching = True
         services = self.services
         api = CloudTasksApi(services.queues, services.tasks, services.locations, self.clock)
         auth = self.auth
@@ -291,6 +295,12 @@ class Server:
         await site.start()
         self.http_port = self._http.addresses[0][1]
         self.minter.issuer = self.settings.issuer(self.http_port)
+        if self.dispatcher is not None:
+            self.dispatcher.ownership.address = (
+                f"{socket.gethostname()} grpc:{self.port} http:{self.http_port}"
+            )
+            await self.dispatcher.start()
+            self._dispatching = True
         if self.settings.metrics_port is not None:
             metrics = self.observability.metrics
             self._metrics_http = await start_metrics_server(

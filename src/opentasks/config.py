@@ -196,6 +196,9 @@ def _option(default: Any, help: str, **how: Any) -> Any:
     return field(default=default, metadata={"option": Option(help=help, **how)})
 
 
+_NODE_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
+
+
 def _duration_option(default: str, help: str) -> Any:
     return _option(parse_duration(default, setting=default), help, kind="duration", given_default=default)
 
@@ -361,6 +364,17 @@ class Settings:
         given_default=False,
         to_value=lambda no_dispatch: not no_dispatch,
     )
+    node_id: str | None = _option(
+        None,
+        "This server's name among the nodes sharing a PostgreSQL database (shown by "
+        "'opentasks nodes list'); unique per running server.",
+        shown_default="host-pid-random",
+    )
+    node_lease: timedelta = _duration_option(
+        "6s",
+        "How long a node's hold on its queues lasts without a heartbeat (sent every quarter of "
+        "it): a node that dies has its queues dispatched by another within about this time.",
+    )
     metrics_port: int | None = _option(
         None,
         "Serve GET /metrics on this port of its own instead of the HTTP port (0 picks a free one).",
@@ -392,6 +406,7 @@ class Settings:
             raise ConfigError("--read-timeout must be positive.")
         if self.max_rate_per_queue <= 0:
             raise ConfigError("--max-rate-per-queue must be a positive number of dispatches per second.")
+        self._check_node()
         windows = (self.task_tombstone, self.queue_tombstone, self.queue_yaml_task_tombstone)
         if min(windows) < timedelta(0):
             raise ConfigError("Tombstone windows must not be negative.")
@@ -404,6 +419,12 @@ class Settings:
                 "authentication: set --api-token (or OPENTASKS_API_TOKENS). To run without it "
                 "anyway (e.g. behind an authenticating proxy), pass --insecure-no-auth."
             )
+
+    def _check_node(self) -> None:
+        if self.node_lease < timedelta(seconds=1):
+            raise ConfigError("--node-lease must be at least 1s (heartbeats go every quarter of it).")
+        if self.node_id is not None and not _NODE_ID.fullmatch(self.node_id):
+            raise ConfigError("--node-id: use 1 to 100 letters, digits, '.', '_', ':' or '-' (no spaces).")
 
     @property
     def loopback_only(self) -> bool:

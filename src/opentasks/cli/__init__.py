@@ -7,6 +7,7 @@ import click
 from opentasks.cli.apply import apply
 from opentasks.cli.backup import backup_command
 from opentasks.cli.keys import keys
+from opentasks.cli.nodes import nodes
 from opentasks.cli.queues import queues
 from opentasks.cli.serve import serve
 from opentasks.cli.tasks import tasks
@@ -25,3 +26,4 @@ main.add_command(tasks)
 main.add_command(apply)
 main.add_command(keys)
 main.add_command(backup_command)
+main.add_command(nodes)

@@ -67,6 +67,7 @@ class Ownership:
         self._store = store
         self._clock = clock
         self.settings = settings
+        self.address = settings.address  # set once the server's ports are known
         self._on_holdings = on_holdings
         self._on_nodes_changed = on_nodes_changed
         self._poke = asyncio.Event()
@@ -92,7 +93,7 @@ class Ownership:
         store, timing, me = self._store, self.settings.timing, self.node_id
         started = self._clock.monotonic()
         now = self._clock.now()
-        await store.heartbeat(me, self.settings.address, now, timing.ttl)
+        await store.heartbeat(me, self.address, now, timing.ttl)
         live = [node.node_id for node in await store.nodes() if node.expires > now]
         queues = {queue.name: queue for queue in await store.all_queues()}
         wanted = preferred_queues(me, [str(name) for name in queues], live)

@@ -420,6 +420,7 @@ class SqliteStore(LocalNodes):
 
     async def release_leases(self) -> int:
         self._forget_nodes()
+
         def run(conn: sqlite3.Connection) -> int:
             return conn.execute("UPDATE tasks SET due_us = schedule_us WHERE due_us != schedule_us").rowcount
 
