@@ -49,7 +49,9 @@ def make_queue(client: tasks_v2.CloudTasksClient, queue_id: str) -> str:
     return name
 
 
-def test_a_task_reaches_its_handler_and_is_gone(storage: str, handler: HandlerProcess, tmp_path: Path) -> None:
+def test_a_task_reaches_its_handler_and_is_gone(
+    storage: str, handler: HandlerProcess, tmp_path: Path
+) -> None:
     with ServerProcess(storage, log_path=tmp_path / "server.log") as server:
         client = server.client()
         queue = make_queue(client, "deliver")
