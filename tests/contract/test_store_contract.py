@@ -255,3 +255,26 @@ async def test_opening_again_migrates_nothing_and_keeps_everything(store_factory
             assert (await opened.get_task(TaskName(Q, "kept"), T0)).name.task_id == "kept"
         finally:
             await opened.close()
+
+
+async def test_concurrent_creates_in_missing_queues_and_of_reserved_names(store: Store) -> None:
+    """Creates stored together (group commit) still answer one by one: a missing queue, a
+    reserved name and a repeated one fail alone, and their neighbours are stored."""
+    await store.create_queue(queue(), T0)
+    await store.create_task(task("reserved"), T0)
+    await store.delete_task(TaskName(Q, "reserved"), T0, WINDOWS)
+    missing = QueueName("p", "us-central1", "missing")
+    creates = [
+        task("a"),
+        task("x", q=missing),
+        task("reserved"),
+        task("b"),
+        task("x", q=missing),
+        task("a"),
+        task("c", named=False),
+    ]
+    results = await asyncio.gather(*(store.create_task(t, T0) for t in creates), return_exceptions=True)
+    kinds = [type(r).__name__ for r in results]
+    assert kinds == ["Task", "NotFound", "AlreadyExists", "Task", "NotFound", "AlreadyExists", "Task"]
+    page = await store.list_tasks(Q, after=0, limit=10)
+    assert [t.name.task_id for t in page.tasks] == ["a", "b", "c"]  # in the order they were sent

@@ -35,6 +35,7 @@ from opentasks.storage import base, codec, rows
 from opentasks.storage import postgres_sql as sql
 from opentasks.storage.base import AttemptResult, Claim, Fence, QueueChange, TaskPage, Windows
 from opentasks.storage.local_nodes import LocalNodes
+from opentasks.storage.postgres_inserts import TaskInserter
 from opentasks.storage.postgres_sql import DRIVER_ERRORS, TRANSIENT, Conn
 from opentasks.storage.sqlite_files import StoreUnusable
 
@@ -45,6 +46,10 @@ PROBE_TIMEOUT_S = 1.5
 SWEEP_EVERY = timedelta(minutes=1)
 SWEEP_BATCH = 1000
 SWEEP_BATCHES = 10  # per table and sweep: a sweep never runs long
+# Each statement is planned once per connection. They are all keyed lookups and range scans whose
+# best plan does not depend on the values, and planning the grouped INSERT again at each run
+# (PostgreSQL's default for a prepared statement's first runs) cost as much CPU as running it.
+_SESSION = {"plan_cache_mode": "force_generic_plan"}
 
 
 async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
@@ -71,6 +76,7 @@ class PostgresStore(LocalNodes):
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
         self._next_sweep_us: int | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._inserter = TaskInserter(self._run)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -88,7 +94,7 @@ class PostgresStore(LocalNodes):
                 max_size=self._pool_size,
                 timeout=self._connect_timeout,
                 reset=_keep_session,
-                server_settings=None if named else {"application_name": "opentasks"},
+                server_settings={**_SESSION, **({} if named else {"application_name": "opentasks"})},
             )
         except DRIVER_ERRORS as error:
             raise StoreUnusable(
@@ -107,6 +113,7 @@ class PostgresStore(LocalNodes):
             raise
 
     async def close(self) -> None:
+        await self._inserter.drain()
         sweeper, self._sweeper = self._sweeper, None
         if sweeper is not None:
             sweeper.cancel()
@@ -261,32 +268,10 @@ class PostgresStore(LocalNodes):
     # -- tasks -------------------------------------------------------------------------------
 
     async def create_task(self, task: Task, now: datetime) -> Task:
-        name = task.name
-        schedule = codec.to_micros(task.schedule_time)
-        params = (
-            *_key(name.queue),
-            name.task_id,
-            task.named,
-            schedule,
-            codec.to_micros(task.enqueue_time),
-            rows.spec_json(task),
-            rows.body_of(task),
-            codec.to_micros(now),
-        )
-
-        async def run(conn: Conn) -> Task:
-            try:
-                if await conn.fetchval(sql.CREATE_TASK, *params) is not None:
-                    return task
-            except asyncpg.UniqueViolationError:
-                raise base.task_exists() from None
-            except asyncpg.ForeignKeyViolationError:  # the queue was deleted meanwhile
-                raise base.queue_missing() from None
-            found = await conn.fetchrow(sql.FIND_TASK, *_key(name.queue), name.task_id, codec.to_micros(now))
-            raise base.queue_missing() if found is None else base.task_exists()
-
+        if self._pool is None:
+            raise Unavailable("The store is closed.")
         self._sweep_if_due(now)
-        return await self._run("store the task", run)
+        return await self._inserter.insert(task, now)
 
     async def get_task(self, name: TaskName, now: datetime) -> Task:
         async def run(conn: Conn) -> Task:

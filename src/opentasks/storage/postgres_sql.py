@@ -76,15 +76,32 @@ def _reserve_gone(plain: int, yaml: int) -> str:
     return _RESERVE_GONE.replace("$yaml", f"${yaml}::bigint").replace("$plain", f"${plain}::bigint")
 
 
-# A reserved name is refused in the INSERT itself; no row back means the queue is missing or the
-# name reserved (MISSING_OR_RESERVED tells which), a unique violation that the name is live.
-CREATE_TASK = """
-WITH q AS (SELECT pk FROM queues WHERE parent = $1 AND queue_id = $2)
-INSERT INTO tasks (queue_pk, task_id, named, schedule_us, due_us, enqueue_us, spec, body)
-SELECT q.pk, $3, $4, $5, $5, $6, $7, $8 FROM q
-WHERE NOT ($4 AND EXISTS (
-    SELECT 1 FROM task_tombstones t WHERE t.queue_pk = q.pk AND t.task_id = $3 AND t.expire_us > $9))
-RETURNING seq
+# Many CreateTasks in one statement (and one commit). Each row is placed in its queue (pk NULL:
+# no such queue); a reserved name is refused in the INSERT itself, and a live one by ON CONFLICT.
+# The answer says for each input row (n) whether it was added. Names must be distinct per batch.
+CREATE_TASKS = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::bigint[], $6::bigint[],
+                         $7::text[], $8::bytea[], $9::bigint[])
+        WITH ORDINALITY
+        AS i (parent, queue_id, task_id, named, schedule_us, enqueue_us, spec, body, now_us, n)
+),
+placed AS (
+    SELECT i.*, q.pk FROM input i LEFT JOIN queues q ON q.parent = i.parent AND q.queue_id = i.queue_id
+),
+added AS (
+    INSERT INTO tasks (queue_pk, task_id, named, schedule_us, due_us, enqueue_us, spec, body)
+    SELECT pk, task_id, named, schedule_us, schedule_us, enqueue_us, spec, body FROM placed p
+    WHERE pk IS NOT NULL AND NOT (named AND EXISTS (
+        SELECT 1 FROM task_tombstones t
+        WHERE t.queue_pk = p.pk AND t.task_id = p.task_id AND t.expire_us > p.now_us))
+    ORDER BY n
+    ON CONFLICT (queue_pk, task_id) DO NOTHING
+    RETURNING queue_pk, task_id
+)
+SELECT p.n, p.pk, a.task_id IS NOT NULL AS added
+FROM placed p LEFT JOIN added a ON a.queue_pk = p.pk AND a.task_id = p.task_id
+ORDER BY p.n
 """
 TASK_COLUMNS = "seq, schedule_us, spec, progress, body"
 # The queue's pk (NULL: no such queue), the task's columns (NULL: no such task) and whether its
