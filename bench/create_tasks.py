@@ -1,31 +1,38 @@
 """CreateTask throughput: concurrent callers of the official async client against a real server.
 
 Prints creates/s and server CPU per create for opentasks on each store, and for a bare gRPC
-echo server (the baseline) measured with the same client in the same run. Usage:
+echo server (the baseline) measured with the same client in the same run. A PostgreSQL store
+also shows the CPU of the database's processes per create. Usage:
 
-    python bench/create_tasks.py [--tasks 5000] [--concurrency 64]
+    python bench/create_tasks.py [--tasks 5000] [--concurrency 64] [--storage URL ...]
+
+``--storage`` (repeatable) measures those stores instead of memory and SQLite, e.g.
+``--storage sqlite:///tmp/b.db --storage postgresql://postgres@127.0.0.1:5432/opentasks_bench``.
+Each run creates a queue of its own and deletes it at the end, so a database can be reused.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import psutil
+from google.api_core import exceptions
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
 
 from opentasks.testing import ServerProcess, free_port
 
 PARENT = "projects/bench/locations/us-central1"
-QUEUE = f"{PARENT}/queues/bench"
 HERE = Path(__file__).parent
 
 
@@ -34,12 +41,24 @@ class Result:
     label: str
     creates_per_s: float
     server_cpu_us_per_create: float
+    database_cpu_us_per_create: float = 0.0
+
+
+def database_cpu() -> float:
+    """CPU seconds used so far by the PostgreSQL server's processes on this machine."""
+    total = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        times = process.info["cpu_times"]
+        if process.info["name"] == "postgres" and times is not None:
+            total += times.user + times.system
+    return total
 
 
 async def drive(address: str, total: int, concurrency: int, pid: int, label: str) -> Result:
     channel = grpc.aio.insecure_channel(address)
     client = tasks_v2.CloudTasksAsyncClient(transport=CloudTasksGrpcAsyncIOTransport(channel=channel))
-    await client.create_queue(parent=PARENT, queue={"name": QUEUE})
+    queue = f"{PARENT}/queues/bench-{uuid.uuid4().hex[:8]}"
+    await client.create_queue(parent=PARENT, queue={"name": queue})
     request = {
         "http_request": {
             "url": "https://example.com/handler",
@@ -47,22 +66,25 @@ async def drive(address: str, total: int, concurrency: int, pid: int, label: str
             "headers": {"Content-Type": "application/json"},
         }
     }
-    await asyncio.gather(*(client.create_task(parent=QUEUE, task=request) for _ in range(200)))  # warm-up
+    await asyncio.gather(*(client.create_task(parent=queue, task=request) for _ in range(200)))  # warm-up
 
     remaining = iter(range(total))
 
     async def caller() -> None:
         for _ in remaining:
-            await client.create_task(parent=QUEUE, task=request)
+            await client.create_task(parent=queue, task=request)
 
     server = psutil.Process(pid)
-    cpu_before = sum(server.cpu_times()[:2])
+    cpu_before, database_before = sum(server.cpu_times()[:2]), database_cpu()
     start = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
     cpu = sum(server.cpu_times()[:2]) - cpu_before
+    database = database_cpu() - database_before
+    with contextlib.suppress(exceptions.MethodNotImplemented):  # the baseline keeps no queues
+        await client.delete_queue(name=queue)
     await channel.close()
-    return Result(label, total / elapsed, cpu / total * 1e6)
+    return Result(label, total / elapsed, cpu / total * 1e6, database / total * 1e6)
 
 
 def run_opentasks(label: str, storage: str, args: argparse.Namespace) -> Result:
@@ -88,21 +110,26 @@ def main() -> None:
     )
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--storage", action="append", default=[], metavar="URL", help="a store to measure (repeatable)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        results = [
-            run_echo(args),
-            run_opentasks("memory://", "memory://", args),
-            run_opentasks("sqlite FULL", f"sqlite:///{folder}/full.db", args),
-            run_opentasks("sqlite NORMAL", f"sqlite:///{folder}/normal.db?synchronous=normal", args),
+        stores = [(url.split("?", 1)[0][:28], url) for url in args.storage] or [
+            ("memory://", "memory://"),
+            ("sqlite FULL", f"sqlite:///{folder}/full.db"),
+            ("sqlite NORMAL", f"sqlite:///{folder}/normal.db?synchronous=normal"),
         ]
+        results = [run_echo(args), *(run_opentasks(label, url, args) for label, url in stores)]
     baseline = results[0]
+    width = max(16, *(len(r.label) + 2 for r in results))
     print(f"CreateTask, {args.tasks} tasks, {args.concurrency} concurrent official-client callers")
-    print(f"{'server':<16}{'creates/s':>12}{'vs baseline':>13}{'server CPU/create':>20}")
+    columns = f"{'creates/s':>12}{'vs baseline':>13}{'server CPU/create':>20}{'db CPU/create':>16}"
+    print(f"{'server':<{width}}{columns}")
     for r in results:
         print(
-            f"{r.label:<16}{r.creates_per_s:>12,.0f}{r.creates_per_s / baseline.creates_per_s:>12.2f}x"
-            f"{r.server_cpu_us_per_create:>17,.0f} us"
+            f"{r.label:<{width}}{r.creates_per_s:>12,.0f}{r.creates_per_s / baseline.creates_per_s:>12.2f}x"
+            f"{r.server_cpu_us_per_create:>17,.0f} us{r.database_cpu_us_per_create:>13,.0f} us"
         )
 
 
