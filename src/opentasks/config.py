@@ -37,8 +37,10 @@ POSTGRES_DRIVER_OPTIONS = (
     "sslpassword",
     "target_session_attrs",
     "application_name",
+    "search_path",
 )
-"""libpq options of a postgresql:// URL that are passed on to the driver."""
+"""Options of a postgresql:// URL passed on to the driver: libpq's, and ``search_path`` (the
+schema that holds opentasks' tables, for a database shared with other programs)."""
 
 
 class ConfigError(ValueError):

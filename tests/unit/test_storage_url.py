@@ -21,6 +21,11 @@ def test_postgres_scheme_is_spelled_postgresql_and_defaults_apply() -> None:
     assert StorageUrl.parse("postgresql://").dsn == "postgresql://"  # everything from PG* variables
 
 
+def test_search_path_reaches_the_driver() -> None:
+    url = StorageUrl.parse("postgresql://db/shared?search_path=opentasks&pool_size=2")
+    assert url.dsn == "postgresql://db/shared?search_path=opentasks"
+
+
 def test_unknown_options_are_named() -> None:
     with pytest.raises(ConfigError, match=r"unknown postgresql option\(s\): poolsize") as refused:
         StorageUrl.parse("postgresql://db/tasks?poolsize=5")
