@@ -246,7 +246,10 @@ async def migrate(conn: Conn, where: str) -> int:
     code."""
     async with conn.transaction():
         await conn.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
-        await conn.execute("CREATE TABLE IF NOT EXISTS opentasks_schema (version integer NOT NULL)")
+        # Created only when missing: a user who may only read and write can still open a database
+        # that is up to date.
+        if await conn.fetchval("SELECT to_regclass('opentasks_schema')") is None:
+            await conn.execute("CREATE TABLE opentasks_schema (version integer NOT NULL)")
         version = await conn.fetchval("SELECT max(version) FROM opentasks_schema") or 0
         latest = latest_schema()
         if version > latest:
