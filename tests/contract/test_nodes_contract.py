@@ -25,13 +25,6 @@ def queue_name(queue_id: str) -> QueueName:
 Q1, Q2, MISSING = queue_name("q1"), queue_name("q2"), queue_name("missing")
 
 
-@pytest.fixture(autouse=True)
-def _nodes_implemented(store: Store) -> None:
-    # TEMPORARY while the PostgreSQL store gains its node half.
-    if not hasattr(type(store), "own_queues"):
-        pytest.skip("this backend does not keep nodes yet")
-
-
 @pytest.fixture
 async def queues(store: Store) -> list[Queue]:
     return [await store.create_queue(resolve_queue(Queue(name), Limits()), T0) for name in (Q1, Q2)]

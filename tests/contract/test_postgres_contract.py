@@ -216,3 +216,57 @@ async def test_probe(pg: PostgresStore) -> None:
     assert await pg.probe() is None
     await pg.close()
     assert await pg.probe() == "the store is closed"
+
+
+async def test_signals_reach_the_other_nodes_and_a_lost_listener_reports_the_gap(
+    pg: PostgresStore, postgres_dsn: str
+) -> None:
+    other = PostgresStore(postgres_dsn, pool_size=1)
+    await other.open()
+    try:
+        got: asyncio.Queue[list[str]] = asyncio.Queue()
+        gaps = asyncio.Event()
+        await other.subscribe(got.put_nowait, gaps.set)
+        long = [f"t node-a 1 projects/p/locations/l/queues/q{i:04d}" + "x" * 60 for i in range(300)]
+        await pg.notify(long)  # over PostgreSQL's payload limit: sent as several notifications
+        received: list[str] = []
+        while len(received) < len(long):
+            received += await asyncio.wait_for(got.get(), 5)
+        assert received == long
+        # The listening connection dies (a database restart, a killed backend): the node hears
+        # of the gap at once, and signals flow again on a new connection.
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await conn.close()
+        await asyncio.wait_for(gaps.wait(), 15)
+        for _ in range(100):  # the new connection listens a moment after the gap is reported
+            await pg.notify(["q node-a projects/p/locations/l/queues/again"])
+            try:
+                assert await asyncio.wait_for(got.get(), 0.2) == [
+                    "q node-a projects/p/locations/l/queues/again"
+                ]
+                break
+            except TimeoutError:
+                continue
+        else:
+            raise AssertionError("signals did not flow again after the listener reconnected")
+    finally:
+        await other.close()
+
+
+async def test_a_claim_waits_for_no_takeover_and_a_takeover_counts_its_tasks(pg: PostgresStore) -> None:
+    await pg.create_queue(resolve_queue(Queue(Q), Limits()), T0)
+    for task_id in ("a", "b", "c"):
+        await add(pg, task_id)
+    fence = (await pg.own_queues("n1", [Q], T0, timedelta(seconds=6)))[Q]
+    claimed = await pg.claim_due_tasks(Q, T0, 2, GRACE, fence)
+    assert len(claimed.tasks) == 2 and not claimed.fenced
+    taken = await pg.own_queues("n2", [Q], T0 + timedelta(seconds=6), timedelta(seconds=6))
+    assert taken[Q].epoch == 2
+    assert await pg.leased_tasks(Q, T0 + timedelta(seconds=6)) == 2
+    assert (await pg.claim_due_tasks(Q, T0 + timedelta(seconds=6), 5, GRACE, fence)).fenced

@@ -23,7 +23,6 @@ from opentasks.throttled_log import ThrottledLog
 
 _log = logging.getLogger("opentasks.nodes")
 _TASK, _QUEUE, _NODES = "t", "q", "n"
-_MAX_MESSAGES = 200  # per notification, well under PostgreSQL's 8,000-byte payload limit
 
 
 @dataclass(frozen=True)
@@ -80,12 +79,10 @@ class Signals:
 
     async def _send(self) -> None:
         while self._tasks or self._queues or self._nodes:
-            messages = self._take()
-            for start in range(0, len(messages), _MAX_MESSAGES):
-                try:
-                    await self._store.notify(messages[start : start + _MAX_MESSAGES])
-                except Exception as error:  # a lost hint: receivers fall back on their timers
-                    self._errors.warning("could not signal other nodes: %s", error)
+            try:
+                await self._store.notify(self._take())
+            except Exception as error:  # a lost hint: receivers fall back on their timers
+                self._errors.warning("could not signal other nodes: %s", error)
 
     def _take(self) -> list[str]:
         me = self._node_id

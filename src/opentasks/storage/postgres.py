@@ -33,9 +33,18 @@ from opentasks.domain.task import Task
 from opentasks.errors import NotFound, Unavailable
 from opentasks.storage import base, codec, rows
 from opentasks.storage import postgres_sql as sql
-from opentasks.storage.base import AttemptResult, Claim, Fence, QueueChange, TaskPage, Windows
-from opentasks.storage.local_nodes import LocalNodes
+from opentasks.storage.base import (
+    AttemptResult,
+    Claim,
+    Fence,
+    NodeInfo,
+    QueueChange,
+    SignalListener,
+    TaskPage,
+    Windows,
+)
 from opentasks.storage.postgres_inserts import TaskInserter
+from opentasks.storage.postgres_nodes import Listener, NodeRows
 from opentasks.storage.postgres_sql import DRIVER_ERRORS, TRANSIENT, Conn
 from opentasks.storage.sqlite_files import StoreUnusable
 
@@ -58,17 +67,12 @@ async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     an unfinished transaction. asyncpg's default reset would cost a round trip per operation."""
 
 
-class PostgresStore(LocalNodes):
-    """A :class:`~opentasks.storage.base.Store` in a PostgreSQL database, shareable by nodes.
-
-    Interim: nodes, queue leases and signals are still kept in the process (LocalNodes), so each
-    server is a node of its own that holds every queue, as before nodes existed. Servers sharing
-    the database then all dispatch every queue; claims never overlap (SKIP LOCKED), but each
-    server applies the queues' rate limits on its own. Node membership in the database replaces
-    this mixin."""
+class PostgresStore:
+    """A :class:`~opentasks.storage.base.Store` in a PostgreSQL database, shared by nodes: their
+    heartbeats, queue leases and signals go through the database too
+    (:mod:`opentasks.storage.postgres_nodes`)."""
 
     def __init__(self, dsn: str, *, pool_size: int = 10, connect_timeout: float = 10.0) -> None:
-        super().__init__()
         self._dsn = dsn
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
@@ -77,6 +81,8 @@ class PostgresStore(LocalNodes):
         self._next_sweep_us: int | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._inserter = TaskInserter(self._run)
+        self._nodes = NodeRows(self._run)
+        self._listener = Listener(self._connect, self._where)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -86,7 +92,6 @@ class PostgresStore(LocalNodes):
         :class:`~opentasks.storage.sqlite_files.StoreUnusable` (one line) when the database
         cannot be reached (host, port, database and the driver's reason) or its schema is newer
         than this code."""
-        named = "application_name" in parse_qs(urlsplit(self._dsn).query)
         try:
             self._pool = await asyncpg.create_pool(
                 self._dsn,
@@ -94,7 +99,7 @@ class PostgresStore(LocalNodes):
                 max_size=self._pool_size,
                 timeout=self._connect_timeout,
                 reset=_keep_session,
-                server_settings={**_SESSION, **({} if named else {"application_name": "opentasks"})},
+                server_settings=self._server_settings(),
             )
         except DRIVER_ERRORS as error:
             raise StoreUnusable(
@@ -112,7 +117,18 @@ class PostgresStore(LocalNodes):
             await self.close()
             raise
 
+    def _server_settings(self) -> dict[str, str]:
+        named = "application_name" in parse_qs(urlsplit(self._dsn).query)
+        return {**_SESSION, **({} if named else {"application_name": "opentasks"})}
+
+    async def _connect(self) -> asyncpg.Connection[asyncpg.Record]:
+        """A connection of its own, outside the pool (the one that LISTENs for signals)."""
+        return await asyncpg.connect(
+            self._dsn, timeout=self._connect_timeout, server_settings=self._server_settings()
+        )
+
     async def close(self) -> None:
+        await self._listener.close()
         await self._inserter.drain()
         sweeper, self._sweeper = self._sweeper, None
         if sweeper is not None:
@@ -251,7 +267,6 @@ class PostgresStore(LocalNodes):
                 raise base.entity_missing()
 
         await self._run("delete the queue", run)
-        self._forget_queue(name)
 
     async def purge_queue(self, name: QueueName, purge_time: datetime, windows: Windows) -> Queue:
         async def run(conn: Conn) -> Queue:
@@ -316,13 +331,19 @@ class PostgresStore(LocalNodes):
     async def claim_due_tasks(
         self, queue: QueueName, now: datetime, limit: int, lease_grace: timedelta, fence: Fence | None = None
     ) -> Claim:
-        if not self._holds(fence, queue, now):
-            return Claim([], None, fenced=True)
         now_us = codec.to_micros(now)
 
         async def run(conn: Conn) -> Claim:
             async with _transaction(conn, bookkeeping=True):
-                found = await conn.fetch(sql.PICK_DUE, *_key(queue), now_us, limit)
+                if fence is None:
+                    found = await conn.fetch(sql.PICK_DUE, *_key(queue), now_us, limit)
+                else:
+                    fenced = await conn.fetch(
+                        sql.PICK_DUE_FENCED, *_key(queue), now_us, limit, fence.node_id, fence.epoch
+                    )
+                    if not fenced:  # the node no longer holds the queue under this fence
+                        return Claim([], None, fenced=True)
+                    found = [row for row in fenced if row["seq"] is not None]
                 if not found:
                     next_due = await conn.fetchval(sql.NEXT_DUE, *_key(queue))
                     return Claim([], None if next_due is None else codec.from_micros(next_due))
@@ -385,11 +406,33 @@ class PostgresStore(LocalNodes):
 
         return await self._run("count leased tasks", run)
 
-    async def _existing_queues(self, names: Collection[QueueName]) -> set[QueueName]:
-        wanted = set(names)
-        if not wanted:
-            return set()
-        return {queue.name for queue in await self.all_queues() if queue.name in wanted}
+    # -- nodes ------------------------------------------------------------------------------
+
+    async def heartbeat(self, node_id: str, address: str, now: datetime, ttl: timedelta) -> None:
+        await self._nodes.heartbeat(node_id, address, now, ttl)
+
+    async def leave(self, node_id: str) -> None:
+        await self._nodes.leave(node_id)
+
+    async def nodes(self) -> list[NodeInfo]:
+        return await self._nodes.nodes()
+
+    async def own_queues(
+        self, node_id: str, wanted: Collection[QueueName], now: datetime, ttl: timedelta
+    ) -> dict[QueueName, Fence]:
+        return await self._nodes.own_queues(node_id, wanted, now, ttl)
+
+    async def release_queues(self, node_id: str, queues: Collection[QueueName]) -> None:
+        await self._nodes.release_queues(node_id, queues)
+
+    async def notify(self, messages: list[str]) -> None:
+        await self._nodes.notify(messages)
+
+    async def subscribe(self, listener: SignalListener, on_gap: Callable[[], None]) -> None:
+        try:
+            await self._listener.add(listener, on_gap)
+        except DRIVER_ERRORS as error:
+            raise _unavailable("listen for the signals of other nodes", error) from None
 
     # -- insights ----------------------------------------------------------------------------
 

@@ -160,6 +160,24 @@ WITH picked AS MATERIALIZED (
 )
 SELECT {TASK_COLUMNS} FROM picked ORDER BY due_us, seq
 """
+# The same under a fence: no row at all unless the node still holds the queue at that epoch with
+# a lease running past now; then one row per task, or one row of NULLs when none is due. The
+# lease row is locked FOR SHARE, so a node taking the queue over waits for this claim to commit
+# (and then counts its tasks as leased).
+PICK_DUE_FENCED = f"""
+WITH owner AS MATERIALIZED (
+    SELECT o.queue_pk FROM queue_owners o
+    WHERE o.queue_pk = {_QUEUE_PK} AND o.node_id = $5 AND o.epoch = $6 AND o.expire_us > $3
+    FOR SHARE
+), picked AS MATERIALIZED (
+    SELECT seq, due_us, schedule_us, spec, progress, body FROM tasks
+    WHERE queue_pk = (SELECT queue_pk FROM owner) AND due_us <= $3
+    ORDER BY due_us, seq LIMIT $4
+    FOR UPDATE SKIP LOCKED
+)
+SELECT picked.seq, picked.schedule_us, picked.spec, picked.progress, picked.body
+FROM owner LEFT JOIN picked ON true ORDER BY picked.due_us, picked.seq
+"""
 SAVE_CLAIMS = """
 UPDATE tasks SET due_us = u.due_us, dispatch_count = u.dispatch_count, progress = u.progress
 FROM unnest($1::bigint[], $2::bigint[], $3::integer[], $4::text[])
