@@ -247,6 +247,9 @@ class Server:
         )
         self.services = build_services(settings, self.store, self.clock, self.dispatcher, observers)
         self.insights = self.observability.insights(self.store, self.dispatcher)
+        if self.dispatcher is not None:
+            ownership = self.dispatcher.ownership
+            self.observability.metrics.use_node(lambda: len(ownership.held), ownership.proven)
         if isinstance(self.store, SqliteStore):
             self.store.observe_commits(self.observability.metrics.store_commit, self.clock.monotonic)
         self.auth = api_auth(settings)

@@ -21,6 +21,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     GCCollector,
     Histogram,
     PlatformCollector,
@@ -119,6 +120,23 @@ class Metrics(Observer):
             buckets=COMMIT_SIZE_BUCKETS,
             registry=self.registry,
         )
+
+    def use_node(self, queues_held: Callable[[], int], proven: Callable[[], bool]) -> None:
+        """Gauges of this node: the queues it dispatches, and whether it can prove its leases
+        (0 while it cannot reach the store to renew them: it dispatches nothing then)."""
+        held = Gauge(
+            "opentasks_node_queues_held",
+            "Queues this node dispatches (each queue is held by one node at a time).",
+            registry=self.registry,
+        )
+        held.set_function(lambda: float(queues_held()))
+        leases = Gauge(
+            "opentasks_node_leases_proven",
+            "1 while this node has renewed its queue leases in time, 0 while it has not "
+            "(it then stops dispatching until it can).",
+            registry=self.registry,
+        )
+        leases.set_function(lambda: 1.0 if proven() else 0.0)
 
     def use_insights(self, insights: StoreInsights) -> None:
         """Read queue gauges from ``insights`` at every scrape."""

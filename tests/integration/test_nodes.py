@@ -7,6 +7,7 @@ import itertools
 import json
 import subprocess
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from google.cloud import tasks_v2
+from prometheus_client.parser import text_string_to_metric_families
 
 from opentasks.testing import OPENTASKS, ServerProcess, wait_until_drained
 from tests.contract.conftest import PG_DSN, unreachable, with_database
@@ -119,6 +121,18 @@ async def _holder(storage: str, queue: str) -> str | None:
         await conn.close()
 
 
+def node_gauges(http_port: int) -> dict[str, float]:
+    """The node's own gauges from its GET /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("opentasks_node_")
+    }
+
+
 def make_queue(client: tasks_v2.CloudTasksClient, queue_id: str, **fields: object) -> str:
     name = f"{PARENT}/queues/{queue_id}"
     client.create_queue(parent=PARENT, queue={"name": name, **fields})
@@ -150,6 +164,9 @@ def test_tasks_created_through_every_node_are_delivered_once(
         assert sorted(listed) == list(NODES)
         assert all(node["state"] == "alive" for node in listed.values())
         assert sum(int(str(node["queues"])) for node in listed.values()) == 6
+        held = [node_gauges(server.http_port) for server in nodes.servers.values()]
+        assert sum(h["opentasks_node_queues_held"] for h in held) == 6
+        assert all(h["opentasks_node_leases_proven"] == 1 for h in held)
 
 
 def test_a_thousand_queues_spread_evenly_over_three_nodes(storage: str, tmp_path: Path) -> None:
