@@ -272,3 +272,41 @@ def test_the_rate_holds_within_2_percent_while_the_queue_moves(
         print(f"{len(in_window)} deliveries in {seconds} s at {rate}/s with one hand-over")
         assert abs(len(in_window) - rate * seconds) <= 0.02 * rate * seconds, len(in_window)
         assert len(set(bodies(received))) == len(received)
+
+
+def test_queue_changes_through_any_node_take_effect_on_the_holder_at_once(
+    storage: str, handler: HandlerProcess, tmp_path: Path
+) -> None:
+    with Nodes(storage, tmp_path) as nodes:
+        queue = make_queue(
+            nodes.client("n1"), "remote", rate_limits={"max_dispatches_per_second": 10, "max_burst_size": 1}
+        )
+        holder = nodes.holder(queue)
+        other = nodes.client(next(node_id for node_id in NODES if node_id != holder))
+        for index in range(300):
+            other.create_task(
+                parent=queue,
+                task={"http_request": {"url": handler.url("/nodes/remote"), "body": f"r-{index}".encode()}},
+            )
+        handler.take(5)
+        other.pause_queue(name=queue)
+        paused_at = time.monotonic()
+        late = []
+        while handler.nothing_more(1.0) is False:  # drain what was already on its way
+            late.append(time.monotonic())
+        assert all(at - paused_at < 0.5 for at in late), [round(at - paused_at, 3) for at in late]
+        other.resume_queue(name=queue)
+        resumed = handler.take(1, timeout_s=5)[0].at
+        # A faster rate set through a non-holder: the holder uses it at once.
+        other.update_queue(
+            queue={"name": queue, "rate_limits": {"max_dispatches_per_second": 100}},
+            update_mask={"paths": ["rate_limits.max_dispatches_per_second"]},
+        )
+        burst = handler.take(100, timeout_s=10)
+        assert burst[-1].at - resumed < 5.0  # at 10/s this would take 10 s
+        other.delete_queue(name=queue)
+        deleted_at = time.monotonic()
+        late = []
+        while handler.nothing_more(1.0) is False:
+            late.append(time.monotonic())
+        assert all(at - deleted_at < 0.5 for at in late)
