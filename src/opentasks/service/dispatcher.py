@@ -163,6 +163,7 @@ class Dispatcher:
             runner=self._runner,
             fence=fence,
             foreign=foreign,
+            proven=self.ownership.proven,
         )
 
     # -- events from the services -----------------------------------------------------------

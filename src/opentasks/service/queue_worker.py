@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from opentasks.clock import Clock
@@ -38,7 +39,9 @@ _FOREIGN_RECOUNT_SECONDS = 1.0
 class QueueWorker:
     """Dispatches one queue while this node holds it.
 
-    ``fence`` goes with every claim, so a worker whose node lost the queue claims nothing.
+    ``fence`` goes with every claim, so a worker whose node lost the queue claims nothing; and
+    while ``proven()`` is false (its node could not renew its leases in time) it does not even
+    try.
     ``foreign`` counts attempts another node (the queue's previous holder) may still have in
     flight: they take concurrency slots until their leases end or their results come in. A
     worker of a queue taken over (epoch above 1) starts with an empty bucket, as the previous
@@ -55,6 +58,7 @@ class QueueWorker:
         runner: AttemptRunner,
         fence: Fence | None = None,
         foreign: int = 0,
+        proven: Callable[[], bool] = lambda: True,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -64,6 +68,7 @@ class QueueWorker:
         self.fence = fence
         self.foreign = foreign
         self.fenced = False  # the last claim was refused: the node no longer proved its lease
+        self._proven = proven
         limits = queue.rate_limits
         self.bucket = TokenBucket(
             limits.max_dispatches_per_second,
@@ -213,11 +218,17 @@ class QueueWorker:
             return 0, None
         if free <= 0:  # only another node's attempts fill the slots: look again when some end
             return 0, _FOREIGN_RECOUNT_SECONDS
+        if not self._proven():
+            self.fenced = True  # the node's next successful round wakes this worker
+            return 0, None
         monotonic = self._clock.monotonic()
         tokens = self.bucket.available(monotonic)
         if tokens <= 0:
             return 0, self.bucket.seconds_until_available(monotonic)
-        limit = min(free, tokens, self._settings.claim_batch)
+        return await self._claim(min(free, tokens, self._settings.claim_batch))
+
+    async def _claim(self, limit: int) -> tuple[int, float | None]:
+        """Claim up to ``limit`` due tasks and start them; (started, seconds to wait)."""
         now = self._clock.now()
         claim = await self._store.claim_due_tasks(
             self.queue.name, now, limit, self._settings.lease_grace, self.fence
