@@ -4,6 +4,7 @@ wake-ups between nodes."""
 
 import random
 from collections import Counter
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -11,6 +12,7 @@ from opentasks.clock import FakeClock
 from opentasks.domain.names import QueueName
 from opentasks.domain.ownership import LeaseTiming, preferred_owner, preferred_queues
 from opentasks.domain.queue import Queue, RateLimits
+from opentasks.errors import Unavailable
 from opentasks.service.dispatcher import DispatchSettings
 from opentasks.service.ownership import NodeSettings
 from opentasks.storage.memory import MemoryStore
@@ -185,3 +187,50 @@ async def test_a_change_through_one_node_wakes_the_holder_on_another(via: str) -
     await until(lambda: len(sent) == 1)
     for world in cluster.nodes.values():
         await world.dispatcher.stop()
+
+
+class Unreachable(MemoryStore):
+    """Its node half fails while ``down`` (a node cut off from the database)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    async def heartbeat(self, node_id: str, address: str, now: datetime, ttl: timedelta) -> None:
+        if self.down:
+            raise Unavailable("The database could not record the node's heartbeat: connection refused.")
+        await super().heartbeat(node_id, address, now, ttl)
+
+
+async def test_a_node_that_cannot_renew_stops_dispatching_before_its_lease_ends_and_resumes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, store = FakeClock(), Unreachable()
+    world = node(store, clock, "a")
+    await world.dispatcher.start(loop=True)
+    await world.queue(rate_limits=RateLimits(max_dispatches_per_second=1, max_burst_size=1))
+    for _ in range(20):
+        await world.task()
+    await until(lambda: len(world.pusher.sent) > 0)
+    await world.dispatcher.settle()
+    burst = len(world.pusher.sent)  # the full bucket's burst went out at once
+    store.down = True
+    for _ in range(12):  # half a second at a time, for 6 s
+        await clock.sleeping()
+        clock.advance(0.5)
+    # The last renewal was at t = 0; the node stops at 4.5 s (3/4 of the 6 s lease), and at
+    # one dispatch per second at most five more went out before.
+    assert 1 <= len(world.pusher.sent) - burst <= 5
+    assert "stops dispatching its 1 queue(s)" in caplog.text
+    assert world.dispatcher.ownership.held == {}
+    stopped = len(world.pusher.sent)
+    for _ in range(6):
+        await clock.sleeping()
+        clock.advance(1)
+    assert len(world.pusher.sent) == stopped
+    store.down = False
+    for _ in range(6):
+        await clock.sleeping()
+        clock.advance(1)
+    await until(lambda: len(world.pusher.sent) > stopped)
+    await world.dispatcher.stop()
