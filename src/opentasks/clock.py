@@ -47,8 +47,11 @@ class SystemClock:
     async def wait_for(self, event: asyncio.Event, timeout_s: float | None) -> bool:
         if event.is_set():
             return True
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+        # arrives as the event is set, and the cancelled waiter would then run on.
         try:
-            await asyncio.wait_for(event.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await event.wait()
         except TimeoutError:
             return False
         return True

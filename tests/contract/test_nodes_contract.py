@@ -9,6 +9,7 @@ from opentasks.domain.limits import Limits
 from opentasks.domain.names import QueueName
 from opentasks.domain.queue import Queue, resolve_queue
 from opentasks.domain.task import HttpRequest, TaskDraft, new_task
+from opentasks.errors import FailedPrecondition
 from opentasks.storage.base import Fence, Store, Windows
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -36,9 +37,9 @@ async def add_task(store: Store, queue: QueueName, task_id: str) -> None:
 
 
 async def test_heartbeats_register_and_refresh_nodes(store: Store) -> None:
-    await store.heartbeat(A, "10.0.0.1:8123", T0, TTL)
-    await store.heartbeat(B, "10.0.0.2:8123", T0, TTL)
-    await store.heartbeat(A, "10.0.0.1:9000", T0 + timedelta(seconds=2), TTL)
+    await store.heartbeat(A, "i1", "10.0.0.1:8123", T0, TTL)
+    await store.heartbeat(B, "i1", "10.0.0.2:8123", T0, TTL)
+    await store.heartbeat(A, "i1", "10.0.0.1:9000", T0 + timedelta(seconds=2), TTL)
     nodes = {n.node_id: n for n in await store.nodes()}
     assert sorted(nodes) == [A, B]
     a = nodes[A]
@@ -69,8 +70,8 @@ async def test_a_released_queue_can_be_taken_at_once(store: Store, queues: list[
 
 
 async def test_a_node_that_leaves_frees_its_queues(store: Store, queues: list[Queue]) -> None:
-    await store.heartbeat(A, "a", T0, TTL)
-    await store.heartbeat(B, "b", T0, TTL)
+    await store.heartbeat(A, "i1", "a", T0, TTL)
+    await store.heartbeat(B, "i1", "b", T0, TTL)
     await store.own_queues(A, [Q1, Q2], T0, TTL)
     assert {n.node_id: n.queues for n in await store.nodes()} == {A: 2, B: 0}
     await store.leave(A)
@@ -112,7 +113,7 @@ async def test_leased_tasks_counts_attempts_whose_lease_runs(store: Store, queue
 
 
 async def test_a_deleted_queue_is_no_longer_held(store: Store, queues: list[Queue]) -> None:
-    await store.heartbeat(A, "a", T0, TTL)
+    await store.heartbeat(A, "i1", "a", T0, TTL)
     await store.own_queues(A, [Q1, Q2], T0, TTL)
     await store.delete_queue(Q1, T0, WINDOWS)
     assert await store.own_queues(A, [Q1], T0 + timedelta(seconds=1), TTL) == {Q2: Fence(A, 1)}
@@ -131,3 +132,20 @@ async def test_published_messages_reach_subscribers(store: Store) -> None:
     await store.notify(["t p/l/q", "q p/l/r"])
     await asyncio.wait_for(arrived.wait(), 5)
     assert received == [["t p/l/q", "q p/l/r"]]
+
+
+async def test_a_second_live_process_with_the_same_node_id_is_refused(
+    store: Store, queues: list[Queue]
+) -> None:
+    await store.heartbeat(A, "first", "a", T0, TTL)
+    await store.own_queues(A, [Q1], T0, TTL)
+    with pytest.raises(FailedPrecondition, match="--node-id node-a is in use by another running server"):
+        await store.heartbeat(A, "second", "a", T0 + timedelta(seconds=1), TTL)
+    # Once the first is gone (its heartbeat ran out), a new process takes the node ID over;
+    # the queues the old one held are released, so taking them again counts the epoch up.
+    await store.heartbeat(A, "second", "a2", T0 + TTL, TTL)
+    [node] = await store.nodes()
+    assert (node.address, node.started, node.queues) == ("a2", T0 + TTL, 0)
+    assert await store.own_queues(A, [Q1], T0 + TTL, TTL) == {Q1: Fence(A, 2)}
+    with pytest.raises(FailedPrecondition):
+        await store.heartbeat(A, "first", "a", T0 + TTL + timedelta(seconds=1), TTL)

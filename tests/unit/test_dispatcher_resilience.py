@@ -39,9 +39,9 @@ async def until(condition: Callable[[], bool], rounds: int = 500) -> None:
 
 
 async def looping_world(store: MemoryStore | None = None, pusher: ScriptedPusher | None = None) -> World:
-    # Leases of an hour: these tests jump the clock by a minute at once, faster than the node's
+    # Leases of ten years: these tests jump the clock by days at once, faster than the node's
     # heartbeats could follow (tests/unit/test_nodes.py covers leases that lapse).
-    world = World(pusher, store=store, node=NodeSettings(timing=LeaseTiming(timedelta(hours=1))))
+    world = World(pusher, store=store, node=NodeSettings(timing=LeaseTiming(timedelta(days=3650))))
     await world.dispatcher.start(loop=True)
     return world
 
@@ -156,6 +156,7 @@ async def test_a_tiny_rate_keeps_the_worker_alive_and_an_update_takes_effect() -
         ["rate_limits.max_dispatches_per_second"],
     )
     await world.dispatcher.settle()
+    await world.clock.sleeping(count=2)  # the worker waits for its next token (and the node's round)
     world.clock.advance(1)  # 500 tokens a second now
     await until(lambda: len(world.pusher.sent) == 15)
     await world.dispatcher.stop()

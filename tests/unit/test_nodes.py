@@ -4,6 +4,7 @@ wake-ups between nodes."""
 
 import random
 from collections import Counter
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from opentasks.domain.queue import Queue, RateLimits
 from opentasks.errors import Unavailable
 from opentasks.service.dispatcher import DispatchSettings
 from opentasks.service.ownership import NodeSettings
+from opentasks.storage.base import Fence, NodeInfo
 from opentasks.storage.memory import MemoryStore
 from tests.unit.test_dispatcher import PARENT, Q, ScriptedPusher, World
 from tests.unit.test_dispatcher_resilience import until
@@ -196,10 +198,25 @@ class Unreachable(MemoryStore):
         super().__init__()
         self.down = False
 
-    async def heartbeat(self, node_id: str, address: str, now: datetime, ttl: timedelta) -> None:
+    def _check(self) -> None:
         if self.down:
-            raise Unavailable("The database could not record the node's heartbeat: connection refused.")
-        await super().heartbeat(node_id, address, now, ttl)
+            raise Unavailable("The database could not renew the node's queues: connection refused.")
+
+    async def nodes(self) -> list[NodeInfo]:
+        self._check()
+        return await super().nodes()
+
+    async def own_queues(
+        self, node_id: str, wanted: Collection[QueueName], now: datetime, ttl: timedelta
+    ) -> dict[QueueName, Fence]:
+        self._check()
+        return await super().own_queues(node_id, wanted, now, ttl)
+
+    async def heartbeat(
+        self, node_id: str, incarnation: str, address: str, now: datetime, ttl: timedelta
+    ) -> None:
+        self._check()
+        await super().heartbeat(node_id, incarnation, address, now, ttl)
 
 
 async def test_a_node_that_cannot_renew_stops_dispatching_before_its_lease_ends_and_resumes(

@@ -61,6 +61,12 @@ class QueueName(msgspec.Struct, frozen=True, order=True):
             raise InvalidArgument(QUEUE_NAME_FORMAT, help_links=(QUEUE_NAME_HELP,))
         return cls(match[1], match[2], match[3])
 
+    @classmethod
+    def in_location(cls, parent: str, queue_id: str) -> QueueName:
+        """The queue ``queue_id`` of the location named ``parent`` (as stores keep them)."""
+        location = LocationName.parse(parent)
+        return cls(location.project, location.location, queue_id)
+
     @property
     def parent(self) -> LocationName:
         return LocationName(self.project, self.location)

@@ -40,6 +40,8 @@ class NodeSettings:
     node_id: str = field(default_factory=default_node_id)
     address: str = ""
     timing: LeaseTiming = field(default_factory=LeaseTiming)
+    incarnation: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """This process: another live process with the same node ID is refused."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Ownership:
         self._fenced_after: float | None = None  # monotonic; None until the first round
         self._joined = False
         self.held: dict[QueueName, Fence] = {}
+        self.known: set[QueueName] = set()  # the queues that existed at the last round
         self._errors = ThrottledLog(_log, clock.monotonic, interval_s=30.0)
 
     @property
@@ -89,13 +92,16 @@ class Ownership:
         self._poke.set()
 
     async def round(self) -> None:
-        """Heartbeat, compute the wanted queues, renew and take leases, hand back the rest."""
+        """Compute the wanted queues, renew and take leases, hand back the rest, heartbeat.
+
+        The heartbeat comes last: a node whose rounds fail halfway is soon seen as gone, so its
+        share of the queues goes to nodes that can dispatch it."""
         store, timing, me = self._store, self.settings.timing, self.node_id
         started = self._clock.monotonic()
         now = self._clock.now()
-        await store.heartbeat(me, self.address, now, timing.ttl)
         live = [node.node_id for node in await store.nodes() if node.expires > now]
         queues = {queue.name: queue for queue in await store.all_queues()}
+        self.known = set(queues)
         wanted = preferred_queues(me, [str(name) for name in queues], live)
         held = await store.own_queues(me, [n for n in queues if str(n) in wanted], now, timing.ttl)
         surplus = [name for name in held if str(name) not in wanted]
@@ -105,6 +111,7 @@ class Ownership:
         await self._on_holdings(Holdings(kept, {name: queues[name] for name in kept}))
         if surplus:  # the dispatcher has stopped claiming them: let their new owners take them
             await store.release_queues(me, surplus)
+        await store.heartbeat(me, self.settings.incarnation, self.address, now, timing.ttl)
         if surplus or not self._joined:
             self._joined = True
             self._on_nodes_changed()
@@ -113,11 +120,14 @@ class Ownership:
         """Rounds every heartbeat (or sooner when poked) until cancelled. A failed round is
         retried; once the leases can no longer be proven, the dispatcher is told it holds
         nothing."""
-        heartbeat = self.settings.timing.heartbeat.total_seconds()
+        timing = self.settings.timing
+        heartbeat, limit = timing.heartbeat.total_seconds(), (timing.ttl - timing.margin).total_seconds()
         while True:
             self._poke.clear()
             try:
-                await self.round()
+                # A round that hangs (a database that stopped answering) counts as failed.
+                async with asyncio.timeout(limit):
+                    await self.round()
             except Exception as error:
                 self._errors.warning("node %s could not renew its queues: %s", self.node_id, error)
                 if self.held and not self.proven():

@@ -50,6 +50,9 @@ class NodeInfo:
     queues: int
 
 
+FORGET_NODES_AFTER = timedelta(hours=1)
+"""A node gone this long is dropped from the list of nodes."""
+
 SignalListener = Callable[[list[str]], None]
 """Receives messages that any node published with :meth:`Store.notify` (its own included)."""
 
@@ -222,8 +225,15 @@ class Store(Protocol):
 
     # -- nodes ---------------------------------------------------------------------------------
 
-    async def heartbeat(self, node_id: str, address: str, now: datetime, ttl: timedelta) -> None:
-        """Record that ``node_id`` is alive until ``now + ttl`` (registering it if new)."""
+    async def heartbeat(
+        self, node_id: str, incarnation: str, address: str, now: datetime, ttl: timedelta
+    ) -> None:
+        """Record that ``node_id`` is alive until ``now + ttl`` (registering it if new).
+
+        ``incarnation`` names the running process. :func:`node_id_in_use` (FailedPrecondition)
+        if another incarnation of ``node_id`` is alive at ``now``. A new incarnation of a node
+        whose last one is gone takes its row and releases the queues the old one held, so that
+        taking them again counts their epochs up."""
         ...
 
     async def leave(self, node_id: str) -> None:
@@ -279,6 +289,13 @@ TASK_RECENTLY_DELETED = (
     "The task no longer exists, though a task with this name existed recently. "
     "The task either successfully completed or was deleted."
 )
+
+
+def node_id_in_use(node_id: str, heartbeat: datetime) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"--node-id {node_id} is in use by another running server (last heartbeat "
+        f"{heartbeat:%Y-%m-%dT%H:%M:%S}Z); give each server its own --node-id"
+    )
 
 
 def queue_missing() -> NotFound:

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from opentasks.domain.names import QueueName
-from opentasks.storage.base import Fence, NodeInfo, SignalListener
-
-_FORGOTTEN_AFTER = timedelta(hours=1)  # a node dead this long is dropped from the list
+from opentasks.storage.base import FORGET_NODES_AFTER, Fence, NodeInfo, SignalListener, node_id_in_use
 
 
 @dataclass
@@ -27,6 +25,7 @@ class _Lease:
 
 @dataclass
 class _Node:
+    incarnation: str
     address: str
     started: datetime
     heartbeat: datetime
@@ -65,13 +64,20 @@ class LocalNodes:
             and lease.expires > now
         )
 
-    async def heartbeat(self, node_id: str, address: str, now: datetime, ttl: timedelta) -> None:
+    async def heartbeat(
+        self, node_id: str, incarnation: str, address: str, now: datetime, ttl: timedelta
+    ) -> None:
         node = self._nodes.get(node_id)
+        if node is not None and node.incarnation != incarnation:
+            if node.expires > now:
+                raise node_id_in_use(node_id, node.heartbeat)
+            await self.leave(node_id)  # the last incarnation is gone: its holds end with it
+            node = None
         if node is None:
-            self._nodes[node_id] = _Node(address, now, now, now + ttl)
+            self._nodes[node_id] = _Node(incarnation, address, now, now, now + ttl)
         else:
             node.address, node.heartbeat, node.expires = address, now, now + ttl
-        for gone in [n for n, info in self._nodes.items() if info.expires + _FORGOTTEN_AFTER < now]:
+        for gone in [n for n, info in self._nodes.items() if info.expires + FORGET_NODES_AFTER < now]:
             del self._nodes[gone]
 
     async def leave(self, node_id: str) -> None:

@@ -408,8 +408,10 @@ class PostgresStore:
 
     # -- nodes ------------------------------------------------------------------------------
 
-    async def heartbeat(self, node_id: str, address: str, now: datetime, ttl: timedelta) -> None:
-        await self._nodes.heartbeat(node_id, address, now, ttl)
+    async def heartbeat(
+        self, node_id: str, incarnation: str, address: str, now: datetime, ttl: timedelta
+    ) -> None:
+        await self._nodes.heartbeat(node_id, incarnation, address, now, ttl)
 
     async def leave(self, node_id: str) -> None:
         await self._nodes.leave(node_id)
@@ -447,7 +449,7 @@ class PostgresStore:
 
         async def run(conn: Conn) -> dict[QueueName, base.TaskCounts]:
             return {
-                _queue_name(parent, queue_id): base.TaskCounts(
+                QueueName.in_location(parent, queue_id): base.TaskCounts(
                     count, scheduled, None if oldest is None else codec.from_micros(oldest)
                 )
                 for parent, queue_id, count, oldest, scheduled in await conn.fetch(query, *params)
@@ -487,11 +489,6 @@ def _rowcount(status: str) -> int:
 
 def _key(name: QueueName) -> tuple[str, str]:
     return str(name.parent), name.queue_id
-
-
-def _queue_name(parent: str, queue_id: str) -> QueueName:
-    location = LocationName.parse(parent)
-    return QueueName(location.project, location.location, queue_id)
 
 
 def _load_queue(row: asyncpg.Record | None) -> tuple[int, Queue]:

@@ -20,9 +20,9 @@ from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 
-from opentasks.domain.names import LocationName, QueueName
+from opentasks.domain.names import QueueName
 from opentasks.storage import codec
-from opentasks.storage.base import Fence, NodeInfo, SignalListener
+from opentasks.storage.base import FORGET_NODES_AFTER, Fence, NodeInfo, SignalListener, node_id_in_use
 from opentasks.storage.postgres_sql import DRIVER_ERRORS, Conn, reason
 
 T = TypeVar("T")
@@ -31,19 +31,18 @@ Run = Callable[[str, Callable[[Conn], Awaitable[T]]], Awaitable[T]]
 
 CHANNEL = "opentasks"
 PAYLOAD_LIMIT = 7900  # bytes; PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more
-FORGET_NODES_AFTER = timedelta(hours=1)
 LISTEN_CHECK_S = 10.0  # how often the listening connection is asked whether it still answers
 RECONNECT_MAX_S = 10.0
 _log = logging.getLogger("opentasks.nodes")
 
-HEARTBEAT = """
-INSERT INTO nodes AS n (node_id, address, started_us, heartbeat_us, expire_us) VALUES ($1, $2, $3, $3, $4)
-ON CONFLICT (node_id) DO UPDATE SET
-    address = EXCLUDED.address,
-    started_us = CASE WHEN n.expire_us < EXCLUDED.heartbeat_us THEN EXCLUDED.started_us ELSE n.started_us END,
-    heartbeat_us = EXCLUDED.heartbeat_us,
-    expire_us = EXCLUDED.expire_us
+NODE_FOR_UPDATE = "SELECT incarnation, heartbeat_us, expire_us FROM nodes WHERE node_id = $1 FOR UPDATE"
+REGISTER = """
+INSERT INTO nodes AS n (node_id, incarnation, address, started_us, heartbeat_us, expire_us)
+VALUES ($1, $2, $3, $4, $4, $5)
+ON CONFLICT (node_id) DO UPDATE SET incarnation = EXCLUDED.incarnation, address = EXCLUDED.address,
+    started_us = EXCLUDED.started_us, heartbeat_us = EXCLUDED.heartbeat_us, expire_us = EXCLUDED.expire_us
 """
+BEAT = "UPDATE nodes SET address = $2, heartbeat_us = $3, expire_us = $4 WHERE node_id = $1"
 FORGET_NODES = "DELETE FROM nodes WHERE expire_us < $1"
 NODES = """
 SELECT n.node_id, n.address, n.started_us, n.heartbeat_us, n.expire_us,
@@ -52,18 +51,24 @@ FROM nodes n ORDER BY n.node_id
 """
 RELEASE_ALL = "UPDATE queue_owners SET node_id = NULL WHERE node_id = $1"
 LEAVE = "DELETE FROM nodes WHERE node_id = $1"
-RENEW = "UPDATE queue_owners SET expire_us = $2 WHERE node_id = $1"
-# Wanted queues nobody holds: never held (insert), released (node_id NULL) or whose lease ended.
-# Rows are locked in primary-key order, so nodes taking overlapping sets do not deadlock.
-TAKE = """
+# Renews the node's leases and takes the wanted queues nobody holds (never held, released, or
+# whose lease ended) in one statement, so every row it locks is locked in primary-key order.
+# A queue that changes hands counts its epoch up.
+OWN = """
 INSERT INTO queue_owners AS o (queue_pk, node_id, epoch, expire_us)
-SELECT q.pk, $1, 1, $2 FROM queues q
-    JOIN unnest($4::text[], $5::text[]) AS w (parent, queue_id)
-    ON q.parent = w.parent AND q.queue_id = w.queue_id
-ORDER BY q.pk
-ON CONFLICT (queue_pk) DO UPDATE
-    SET node_id = EXCLUDED.node_id, epoch = o.epoch + 1, expire_us = EXCLUDED.expire_us
-WHERE o.node_id IS NULL OR (o.node_id <> EXCLUDED.node_id AND o.expire_us <= $3)
+SELECT pk, $1, 1, $2 FROM (
+    SELECT q.pk FROM queues q
+        JOIN unnest($4::text[], $5::text[]) AS w (parent, queue_id)
+        ON q.parent = w.parent AND q.queue_id = w.queue_id
+    UNION
+    SELECT queue_pk FROM queue_owners WHERE node_id = $1
+) AS wanted
+ORDER BY pk
+ON CONFLICT (queue_pk) DO UPDATE SET
+    node_id = EXCLUDED.node_id,
+    epoch = CASE WHEN o.node_id = EXCLUDED.node_id THEN o.epoch ELSE o.epoch + 1 END,
+    expire_us = EXCLUDED.expire_us
+WHERE o.node_id = EXCLUDED.node_id OR o.node_id IS NULL OR o.expire_us <= $3
 """
 HELD = """
 SELECT q.parent, q.queue_id, o.epoch FROM queue_owners o JOIN queues q ON q.pk = o.queue_pk
@@ -83,12 +88,22 @@ class NodeRows:
     def __init__(self, run: Run[Any]) -> None:
         self._run = run
 
-    async def heartbeat(self, node_id: str, address: str, now: datetime, ttl: timedelta) -> None:
-        now_us = codec.to_micros(now)
+    async def heartbeat(
+        self, node_id: str, incarnation: str, address: str, now: datetime, ttl: timedelta
+    ) -> None:
+        now_us, until = codec.to_micros(now), codec.to_micros(now + ttl)
         forget_us = codec.to_micros(now - FORGET_NODES_AFTER)
 
         async def run(conn: Conn) -> None:
-            await conn.execute(HEARTBEAT, node_id, address, now_us, codec.to_micros(now + ttl))
+            async with conn.transaction():
+                row = await conn.fetchrow(NODE_FOR_UPDATE, node_id)
+                if row is not None and row["incarnation"] == incarnation:
+                    await conn.execute(BEAT, node_id, address, now_us, until)
+                else:
+                    if row is not None and row["expire_us"] > now_us:
+                        raise node_id_in_use(node_id, codec.from_micros(row["heartbeat_us"]))
+                    await conn.execute(RELEASE_ALL, node_id)  # what a gone incarnation held
+                    await conn.execute(REGISTER, node_id, incarnation, address, now_us, until)
             await conn.execute(FORGET_NODES, forget_us)
 
         await self._run("record the node's heartbeat", run)
@@ -126,11 +141,9 @@ class NodeRows:
 
         async def run(conn: Conn) -> dict[QueueName, Fence]:
             async with conn.transaction():
-                await conn.execute(RENEW, node_id, until)
-                if ids:
-                    await conn.execute(TAKE, node_id, until, now_us, parents, ids)
+                await conn.execute(OWN, node_id, until, now_us, parents, ids)
                 held = await conn.fetch(HELD, node_id)
-            return {_queue_name(row[0], row[1]): Fence(node_id, int(row[2])) for row in held}
+            return {QueueName.in_location(row[0], row[1]): Fence(node_id, int(row[2])) for row in held}
 
         result: dict[QueueName, Fence] = await self._run("renew the node's queues", run)
         return result
@@ -205,13 +218,20 @@ class Listener:
 
     async def _keep(self) -> None:
         while not self._closing.is_set():
-            if not await self._alive():
+            try:
+                if not await self._alive():
+                    await self._reconnect()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let the keeper die: without it gaps go unreported
+                _log.exception("the listener of other nodes' signals failed; reconnecting")
                 await self._reconnect()
 
     async def _alive(self) -> bool:
         """Wait a check interval (or until the connection is lost); whether it still answers."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._lost.wait(), LISTEN_CHECK_S)
+            async with asyncio.timeout(LISTEN_CHECK_S):
+                await self._lost.wait()
         conn = self._conn
         if self._lost.is_set() or conn is None or conn.is_closed():
             return False
@@ -236,7 +256,8 @@ class Listener:
                     wait,
                 )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._closing.wait()
                 wait = min(wait * 2, RECONNECT_MAX_S)
                 continue
             self._gap()  # what was sent while reconnecting is lost: look once more
@@ -246,18 +267,14 @@ class Listener:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             with contextlib.suppress(*DRIVER_ERRORS):
-                await asyncio.wait_for(conn.close(), 2)
+                async with asyncio.timeout(2):
+                    await conn.close()
             if not conn.is_closed():
                 conn.terminate()
 
 
 def _columns(names: Collection[QueueName]) -> tuple[list[str], list[str]]:
     return [str(name.parent) for name in names], [name.queue_id for name in names]
-
-
-def _queue_name(parent: str, queue_id: str) -> QueueName:
-    location = LocationName.parse(parent)
-    return QueueName(location.project, location.location, queue_id)
 
 
 def _payloads(messages: list[str]) -> list[str]:

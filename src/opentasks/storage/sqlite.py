@@ -466,7 +466,7 @@ class SqliteStore(LocalNodes):
             params += (str(queue.parent), queue.queue_id)
         found = await self._read(lambda conn: conn.execute(sql, params).fetchall())
         return {
-            _queue_name(parent, queue_id): base.TaskCounts(
+            QueueName.in_location(parent, queue_id): base.TaskCounts(
                 count, scheduled, None if oldest is None else codec.from_micros(oldest)
             )
             for parent, queue_id, count, oldest, scheduled in found
@@ -530,11 +530,6 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version={number}")
             conn.execute("COMMIT")
-
-
-def _queue_name(parent: str, queue_id: str) -> QueueName:
-    location = LocationName.parse(parent)
-    return QueueName(location.project, location.location, queue_id)
 
 
 def _queue_pk(conn: sqlite3.Connection, name: QueueName) -> int | None:
