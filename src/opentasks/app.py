@@ -269,6 +269,8 @@ class Server:
 
     async def start(self) -> None:
         await self.store.open()
+        if self.dispatcher is not None:
+            await self.dispatcher.recover()
         await asyncio.to_thread(self.minter.keys.load)
         services = self.services
         api = CloudTasksApi(services.queues, services.tasks, services.locations, self.clock)

@@ -149,3 +149,13 @@ async def test_a_second_live_process_with_the_same_node_id_is_refused(
     assert await store.own_queues(A, [Q1], T0 + TTL, TTL) == {Q1: Fence(A, 2)}
     with pytest.raises(FailedPrecondition):
         await store.heartbeat(A, "first", "a", T0 + TTL + timedelta(seconds=1), TTL)
+
+
+async def test_due_queues_are_those_with_a_task_due_now(store: Store, queues: list[Queue]) -> None:
+    await add_task(store, Q1, "t1")  # due at T0
+    assert await store.due_queues([Q1, Q2, MISSING], T0) == {Q1}
+    assert await store.due_queues([Q2], T0) == set()
+    await store.claim_due_tasks(Q1, T0, 5, GRACE)  # leased: due again when its lease ends
+    assert await store.due_queues([Q1], T0 + timedelta(seconds=1)) == set()
+    assert await store.due_queues([Q1], T0 + timedelta(minutes=10) + GRACE) == {Q1}
+    assert await store.due_queues([], T0) == set()

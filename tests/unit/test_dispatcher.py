@@ -13,6 +13,7 @@ from opentasks.credentials.keys import KeyRing
 from opentasks.credentials.tokens import TokenMinter
 from opentasks.domain.names import LocationName, QueueName
 from opentasks.domain.outbound import OutboundRequest
+from opentasks.domain.ownership import LeaseTiming
 from opentasks.domain.queue import (
     AppEngineRouting,
     HttpTarget,
@@ -36,6 +37,7 @@ from opentasks.domain.task import (
 )
 from opentasks.errors import AlreadyExists, NotFound
 from opentasks.service.dispatcher import Dispatcher, DispatchSettings, PassResult
+from opentasks.service.ownership import NodeSettings
 from opentasks.service.queues import QueueService
 from opentasks.service.tasks import TaskService
 from opentasks.service.windows import TombstonePolicy
@@ -92,6 +94,9 @@ class World:
         self.store = store or MemoryStore()
         self.pusher = pusher or ScriptedPusher()
         options.setdefault("settings", DispatchSettings(claim_batch=50))
+        # Leases of ten years: these tests jump the clock faster than a node's heartbeats would
+        # follow; tests/unit/test_nodes.py gives its nodes real leases.
+        options.setdefault("node", NodeSettings(timing=LeaseTiming(timedelta(days=3650))))
         self.dispatcher = Dispatcher(self.store, self.clock, self.pusher, **options)
         self.queues = QueueService(self.store, self.clock, events=self.dispatcher)
         self.tasks = TaskService(self.store, self.clock, events=self.dispatcher, runner=self.dispatcher)
@@ -264,6 +269,7 @@ async def test_attempts_lost_in_a_crash_are_dispatched_again_at_restart(world: W
     world.pusher.hold = True
     assert (await world.dispatcher.run_once()).started == 1  # in flight when the server "dies"
     restarted = Dispatcher(world.store, world.clock, ScriptedPusher())
+    await restarted.recover()
     await restarted.start(loop=False)
     assert (await restarted.run_once()).started == 1
     await restarted.settle()
@@ -295,8 +301,7 @@ async def test_worker_loop_wakes_for_new_tasks_and_due_times() -> None:
     await w.dispatcher.start(loop=True)
     await w.queue()
     await w.task("https://h/soon", after_s=10)
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await w.clock.sleeping(count=2)  # the worker waits for its task's time (and the node's round)
     assert w.pusher.sent == []
     w.clock.advance(10)
     await w.task("https://h/now")

@@ -14,12 +14,10 @@ from opentasks.domain.attempt import after_attempt
 from opentasks.domain.limits import LATEST_TIME, MAX_RETRY_DELAY, Limits
 from opentasks.domain.names import QueueName
 from opentasks.domain.outbound import OutboundRequest
-from opentasks.domain.ownership import LeaseTiming
 from opentasks.domain.queue import Queue, RateLimits, RetryConfig
 from opentasks.domain.task import AttemptFailure, AttemptOutcome, HttpRequest, TaskDraft, TaskView, new_task
 from opentasks.service.attempts import ResultWriter
 from opentasks.service.dispatcher import ALERT_INTERVAL_S, DispatchSettings
-from opentasks.service.ownership import NodeSettings
 from opentasks.service.windows import TombstonePolicy
 from opentasks.storage.base import AttemptResult, Claim, Fence, Windows
 from opentasks.storage.memory import MemoryStore
@@ -39,9 +37,7 @@ async def until(condition: Callable[[], bool], rounds: int = 500) -> None:
 
 
 async def looping_world(store: MemoryStore | None = None, pusher: ScriptedPusher | None = None) -> World:
-    # Leases of ten years: these tests jump the clock by days at once, faster than the node's
-    # heartbeats could follow (tests/unit/test_nodes.py covers leases that lapse).
-    world = World(pusher, store=store, node=NodeSettings(timing=LeaseTiming(timedelta(days=3650))))
+    world = World(pusher, store=store)
     await world.dispatcher.start(loop=True)
     return world
 

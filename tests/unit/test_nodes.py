@@ -12,7 +12,7 @@ import pytest
 from opentasks.clock import FakeClock
 from opentasks.domain.names import QueueName
 from opentasks.domain.ownership import LeaseTiming, preferred_owner, preferred_queues
-from opentasks.domain.queue import Queue, RateLimits
+from opentasks.domain.queue import Queue, QueueState, RateLimits
 from opentasks.errors import Unavailable
 from opentasks.service.dispatcher import DispatchSettings
 from opentasks.service.ownership import NodeSettings
@@ -251,3 +251,73 @@ async def test_a_node_that_cannot_renew_stops_dispatching_before_its_lease_ends_
         clock.advance(1)
     await until(lambda: len(world.pusher.sent) > stopped)
     await world.dispatcher.stop()
+
+
+async def test_slots_freed_by_the_previous_holders_attempts_are_used() -> None:
+    """Cap 10 (claims in twos): the old holder has 9 attempts in flight at the hand-over. When
+    they end, nothing on the new holder is told; it counts them again by itself."""
+    clock, store = FakeClock(), MemoryStore()
+    old, new = node(store, clock, "old", ScriptedPusher()), node(store, clock, "new", ScriptedPusher())
+    await old.dispatcher.start(loop=False)
+    await old.queue(rate_limits=RateLimits(max_concurrent_dispatches=10, max_dispatches_per_second=500))
+    old.pusher.hold = True
+    for _ in range(30):
+        await old.task()
+    assert (await old.dispatcher.run_once()).started == 10
+    runner = old.dispatcher._runner
+    await old.pusher.release(1)  # one answers; nine stay in flight
+    await until(lambda: len(runner.jobs) == 9)
+    await runner.results.flush()
+    in_flight = 9
+    await old.dispatcher.ownership.leave()
+    new.pusher.hold = True
+    await new.dispatcher.start(loop=True)
+    await clock.sleeping(count=2)  # its bucket starts empty (a queue taken over)
+    clock.advance(0.1)
+    await until(lambda: len(new.pusher.sent) == 10 - in_flight)  # what the cap leaves it
+    await new.pusher.release(10)  # its own attempts end: no slot of its own frees enough
+    await old.pusher.release(10)  # then the old holder's end, unbeknown to the new holder
+    await old.dispatcher.settle()
+    new.pusher.hold = False
+    for _ in range(3):
+        await clock.sleeping(count=2)
+        clock.advance(1)  # the new holder counts the old holder's attempts again each second
+    await until(lambda: len(new.pusher.sent) >= 10)
+    await new.dispatcher.stop()
+
+
+class Deaf(MemoryStore):
+    """Signals between nodes are lost (a NOTIFY that failed)."""
+
+    async def notify(self, messages: list[str]) -> None:
+        return None
+
+
+async def test_changes_whose_signals_are_lost_reach_the_holder_within_a_round() -> None:
+    clock, store = FakeClock(), Deaf()
+    a, b = node(store, clock, "a"), node(store, clock, "b")
+    for world in (a, b):
+        await world.dispatcher.start(loop=True)
+    await a.queue()
+    await a.dispatcher.ownership.round()
+    await b.dispatcher.ownership.round()
+    await a.dispatcher.ownership.round()
+    [holder] = {n for n, w in (("a", a), ("b", b)) if Q in w.dispatcher.ownership.held}
+    holding, other = (a, b) if holder == "a" else (b, a)
+    await other.task()  # its signal is lost: the holder's next round finds the task due
+    for _ in range(2):
+        await clock.sleeping(count=2)
+        clock.advance(1.5)
+    await until(lambda: len(holding.pusher.sent) == 1)
+    await other.queues.pause_queue(Q)  # lost too: the next round reads the queue paused
+    for _ in range(2):
+        await clock.sleeping(count=2)
+        clock.advance(1.5)
+    await until(lambda: holding.dispatcher._workers[Q].queue.state == QueueState.PAUSED)
+    await other.task()
+    for _ in range(2):
+        await clock.sleeping(count=2)
+        clock.advance(1.5)
+    assert len(holding.pusher.sent) == 1
+    for world in (a, b):
+        await world.dispatcher.stop()

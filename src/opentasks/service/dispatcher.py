@@ -90,21 +90,26 @@ class Dispatcher:
         self.signals = Signals(store, clock, node.node_id)
         self.ownership = Ownership(store, clock, node, self._hold, self.signals.nodes_changed)
         self._rounds: asyncio.Task[None] | None = None
+        self._ever_held: set[QueueName] = set()
 
     # -- life cycle ----------------------------------------------------------------------
 
-    async def start(self, *, loop: bool = True) -> None:
-        """Recover attempts lost in a crash (a store only this server opens), listen to other
-        nodes, take this node's share of the queues and start their workers.
-
-        With ``loop=False`` nothing runs by itself: tests call :meth:`run_once` and
-        ``ownership.round()``.
-        """
+    async def recover(self) -> None:
+        """Make attempts lost in a crash due again at once, on a store only this server opens
+        (a shared store releases nothing: leases end by themselves). Call it before the API
+        serves, so that no RunTask claimed meanwhile is released."""
         released = await self._store.release_leases()
         if released:
             DISPATCH_LOG.info(
                 "dispatching again %d task(s) whose attempts were in flight at the last stop", released
             )
+
+    async def start(self, *, loop: bool = True) -> None:
+        """Listen to other nodes, take this node's share of the queues and start their workers.
+
+        With ``loop=False`` nothing runs by itself: tests call :meth:`run_once` and
+        ``ownership.round()``.
+        """
         self._looping = loop
         await self.signals.listen(
             SignalHandlers(
@@ -122,12 +127,15 @@ class Dispatcher:
         """Stop claiming, hand this node's queues over, give attempts in flight
         ``shutdown_grace`` to finish and record their outcomes."""
         self._stopping = True
-        if self._rounds is not None:
-            self._rounds.cancel()
-            await asyncio.gather(self._rounds, return_exceptions=True)
-        for worker in self._workers.values():
-            await worker.stop()
-        self._workers.clear()
+        for job in [self._rounds, *self._background]:
+            if job is not None:
+                job.cancel()
+        await asyncio.gather(
+            *(job for job in [self._rounds, *self._background] if job), return_exceptions=True
+        )
+        workers, self._workers = self._workers, {}
+        for worker in workers.values():
+            await worker.stop(drop_pending=False)  # what they claimed goes out within the grace
         try:
             # The next holders count these attempts in flight against their queues' caps.
             await self.ownership.leave()
@@ -137,24 +145,40 @@ class Dispatcher:
         await self.signals.flush()
 
     async def _hold(self, holdings: Holdings) -> None:
-        """Run a worker for exactly the queues this node holds, each under its current fence."""
+        """Run a worker for exactly the queues this node holds, each under its current fence;
+        then wake the workers of held queues that have due tasks (the fallback for signals that
+        were lost: a worker waiting to be woken looks within one round)."""
         if self._stopping:
             return
         for name in [name for name in self._workers if name not in holdings.fences]:
-            await self._workers.pop(name).stop()
+            await self._workers.pop(name).stop(drop_pending=False)  # handed over: send what it claimed
         for name, fence in holdings.fences.items():
             worker = self._workers.get(name)
             if worker is not None and worker.fence == fence:
                 if worker.fenced:  # a claim was refused before this renewal: go on now
                     worker.wake()
+                if worker.queue != holdings.queues[name]:  # a change whose signal was lost
+                    self._spawn(self._reload(name))
                 continue
             if worker is not None:
-                await worker.stop()
-            foreign = await self._store.leased_tasks(name, self._clock.now())
-            worker = self._workers[name] = self._worker(holdings.queues[name], fence, foreign)
+                await self._workers.pop(name).stop(drop_pending=False)
+            # A queue this node held before keeps nothing of its old bucket; a queue new to the
+            # cluster (epoch 1) starts full, one taken over empty.
+            full = fence.epoch == 1 and name not in self._ever_held
+            self._ever_held.add(name)
+            worker = self._workers[name] = self._worker(holdings.queues[name], fence, full)
             self._revive(worker)
+        await self._wake_due(holdings)
 
-    def _worker(self, queue: Queue, fence: Fence, foreign: int) -> QueueWorker:
+    async def _wake_due(self, holdings: Holdings) -> None:
+        now = self._clock.now()
+        for name in await self._store.due_queues(list(holdings.fences), now):
+            worker = self._workers.get(name)
+            if worker is not None:
+                self._revive(worker)
+                worker.note_due(now)
+
+    def _worker(self, queue: Queue, fence: Fence, full_bucket: bool) -> QueueWorker:
         return QueueWorker(
             queue,
             store=self._store,
@@ -162,15 +186,15 @@ class Dispatcher:
             settings=self.settings,
             runner=self._runner,
             fence=fence,
-            foreign=foreign,
+            full_bucket=full_bucket,
             proven=self.ownership.proven,
         )
 
     # -- events from the services -----------------------------------------------------------
 
     def queue_changed(self, name: QueueName) -> None:
+        self.signals.queue_changed(name)  # even while stopping: the holder may be another node
         if not self._stopping:
-            self.signals.queue_changed(name)
             self._spawn(self._reload(name))
 
     def task_added(self, task: Task) -> None:
@@ -206,7 +230,7 @@ class Dispatcher:
         except NotFound:
             worker = self._workers.pop(name, None)
             if worker is not None:
-                await worker.stop()
+                await worker.stop()  # the queue and its tasks are gone: send nothing more
             return
         except Exception:
             DISPATCH_LOG.exception(
@@ -217,6 +241,8 @@ class Dispatcher:
         if worker is not None:
             worker.configure(queue)
             self._revive(worker)
+        elif name in self.ownership.known:
+            return  # another node holds it
         elif self._looping:
             self.ownership.poke()  # a new queue: its node takes it in the next round
         else:
@@ -258,8 +284,14 @@ class Dispatcher:
         if worker is not None:
             self._runner.track(worker.run_now(claimed, called))
         else:
-            self._runner.track(self._runner.attempt(claimed, queue, retry_from=called))
+            self._runner.track(self._run_elsewhere(claimed, queue, called))
         return claimed
+
+    async def _run_elsewhere(self, claimed: Task, queue: Queue, called: datetime) -> None:
+        """RunTask's attempt of a queue another node holds: its holder hears of the retry."""
+        due = await self._runner.attempt(claimed, queue, retry_from=called)
+        if due is not None:
+            self.signals.task_added(queue.name, due)
 
     def live(self, name: QueueName) -> tuple[int, int]:
         """Attempts of a queue in flight now, and attempts that ended in the last minute."""

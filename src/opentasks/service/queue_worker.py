@@ -25,7 +25,7 @@ from opentasks.service.attempts import (
     DispatchSettings,
     MinuteCount,
 )
-from opentasks.storage.base import Fence, Store
+from opentasks.storage.base import Claim, Fence, Store
 from opentasks.throttled_log import ThrottledLog
 
 # How long a queue's worker pauses after an unexpected error: doubling from the first to the
@@ -43,9 +43,10 @@ class QueueWorker:
     while ``proven()`` is false (its node could not renew its leases in time) it does not even
     try.
     ``foreign`` counts attempts another node (the queue's previous holder) may still have in
-    flight: they take concurrency slots until their leases end or their results come in. A
-    worker of a queue taken over (epoch above 1) starts with an empty bucket, as the previous
-    holder may just have spent the burst.
+    flight: they take concurrency slots until their leases end or their results come in. With a
+    fence the worker counts them at its first pass and again every second while any remain.
+    ``full_bucket=False`` starts the bucket empty (a queue taken over: the previous holder may
+    just have spent the burst).
     """
 
     def __init__(
@@ -57,7 +58,7 @@ class QueueWorker:
         settings: DispatchSettings,
         runner: AttemptRunner,
         fence: Fence | None = None,
-        foreign: int = 0,
+        full_bucket: bool = True,
         proven: Callable[[], bool] = lambda: True,
     ) -> None:
         self._store = store
@@ -66,7 +67,8 @@ class QueueWorker:
         self._runner = runner
         self.queue = queue
         self.fence = fence
-        self.foreign = foreign
+        self.foreign = 0
+        self._count_foreign = fence is not None  # at the first pass
         self.fenced = False  # the last claim was refused: the node no longer proved its lease
         self._proven = proven
         limits = queue.rate_limits
@@ -74,7 +76,7 @@ class QueueWorker:
             limits.max_dispatches_per_second,
             limits.max_burst_size,
             clock.monotonic(),
-            full=fence is None or fence.epoch == 1,
+            full=full_bucket,
         )
         self.refusals = ThrottledLog(DISPATCH_LOG, clock.monotonic, interval_s=ALERT_INTERVAL_S)
         self.inflight = 0  # attempts being sent
@@ -107,9 +109,11 @@ class QueueWorker:
                 exc_info=loop.exception(),
             )
 
-    async def stop(self) -> None:
-        # Claimed but unsent tasks stay claimed in the store; their leases make them due again.
-        self.pending.clear()
+    async def stop(self, *, drop_pending: bool = True) -> None:
+        """Stop claiming. Tasks claimed but not yet sent are sent all the same unless
+        ``drop_pending`` (the queue is gone); dropped ones stay claimed until their leases end."""
+        if drop_pending:
+            self.pending.clear()
         if self._loop is not None:
             self._loop.cancel()
             await asyncio.gather(self._loop, return_exceptions=True)
@@ -210,12 +214,13 @@ class QueueWorker:
         self._blocked_on_slots = False
         if self.queue.state != QueueState.RUNNING:
             return 0, None
-        if self.foreign:
+        if self.foreign or self._count_foreign:
             await self._recount_foreign()
         free = self._free_slots()
         if free < self._claim_threshold() and (self.inflight or self.pending):
             self._blocked_on_slots = True
-            return 0, None
+            # Slots freed by another node's attempts wake no one here: count them again soon.
+            return 0, _FOREIGN_RECOUNT_SECONDS if self.foreign else None
         if free <= 0:  # only another node's attempts fill the slots: look again when some end
             return 0, _FOREIGN_RECOUNT_SECONDS
         if not self._proven():
@@ -230,9 +235,16 @@ class QueueWorker:
     async def _claim(self, limit: int) -> tuple[int, float | None]:
         """Claim up to ``limit`` due tasks and start them; (started, seconds to wait)."""
         now = self._clock.now()
-        claim = await self._store.claim_due_tasks(
-            self.queue.name, now, limit, self._settings.lease_grace, self.fence
+        request = asyncio.ensure_future(
+            self._store.claim_due_tasks(self.queue.name, now, limit, self._settings.lease_grace, self.fence)
         )
+        try:
+            claim = await asyncio.shield(request)
+        except asyncio.CancelledError:
+            # Stopped while claiming (a hand-over): tasks claimed all the same are sent, not
+            # left leased for a dispatch deadline.
+            request.add_done_callback(self._send_orphans)
+            raise
         if claim.fenced:
             self.fenced = True  # the node's next round renews the lease or stops this worker
             return 0, None
@@ -251,9 +263,15 @@ class QueueWorker:
             wait = _FOREIGN_RECOUNT_SECONDS if wait is None else min(wait, _FOREIGN_RECOUNT_SECONDS)
         return len(claim.tasks), wait
 
+    def _send_orphans(self, request: asyncio.Future[Claim]) -> None:
+        if not request.cancelled() and request.exception() is None:
+            for task in request.result().tasks:
+                self.enqueue(task)
+
     async def _recount_foreign(self) -> None:
         """The previous holder's attempts still leased: all leased tasks but this worker's own."""
         leased = await self._store.leased_tasks(self.queue.name, self._clock.now())
+        self._count_foreign = False
         self.foreign = max(0, leased - self.inflight - len(self.pending))
 
     def wake(self) -> None:

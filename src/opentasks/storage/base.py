@@ -218,6 +218,11 @@ class Store(Protocol):
         """
         ...
 
+    async def due_queues(self, queues: Collection[QueueName], now: datetime) -> set[QueueName]:
+        """Those of ``queues`` that hold a task due at ``now`` (scheduled, retried, or whose
+        lease ended): one indexed lookup per queue, no task row read."""
+        ...
+
     async def leased_tasks(self, queue: QueueName, now: datetime) -> int:
         """How many tasks of ``queue`` are claimed with a lease running past ``now`` (attempts
         that may be in flight, on any node)."""

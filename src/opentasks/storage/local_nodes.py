@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from opentasks.domain.limits import later
 from opentasks.domain.names import QueueName
 from opentasks.storage.base import FORGET_NODES_AFTER, Fence, NodeInfo, SignalListener, node_id_in_use
 
@@ -74,10 +75,10 @@ class LocalNodes:
             await self.leave(node_id)  # the last incarnation is gone: its holds end with it
             node = None
         if node is None:
-            self._nodes[node_id] = _Node(incarnation, address, now, now, now + ttl)
+            self._nodes[node_id] = _Node(incarnation, address, now, now, later(now, ttl))
         else:
-            node.address, node.heartbeat, node.expires = address, now, now + ttl
-        for gone in [n for n, info in self._nodes.items() if info.expires + FORGET_NODES_AFTER < now]:
+            node.address, node.heartbeat, node.expires = address, now, later(now, ttl)
+        for gone in [n for n, info in self._nodes.items() if info.expires < now - FORGET_NODES_AFTER]:
             del self._nodes[gone]
 
     async def leave(self, node_id: str) -> None:
@@ -99,7 +100,7 @@ class LocalNodes:
     async def own_queues(
         self, node_id: str, wanted: Collection[QueueName], now: datetime, ttl: timedelta
     ) -> dict[QueueName, Fence]:
-        until = now + ttl
+        until = later(now, ttl)
         unleased = await self._existing_queues([name for name in wanted if name not in self._leases])
         for name in wanted:
             lease = self._leases.get(name)

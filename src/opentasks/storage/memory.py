@@ -249,11 +249,11 @@ class MemoryStore(LocalNodes):
     async def claim_due_tasks(
         self, queue: QueueName, now: datetime, limit: int, lease_grace: timedelta, fence: Fence | None = None
     ) -> Claim:
+        if not self._holds(fence, queue, now):
+            return Claim([], None, fenced=True)
         slot = self._queues.get(queue)
         if slot is None:
             return Claim([], None)
-        if not self._holds(fence, queue, now):
-            return Claim([], None, fenced=True)
         claimed: list[Task] = []
         while len(claimed) < limit:
             entry = slot.pop_due(now)
@@ -297,6 +297,15 @@ class MemoryStore(LocalNodes):
                     slot.schedule(entry)
                     released += 1
         return released
+
+    async def due_queues(self, queues: Collection[QueueName], now: datetime) -> set[QueueName]:
+        found = set()
+        for name in queues:
+            slot = self._queues.get(name)
+            due = slot.next_due() if slot is not None else None
+            if due is not None and due <= now:
+                found.add(name)
+        return found
 
     async def leased_tasks(self, queue: QueueName, now: datetime) -> int:
         slot = self._queues.get(queue)

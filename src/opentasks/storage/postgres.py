@@ -400,6 +400,17 @@ class PostgresStore:
         timeouts instead: a claimed task falls due again when its lease ends."""
         return 0
 
+    async def due_queues(self, queues: Collection[QueueName], now: datetime) -> set[QueueName]:
+        if not queues:
+            return set()
+        parents, ids = [str(name.parent) for name in queues], [name.queue_id for name in queues]
+
+        async def run(conn: Conn) -> set[QueueName]:
+            found = await conn.fetch(sql.DUE_QUEUES, parents, ids, codec.to_micros(now))
+            return {QueueName.in_location(row[0], row[1]) for row in found}
+
+        return await self._run("look for due tasks", run)
+
     async def leased_tasks(self, queue: QueueName, now: datetime) -> int:
         async def run(conn: Conn) -> int:
             return int(await conn.fetchval(sql.LEASED_TASKS, *_key(queue), codec.to_micros(now)))

@@ -20,6 +20,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 
+from opentasks.domain.limits import later
 from opentasks.domain.names import QueueName
 from opentasks.storage import codec
 from opentasks.storage.base import FORGET_NODES_AFTER, Fence, NodeInfo, SignalListener, node_id_in_use
@@ -91,7 +92,7 @@ class NodeRows:
     async def heartbeat(
         self, node_id: str, incarnation: str, address: str, now: datetime, ttl: timedelta
     ) -> None:
-        now_us, until = codec.to_micros(now), codec.to_micros(now + ttl)
+        now_us, until = codec.to_micros(now), codec.to_micros(later(now, ttl))
         forget_us = codec.to_micros(now - FORGET_NODES_AFTER)
 
         async def run(conn: Conn) -> None:
@@ -136,7 +137,7 @@ class NodeRows:
     async def own_queues(
         self, node_id: str, wanted: Collection[QueueName], now: datetime, ttl: timedelta
     ) -> dict[QueueName, Fence]:
-        until, now_us = codec.to_micros(now + ttl), codec.to_micros(now)
+        until, now_us = codec.to_micros(later(now, ttl)), codec.to_micros(now)
         parents, ids = _columns(wanted)
 
         async def run(conn: Conn) -> dict[QueueName, Fence]:

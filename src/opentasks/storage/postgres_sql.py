@@ -191,6 +191,13 @@ WITH saved AS ({SAVE_CLAIMS})
 SELECT min(due_us) FROM tasks WHERE queue_pk = (SELECT pk FROM queues WHERE parent = $5 AND queue_id = $6)
     AND seq <> ALL ($1::bigint[])
 """
+# Which of the given queues hold a due task: one probe of tasks_due per queue.
+DUE_QUEUES = """
+SELECT q.parent, q.queue_id FROM queues q
+    JOIN unnest($1::text[], $2::text[]) AS w (parent, queue_id)
+    ON q.parent = w.parent AND q.queue_id = w.queue_id
+WHERE EXISTS (SELECT 1 FROM tasks t WHERE t.queue_pk = q.pk AND t.due_us <= $3)
+"""
 NEXT_DUE = f"SELECT min(due_us) FROM tasks WHERE queue_pk = {_QUEUE_PK}"
 LEASED_TASKS = f"""
 SELECT count(*) FROM tasks WHERE queue_pk = {_QUEUE_PK} AND due_us > $3 AND due_us <> schedule_us

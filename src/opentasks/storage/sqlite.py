@@ -426,6 +426,17 @@ class SqliteStore(LocalNodes):
 
         return await self._write(run, durable=False)
 
+    async def due_queues(self, queues: Collection[QueueName], now: datetime) -> set[QueueName]:
+        wanted = {(str(name.parent), name.queue_id): name for name in queues}
+        if not wanted:
+            return set()
+        sql = (
+            "SELECT parent, queue_id FROM queues q"
+            " WHERE EXISTS (SELECT 1 FROM tasks WHERE queue_pk = q.pk AND due_us <= ?)"
+        )
+        found = await self._read(lambda conn: conn.execute(sql, (codec.to_micros(now),)).fetchall())
+        return {wanted[key] for key in map(tuple, found) if key in wanted}
+
     async def leased_tasks(self, queue: QueueName, now: datetime) -> int:
         def run(conn: sqlite3.Connection) -> int:
             pk = _queue_pk(conn, queue)
