@@ -1,30 +1,44 @@
 """Dispatcher benchmarks against a minimal aiohttp handler in another process.
 
-* throughput: a backlog of due tasks in one queue, resumed at once, versus a bare aiohttp
-  client loop sending as many requests to the same handler in the same run (the baseline);
+* throughput: a backlog of due tasks in one queue, resumed at once, versus the best of bare
+  aiohttp client loops at several concurrencies (1 to 1,000) sending the same requests to the
+  same handler in the same run (the baseline);
 * latency: create -> delivery at a steady 50 tasks/s, and lateness of tasks scheduled 2 s ahead;
 * rate: the steady dispatch rate of a queue at 5/s and 200/s, and its largest burst.
 
 Usage: python bench/dispatch.py [--backlog 20000] [--rate-seconds 60] [--only throughput,latency,rate]
+                                [--storage URL ...]
+
+``--storage`` (repeatable) measures those stores instead of a temporary SQLite file, e.g.
+``--storage sqlite:////tmp/d.db --storage postgresql://postgres@127.0.0.1:5432/opentasks_bench``
+(a missing PostgreSQL database is created). Every queue gets a name of its own and is deleted
+at the end, so a database can be reused; the throughput rounds alternate the baseline and
+every store.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
+import asyncpg
 import grpc
 import psutil
+from google.api_core import exceptions
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
 from google.protobuf import timestamp_pb2
@@ -34,16 +48,28 @@ from opentasks.testing import ServerProcess, free_port
 HERE = Path(__file__).parent
 PARENT = "projects/bench/locations/us-central1"
 BODY = b'{"order": 42, "action": "charge"}'
+CONCURRENCIES = (1, 4, 16, 64, 256, 1000)
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A handler process: where tasks go, and its pid (for its CPU)."""
+
+    base: str
+    pid: int
+
+    def cpu(self) -> float:
+        return sum(psutil.Process(self.pid).cpu_times()[:2])
 
 
 @contextmanager
-def handler_process() -> Iterator[str]:
+def handler_process(script: str = "handler.py") -> Iterator[Handler]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, str(HERE / "handler.py"), str(port)])
+    process = subprocess.Popen([sys.executable, str(HERE / script), str(port)])
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_http(base)
-        yield base
+        yield Handler(base, process.pid)
     finally:
         process.terminate()
         process.wait(10)
@@ -84,6 +110,16 @@ def _client(address: str) -> tasks_v2.CloudTasksAsyncClient:
     return tasks_v2.CloudTasksAsyncClient(transport=CloudTasksGrpcAsyncIOTransport(channel=channel))
 
 
+def _queue_name(prefix: str) -> str:
+    """A queue name used once: a reused database keeps deleted queue names reserved."""
+    return f"{PARENT}/queues/{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def _delete_queue(client: tasks_v2.CloudTasksAsyncClient, queue: str) -> None:
+    with contextlib.suppress(exceptions.NotFound):
+        await client.delete_queue(name=queue)
+
+
 async def _load(client: tasks_v2.CloudTasksAsyncClient, queue: str, url: str, count: int) -> None:
     """Create ``count`` tasks with BatchCreateTasks, 100 per call, 8 calls at a time."""
     task = {"http_request": {"url": url, "body": BODY, "headers": {"Content-Type": "application/json"}}}
@@ -100,12 +136,159 @@ async def _load(client: tasks_v2.CloudTasksAsyncClient, queue: str, url: str, co
     await asyncio.gather(*(loader() for _ in range(8)))
 
 
+# -- stores -----------------------------------------------------------------------------------
+
+
+def store_label(url: str) -> str:
+    """``SQLite`` or ``PostgreSQL`` with the database's name, never a password."""
+    parts = urlsplit(url)
+    if parts.scheme.startswith("postgres"):
+        return f"PostgreSQL {parts.path.lstrip('/')}"
+    return "SQLite" if parts.scheme == "sqlite" else parts.scheme
+
+
+def is_postgres(url: str) -> bool:
+    return urlsplit(url).scheme in ("postgres", "postgresql")
+
+
+def driver_dsn(url: str) -> str:
+    """``url`` for asyncpg: without the options only opentasks reads (search_path stays)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("pool_size", "connect_timeout")]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+
+
+def with_database(url: str, database: str) -> str:
+    """``url`` pointing at another database of the same PostgreSQL server, without its options."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", "", ""))
+
+
+async def ensure_database(url: str, *, fresh: bool = False) -> None:
+    """Create the PostgreSQL database ``url`` names if it is missing (dropped first if ``fresh``)."""
+    database = urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(with_database(url, "postgres"), timeout=10)
+    try:
+        if fresh:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
+            await conn.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await conn.close()
+
+
+async def drop_database(url: str) -> None:
+    database = urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(with_database(url, "postgres"), timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def database_cpu() -> float:
+    """CPU seconds used so far by the PostgreSQL server's processes on this machine."""
+    total = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        times = process.info["cpu_times"]
+        if process.info["name"] == "postgres" and times is not None:
+            total += times.user + times.system
+    return total
+
+
+async def holder(url: str, queue: str) -> str | None:
+    """The node holding ``queue`` in the PostgreSQL database ``url`` (None while nobody does)."""
+    parent, queue_id = queue.rsplit("/queues/", 1)
+    conn = await asyncpg.connect(driver_dsn(url), timeout=10)
+    try:
+        found: str | None = await conn.fetchval(
+            "SELECT o.node_id FROM queue_owners o JOIN queues q ON q.pk = o.queue_pk"
+            " WHERE q.parent = $1 AND q.queue_id = $2 AND o.expire_us > $3",
+            parent,
+            queue_id,
+            int(time.time() * 1e6),
+        )
+        return found
+    finally:
+        await conn.close()
+
+
+async def wait_held(url: str, queue: str, timeout_s: float = 30) -> str:
+    """Wait until a node holds ``queue``; its node ID."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = await holder(url, queue)
+        if found is not None:
+            return found
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"no node took {queue} in {timeout_s} s")
+
+
+async def create_paused_queue(
+    client: tasks_v2.CloudTasksAsyncClient, queue: dict[str, Any], url: str
+) -> tasks_v2.Queue:
+    """Create ``queue`` and pause it. On PostgreSQL the pause waits until a node holds the queue
+    and has had a moment to start its worker: a pause landing while the node's round that takes
+    a new queue is under way was seen not to reach the worker (it kept dispatching)."""
+    created = await client.create_queue(parent=PARENT, queue=queue)
+    if is_postgres(url):
+        await wait_held(url, created.name)
+        await asyncio.sleep(0.5)
+    await client.pause_queue(name=created.name)
+    return created
+
+
+async def check_paused(session: aiohttp.ClientSession, base: str, queue: str) -> None:
+    """Fail loudly if tasks of a paused queue were delivered (the figures would be wrong)."""
+    await asyncio.sleep(0.2)
+    count = (await _handler_call(session, base, "/__stats?count_only=1"))["count"]
+    if count:
+        raise RuntimeError(f"{count} tasks of the paused queue {queue} were delivered before resume")
+
+
+@dataclass(frozen=True)
+class Server:
+    label: str
+    url: str
+    process: ServerProcess
+
+    @property
+    def postgres(self) -> bool:
+        return is_postgres(self.url)
+
+
+@contextmanager
+def stores(urls: list[str], *extra: str) -> Iterator[list[Server]]:
+    """A server on each store (a temporary SQLite file if none is given)."""
+    with ExitStack() as stack:
+        if not urls:
+            urls = [f"sqlite:///{stack.enter_context(tempfile.TemporaryDirectory())}/bench.db"]
+        running = []
+        for url in urls:
+            if is_postgres(url):
+                asyncio.run(ensure_database(url))
+            running.append(Server(store_label(url), url, stack.enter_context(ServerProcess(url, *extra))))
+        yield running
+
+
 # -- throughput -------------------------------------------------------------------------------
 
 
-async def bare_client_loop(base: str, total: int, concurrency: int) -> tuple[float, float]:
+@dataclass(frozen=True)
+class Run:
+    """One measured run: requests or tasks per second, and CPU per request of each side."""
+
+    rate: float
+    cpu_us: float  # the client's (baseline) or the server's (opentasks)
+    handler_cpu_us: float
+    database_cpu_us: float = 0.0
+
+
+async def bare_client_loop(handler: Handler, total: int, concurrency: int, max_seconds: float) -> Run:
     """The baseline: the fastest plain aiohttp loop we can write, sending the very request a
-    dispatch sends (same URL, body and headers) to the same handler."""
+    dispatch sends (same URL, body and headers) to the same handler, ``concurrency`` at a time,
+    ``total`` requests or for ``max_seconds``, whichever ends first."""
+    base = handler.base
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "Google-Cloud-Tasks",
@@ -119,75 +302,88 @@ async def bare_client_loop(base: str, total: int, concurrency: int) -> tuple[flo
     async with aiohttp.ClientSession(connector=connector) as session:
         await _handler_call(session, base, "/__reset", "POST")
         remaining = iter(range(total))
+        sent = 0
 
         async def worker() -> None:
+            nonlocal sent
             for _ in remaining:
+                if time.monotonic() > deadline:
+                    return
                 async with session.post(f"{base}/task", data=BODY, headers=headers) as response:
                     await response.read()
+                sent += 1
 
-        start, cpu = time.monotonic(), time.process_time()
+        start, cpu, handler_cpu = time.monotonic(), time.process_time(), handler.cpu()
+        deadline = start + max_seconds
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed, cpu = time.monotonic() - start, time.process_time() - cpu
-        return total / elapsed, cpu / total * 1e6
+        handler_cpu = handler.cpu() - handler_cpu
+        return Run(sent / elapsed, cpu / sent * 1e6, handler_cpu / sent * 1e6)
 
 
-async def opentasks_backlog(
-    address: str, base: str, total: int, concurrency: int, *, pid: int, round_: int = 0
-) -> tuple[float, float]:
-    """(tasks/s, server CPU µs per task) while a paused backlog drains after resume."""
-    client = _client(address)
-    queue = f"{PARENT}/queues/throughput-{round_}"
-    await client.create_queue(
-        parent=PARENT,
-        queue={
-            "name": queue,
-            "rate_limits": {"max_dispatches_per_second": 1_000_000, "max_concurrent_dispatches": concurrency},
-        },
-    )
-    await client.pause_queue(name=queue)
-    await _load(client, queue, f"{base}/task", total)
-    server = psutil.Process(pid)
+async def opentasks_backlog(server: Server, handler: Handler, total: int, concurrency: int) -> Run:
+    """A paused backlog of ``total`` due tasks drained after resume: tasks/s and CPU per task."""
+    client = _client(server.process.address)
+    queue = _queue_name("throughput")
+    limits = {"max_dispatches_per_second": 1_000_000, "max_concurrent_dispatches": concurrency}
+    postgres = server.postgres
     async with aiohttp.ClientSession() as session:
-        await _handler_call(session, base, "/__reset", "POST")
-        start, cpu = time.monotonic(), sum(server.cpu_times()[:2])
+        await _handler_call(session, handler.base, "/__reset", "POST")
+        await create_paused_queue(client, {"name": queue, "rate_limits": limits}, server.url)
+        await _load(client, queue, f"{handler.base}/task", total)
+        await check_paused(session, handler.base, queue)
+        process = psutil.Process(server.process.pid)
+        start, cpu, handler_cpu = time.monotonic(), sum(process.cpu_times()[:2]), handler.cpu()
+        database = database_cpu() if postgres else 0.0
         await client.resume_queue(name=queue)
-        end = await _wait_count(session, base, total, timeout_s=600)
-        cpu = sum(server.cpu_times()[:2]) - cpu
-    return total / (end - start), cpu / total * 1e6
+        end = await _wait_count(session, handler.base, total, timeout_s=600)
+        cpu = sum(process.cpu_times()[:2]) - cpu
+        handler_cpu = handler.cpu() - handler_cpu
+        database = database_cpu() - database if postgres else 0.0
+    await _delete_queue(client, queue)
+    return Run(total / (end - start), cpu / total * 1e6, handler_cpu / total * 1e6, database / total * 1e6)
 
 
 def throughput(args: argparse.Namespace) -> None:
-    """Alternate baseline and dispatcher runs in one session; compare the medians."""
-    bare: list[float] = []
-    ours: list[float] = []
-    bare_cpu: list[float] = []
-    our_cpu: list[float] = []
-    with handler_process() as base, tempfile.TemporaryDirectory() as folder:
-        storage = f"sqlite:///{folder}/bench.db"
-        with ServerProcess(storage, "--max-rate-per-queue", "1000000") as server:
-            for round_ in range(args.rounds):
-                rate, cpu = asyncio.run(bare_client_loop(base, args.backlog, args.concurrency))
-                bare.append(rate)
-                bare_cpu.append(cpu)
-                backlog = opentasks_backlog(
-                    server.address, base, args.backlog, args.concurrency, pid=server.pid, round_=round_
-                )
-                rate, cpu = asyncio.run(backlog)
-                ours.append(rate)
-                our_cpu.append(cpu)
-    baseline, dispatcher = statistics.median(bare), statistics.median(ours)
+    """Alternate the baseline (every concurrency) and every store in rounds of one session;
+    compare medians, the baseline being the best concurrency's median."""
+    concurrencies = [int(c) for c in args.concurrencies.split(",")]
+    bare: dict[int, list[Run]] = {c: [] for c in concurrencies}
+    with handler_process() as handler, stores(args.storage, "--max-rate-per-queue", "1000000") as servers:
+        ours: dict[str, list[Run]] = {server.label: [] for server in servers}
+        for _ in range(args.rounds):
+            for c in concurrencies:
+                bare[c].append(asyncio.run(bare_client_loop(handler, args.backlog, c, args.bare_seconds)))
+            for server in servers:
+                backlog = opentasks_backlog(server, handler, args.backlog, args.concurrency)
+                ours[server.label].append(asyncio.run(backlog))
+    medians = {c: statistics.median(r.rate for r in runs) for c, runs in bare.items()}
+    best = max(medians, key=lambda c: medians[c])
+    baseline = medians[best]
     print(
-        f"throughput: backlog of {args.backlog} due tasks, {args.concurrency} concurrent, SQLite store, "
-        f"median of {args.rounds} alternating rounds"
+        f"throughput: backlog of {args.backlog} due tasks, max_concurrent_dispatches {args.concurrency}, "
+        f"rate cap lifted; medians of {args.rounds} alternating rounds"
     )
-    print(f"  bare aiohttp client loop : {baseline:8,.0f} requests/s  (rounds: {_figures(bare)})")
-    print(f"  opentasks dispatcher     : {dispatcher:8,.0f} tasks/s     (rounds: {_figures(ours)})")
-    print(f"  ratio                    : {dispatcher / baseline:.0%} of the baseline (target >= 85%)")
-    client_cpu, server_cpu = statistics.median(bare_cpu), statistics.median(our_cpu)
-    print(
-        f"  CPU per request          : bare client {client_cpu:.0f} us, opentasks server {server_cpu:.0f} us "
-        f"({server_cpu / client_cpu:.2f}x; steadier than the rates on a noisy host)"
-    )
+    print("  bare aiohttp client loop by concurrency (requests/s; client, handler CPU per request):")
+    for c, runs in bare.items():
+        mark = "  <- baseline" if c == best else ""
+        print(
+            f"    {c:>5} : {medians[c]:8,.0f}  (rounds: {_figures([r.rate for r in runs])}; "
+            f"{_median(runs, 'cpu_us'):.0f} us, {_median(runs, 'handler_cpu_us'):.0f} us){mark}"
+        )
+    print(f"  {'store':<28}{'tasks/s':>9}{'vs best bare':>14}{'server':>9}{'database':>10}{'handler':>9}")
+    for label, runs in ours.items():
+        rate = statistics.median(r.rate for r in runs)
+        print(
+            f"  {label:<28}{rate:>9,.0f}{rate / baseline:>13.0%} {_median(runs, 'cpu_us'):>6.0f} us"
+            f"{_median(runs, 'database_cpu_us'):>7.0f} us{_median(runs, 'handler_cpu_us'):>6.0f} us"
+            f"   (rounds: {_figures([r.rate for r in runs])})"
+        )
+    print("  (CPU per task; target: PostgreSQL >= 70% of the best bare loop, SQLite >= 85%)")
+
+
+def _median(runs: list[Run], field: str) -> float:
+    return statistics.median(getattr(r, field) for r in runs)
 
 
 def _figures(values: list[float]) -> str:
@@ -204,7 +400,7 @@ async def latency_run(address: str, base: str, count: int, rate: float, ahead_s:
     ``ahead_s`` seconds ahead and the delay is delivery - schedule_time (negative = early).
     """
     client = _client(address)
-    queue = f"{PARENT}/queues/latency-{int(ahead_s)}"
+    queue = _queue_name(f"latency-{int(ahead_s)}")
     await client.create_queue(parent=PARENT, queue={"name": queue})
     sent: dict[str, float] = {}
     async with aiohttp.ClientSession() as session:
@@ -222,6 +418,7 @@ async def latency_run(address: str, base: str, count: int, rate: float, ahead_s:
             sent[created.name.rsplit("/", 1)[1]] = wall + ahead_s
         await _wait_count(session, base, count, timeout_s=60)
         stats = await _handler_call(session, base, "/__stats")
+    await _delete_queue(client, queue)
     return [(wall - sent[name]) * 1000 for _, wall, name, _ in stats["arrivals"]]
 
 
@@ -230,40 +427,43 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def latency(args: argparse.Namespace) -> None:
-    with handler_process() as base, ServerProcess("sqlite:///" + tempfile.mkdtemp() + "/lat.db") as server:
-        immediate = asyncio.run(latency_run(server.address, base, args.latency_tasks, 50, 0))
-        scheduled = asyncio.run(latency_run(server.address, base, args.latency_tasks // 2, 50, 2))
-    print(f"latency: {args.latency_tasks} tasks at 50/s, SQLite store")
-    p50, p99 = _percentile(immediate, 50), _percentile(immediate, 99)
-    print(
-        f"  create -> delivery         p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   (target p50 <= 5, p99 <= 25)"
-    )
-    p50, p99 = _percentile(scheduled, 50), _percentile(scheduled, 99)
-    print(
-        f"  scheduled 2 s ahead, late  p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
-        f"   earliest {min(scheduled):+.2f} ms (never early: >= 0)"
-    )
+    with handler_process() as handler, stores(args.storage) as servers:
+        for server in servers:
+            address = server.process.address
+            immediate = asyncio.run(latency_run(address, handler.base, args.latency_tasks, 50, 0))
+            scheduled = asyncio.run(latency_run(address, handler.base, args.latency_tasks // 2, 50, 2))
+            print(f"latency: {args.latency_tasks} tasks at 50/s, {server.label}")
+            p50, p99 = _percentile(immediate, 50), _percentile(immediate, 99)
+            print(
+                f"  create -> delivery         p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
+                "   (target p50 <= 5, p99 <= 25)"
+            )
+            p50, p99 = _percentile(scheduled, 50), _percentile(scheduled, 99)
+            print(
+                f"  scheduled 2 s ahead, late  p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
+                f"   earliest {min(scheduled):+.2f} ms (never early: >= 0)"
+            )
 
 
 # -- rate accuracy ----------------------------------------------------------------------------
 
 
-async def rate_run(address: str, base: str, rate: float, seconds: float) -> tuple[float, int, int, int]:
+async def rate_run(server: Server, base: str, rate: float, seconds: float) -> tuple[float, int, int, int]:
     """(steady rate after the burst, excess over the bucket bound raw and with 25 ms jitter, burst)."""
-    client = _client(address)
-    queue = f"{PARENT}/queues/rate-{int(rate)}"
-    created = await client.create_queue(
-        parent=PARENT, queue={"name": queue, "rate_limits": {"max_dispatches_per_second": rate}}
-    )
-    burst = created.rate_limits.max_burst_size
-    total = int(rate * seconds) + burst
-    await client.pause_queue(name=queue)
-    await _load(client, queue, f"{base}/task", total)
+    client = _client(server.process.address)
+    queue = _queue_name(f"rate-{int(rate)}")
     async with aiohttp.ClientSession() as session:
         await _handler_call(session, base, "/__reset", "POST")
+        fields = {"name": queue, "rate_limits": {"max_dispatches_per_second": rate}}
+        created = await create_paused_queue(client, fields, server.url)
+        burst = created.rate_limits.max_burst_size
+        total = int(rate * seconds) + burst
+        await _load(client, queue, f"{base}/task", total)
+        await check_paused(session, base, queue)
         await client.resume_queue(name=queue)
         await _wait_count(session, base, total, timeout_s=seconds * 2 + 30)
         stats = await _handler_call(session, base, "/__stats")
+    await _delete_queue(client, queue)
     times = sorted(t for t, _, _, _ in stats["arrivals"])
     steady = times[burst:]
     measured = (len(steady) - 1) / (steady[-1] - steady[0])
@@ -288,16 +488,18 @@ def _bucket_excess(times: list[float], burst: int, rate: float, jitter_s: float)
 
 
 def rate(args: argparse.Namespace) -> None:
-    with handler_process() as base, ServerProcess("sqlite:///" + tempfile.mkdtemp() + "/rate.db") as server:
-        for target in (5.0, 200.0):
-            outcome = asyncio.run(rate_run(server.address, base, target, args.rate_seconds))
-            measured, raw, jittered, burst = outcome
-            print(
-                f"rate {target:g}/s over {args.rate_seconds:g} s: measured {measured:.3f}/s "
-                f"({(measured - target) / target:+.2%}, target within ±2%), burst {burst}; most arrivals "
-                f"beyond the bucket bound in any window: {raw} as timed at the handler, {jittered} "
-                "allowing 25 ms for the network and for sending the burst (target 0)"
-            )
+    with handler_process() as handler, stores(args.storage) as servers:
+        for server in servers:
+            for target in (5.0, 200.0):
+                outcome = asyncio.run(rate_run(server, handler.base, target, args.rate_seconds))
+                measured, raw, jittered, burst = outcome
+                print(
+                    f"rate {target:g}/s over {args.rate_seconds:g} s, {server.label}: "
+                    f"measured {measured:.3f}/s "
+                    f"({(measured - target) / target:+.2%}, target within ±2%), burst {burst}; most "
+                    f"arrivals beyond the bucket bound in any window: {raw} as timed at the handler, "
+                    f"{jittered} allowing 25 ms for the network and for sending the burst (target 0)"
+                )
 
 
 def main() -> None:
@@ -311,11 +513,25 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--backlog", type=int, default=20_000)
-    parser.add_argument("--concurrency", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=1000, help="the queue's max_concurrent_dispatches")
+    parser.add_argument(
+        "--concurrencies",
+        default=",".join(map(str, CONCURRENCIES)),
+        help="concurrencies of the bare client loops; the best is the baseline",
+    )
+    parser.add_argument(
+        "--bare-seconds",
+        type=float,
+        default=10.0,
+        help="longest run of one bare loop (it also stops at --backlog)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--latency-tasks", type=int, default=500)
     parser.add_argument("--rate-seconds", type=float, default=60)
     parser.add_argument("--only", default="throughput,latency,rate")
+    parser.add_argument(
+        "--storage", action="append", default=[], metavar="URL", help="a store to measure (repeatable)"
+    )
     args = parser.parse_args()
     benches = {"throughput": throughput, "latency": latency, "rate": rate}
     for name in args.only.split(","):
