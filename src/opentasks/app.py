@@ -54,8 +54,10 @@ _log = logging.getLogger("opentasks")
 GRPC_MAX_CONNECTION_IDLE_MS = 5 * 60 * 1000
 
 
-def build_store(url: StorageUrl) -> Store:
-    """The store a storage URL names; ConfigError for a backend this server does not have."""
+def build_store(url: StorageUrl, *, migrate: bool = True) -> Store:
+    """The store a storage URL names; ConfigError for a backend this server does not have.
+    ``migrate=False`` (tools that only read) opens a PostgreSQL database without upgrading
+    its schema."""
     match url.backend:
         case "memory":
             return MemoryStore()
@@ -64,7 +66,9 @@ def build_store(url: StorageUrl) -> Store:
         case "sqlite":
             raise ConfigError("--storage: the sqlite URL names no file; write sqlite:///opentasks.db.")
         case "postgresql" if url.dsn is not None:
-            return PostgresStore(url.dsn, pool_size=url.pool_size, connect_timeout=url.connect_timeout)
+            return PostgresStore(
+                url.dsn, pool_size=url.pool_size, connect_timeout=url.connect_timeout, migrate=migrate
+            )
         case "postgresql":
             raise ConfigError(
                 "--storage: the postgresql URL is missing; write postgresql://user@host/database."

@@ -74,7 +74,9 @@ async def test_a_node_that_leaves_frees_its_queues(store: Store, queues: list[Qu
     await store.heartbeat(B, "i1", "b", T0, TTL)
     await store.own_queues(A, [Q1, Q2], T0, TTL)
     assert {n.node_id: n.queues for n in await store.nodes()} == {A: 2, B: 0}
-    await store.leave(A)
+    await store.leave(A, "another process")  # not this node's incarnation: nothing happens
+    assert {n.node_id: n.queues for n in await store.nodes()} == {A: 2, B: 0}
+    await store.leave(A, "i1")
     assert [n.node_id for n in await store.nodes()] == [B]
     assert await store.own_queues(B, [Q1, Q2], T0 + timedelta(seconds=1), TTL) == {
         Q1: Fence(B, 2),

@@ -14,10 +14,9 @@ from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.queue import Queue, resolve_queue
 from opentasks.domain.task import HttpRequest, TaskDraft, new_task
 from opentasks.errors import AlreadyExists, Unavailable
-from opentasks.storage.base import AttemptResult, Windows
+from opentasks.storage.base import AttemptResult, StoreUnusable, Windows
 from opentasks.storage.postgres import PostgresStore
 from opentasks.storage.postgres_sql import latest_schema
-from opentasks.storage.sqlite_files import StoreUnusable
 from tests.contract.conftest import empty_postgres
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)

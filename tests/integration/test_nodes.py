@@ -310,3 +310,32 @@ def test_queue_changes_through_any_node_take_effect_on_the_holder_at_once(
         while handler.nothing_more(1.0) is False:
             late.append(time.monotonic())
         assert all(at - deleted_at < 0.5 for at in late)
+
+
+def test_a_second_server_with_a_node_id_in_use_is_refused_and_changes_nothing(
+    storage: str, tmp_path: Path
+) -> None:
+    with ServerProcess(storage, "--node-id", "only", log_path=tmp_path / "first.log") as first:
+        make_queue(first.client(), "kept")
+        second = subprocess.run(
+            [
+                OPENTASKS,
+                "serve",
+                "--port",
+                "0",
+                "--http-port",
+                "0",
+                "--storage",
+                storage,
+                "--node-id",
+                "only",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1
+        assert "--node-id only is in use by another running server" in second.stderr
+        assert "Traceback" not in second.stderr
+        listed = Nodes(storage, tmp_path).listed()
+        assert listed["only"]["state"] == "alive" and listed["only"]["queues"] == 1

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from opentasks.storage.base import StoreUnusable
 from opentasks.storage.sqlite import DatabaseInUse, SqliteStore
-from opentasks.storage.sqlite_files import StoreUnusable, latest_schema
+from opentasks.storage.sqlite_files import latest_schema
 
 
 def mode(path: Path) -> int:

@@ -10,7 +10,8 @@ import click
 
 from opentasks.clock import SystemClock
 from opentasks.config import ConfigError, StorageUrl
-from opentasks.storage.base import NodeInfo, Store
+from opentasks.errors import OpenTasksError
+from opentasks.storage.base import NodeInfo, Store, StoreUnusable
 
 
 @click.group()
@@ -42,7 +43,7 @@ def list_nodes(storage: str, output: str) -> None:
     from opentasks.app import build_store  # noqa: PLC0415 (the server loads only for this command)
 
     now = SystemClock().now()
-    found = asyncio.run(_read(build_store(url)))
+    found = asyncio.run(_read(build_store(url, migrate=False)))
     if output == "json":
         click.echo(json.dumps([_as_json(node, now) for node in found], indent=2))
         return
@@ -66,10 +67,12 @@ def list_nodes(storage: str, output: str) -> None:
 async def _read(store: Store) -> list[NodeInfo]:
     try:
         await store.open()
-    except Exception as error:
+    except (StoreUnusable, OpenTasksError) as error:
         raise click.ClickException(str(error)) from None
     try:
         return await store.nodes()
+    except OpenTasksError as error:
+        raise click.ClickException(str(error)) from None
     finally:
         await store.close()
 

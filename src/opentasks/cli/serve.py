@@ -29,7 +29,7 @@ from opentasks.config import (
     settings_from_options,
 )
 from opentasks.config_file import ConfigFile, load
-from opentasks.errors import InvalidArgument
+from opentasks.errors import InvalidArgument, OpenTasksError
 
 
 def _setting_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -102,7 +102,7 @@ def serve(config_file: ConfigFile | None, **given: Any) -> None:
     try:
         _make_default_data_dir(given)
         _run(run_server(settings, on_ready=applied.start))
-    except (OSError, RuntimeError) as error:  # e.g. the port is taken
+    except (OSError, RuntimeError, OpenTasksError) as error:  # e.g. the port or the node ID is taken
         click.echo(f"opentasks: cannot start: {error}", err=True)
         sys.exit(1)
     if applied.failed:

@@ -144,5 +144,5 @@ class Ownership:
         """Hand every queue back at once and leave the list of nodes (a clean stop)."""
         self.held = {}
         self._fenced_after = None
-        await self._store.leave(self.node_id)
+        await self._store.leave(self.node_id, self.settings.incarnation)
         self._on_nodes_changed()

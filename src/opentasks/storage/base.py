@@ -12,6 +12,12 @@ from opentasks.domain.queue import Queue, QueueState
 from opentasks.domain.task import Task
 from opentasks.errors import AlreadyExists, FailedPrecondition, NotFound
 
+
+class StoreUnusable(RuntimeError):
+    """The database cannot be used as it is (unreachable, corrupt, another program's, or of a
+    newer schema); the one-line message says why and what to do."""
+
+
 QueueChange = Callable[[Queue | None], Queue]
 """Computes a queue's new value from its current one (None when it does not exist)."""
 
@@ -241,8 +247,9 @@ class Store(Protocol):
         taking them again counts their epochs up."""
         ...
 
-    async def leave(self, node_id: str) -> None:
-        """Forget ``node_id`` and release every queue it holds, for others to take at once."""
+    async def leave(self, node_id: str, incarnation: str) -> None:
+        """Forget ``node_id`` and release every queue it holds, for others to take at once;
+        nothing if the node's row belongs to another incarnation (or to none)."""
         ...
 
     async def nodes(self) -> list[NodeInfo]:

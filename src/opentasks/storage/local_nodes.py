@@ -72,7 +72,7 @@ class LocalNodes:
         if node is not None and node.incarnation != incarnation:
             if node.expires > now:
                 raise node_id_in_use(node_id, node.heartbeat)
-            await self.leave(node_id)  # the last incarnation is gone: its holds end with it
+            await self.leave(node_id, node.incarnation)  # gone: its holds end with it
             node = None
         if node is None:
             self._nodes[node_id] = _Node(incarnation, address, now, now, later(now, ttl))
@@ -81,8 +81,11 @@ class LocalNodes:
         for gone in [n for n, info in self._nodes.items() if info.expires < now - FORGET_NODES_AFTER]:
             del self._nodes[gone]
 
-    async def leave(self, node_id: str) -> None:
-        self._nodes.pop(node_id, None)
+    async def leave(self, node_id: str, incarnation: str) -> None:
+        node = self._nodes.get(node_id)
+        if node is None or node.incarnation != incarnation:
+            return  # another process's node ID (one refused at start never joined)
+        del self._nodes[node_id]
         for lease in self._leases.values():
             if lease.node_id == node_id:
                 lease.node_id = None

@@ -40,13 +40,13 @@ from opentasks.storage.base import (
     NodeInfo,
     QueueChange,
     SignalListener,
+    StoreUnusable,
     TaskPage,
     Windows,
 )
 from opentasks.storage.postgres_inserts import TaskInserter
 from opentasks.storage.postgres_nodes import Listener, NodeRows
 from opentasks.storage.postgres_sql import DRIVER_ERRORS, TRANSIENT, Conn
-from opentasks.storage.sqlite_files import StoreUnusable
 
 T = TypeVar("T")
 _log = logging.getLogger("opentasks.storage")
@@ -72,8 +72,11 @@ class PostgresStore:
     heartbeats, queue leases and signals go through the database too
     (:mod:`opentasks.storage.postgres_nodes`)."""
 
-    def __init__(self, dsn: str, *, pool_size: int = 10, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self, dsn: str, *, pool_size: int = 10, connect_timeout: float = 10.0, migrate: bool = True
+    ) -> None:
         self._dsn = dsn
+        self._migrate = migrate  # False: only check that the schema is this code's (tools)
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
         self._where = sql.target(dsn)
@@ -89,7 +92,7 @@ class PostgresStore:
     async def open(self) -> None:
         """Connect and migrate the schema.
 
-        :class:`~opentasks.storage.sqlite_files.StoreUnusable` (one line) when the database
+        :class:`~opentasks.storage.base.StoreUnusable` (one line) when the database
         cannot be reached (host, port, database and the driver's reason) or its schema is newer
         than this code."""
         try:
@@ -107,7 +110,10 @@ class PostgresStore:
             ) from None
         try:
             async with self._pool.acquire() as conn:
-                await sql.migrate(conn, self._where)
+                if self._migrate:
+                    await sql.migrate(conn, self._where)
+                else:
+                    await sql.check_schema(conn, self._where)
         except DRIVER_ERRORS as error:
             await self.close()
             raise StoreUnusable(
@@ -207,10 +213,13 @@ class PostgresStore:
 
     async def create_queue(self, queue: Queue, now: datetime) -> Queue:
         async def run(conn: Conn) -> Queue:
-            async with _transaction(conn):
-                if await conn.fetchrow(sql.QUEUE, *_key(queue.name)) is not None:
-                    raise base.queue_exists()
-                await _insert_queue(conn, queue, now)
+            try:
+                async with _transaction(conn):
+                    if await conn.fetchrow(sql.QUEUE, *_key(queue.name)) is not None:
+                        raise base.queue_exists()
+                    await _insert_queue(conn, queue, now)
+            except asyncpg.UniqueViolationError:
+                raise base.queue_exists() from None  # created at the same moment through another call
             return queue
 
         return await self._run("create the queue", run)
@@ -424,8 +433,8 @@ class PostgresStore:
     ) -> None:
         await self._nodes.heartbeat(node_id, incarnation, address, now, ttl)
 
-    async def leave(self, node_id: str) -> None:
-        await self._nodes.leave(node_id)
+    async def leave(self, node_id: str, incarnation: str) -> None:
+        await self._nodes.leave(node_id, incarnation)
 
     async def nodes(self) -> list[NodeInfo]:
         return await self._nodes.nodes()

@@ -51,7 +51,7 @@ SELECT n.node_id, n.address, n.started_us, n.heartbeat_us, n.expire_us,
 FROM nodes n ORDER BY n.node_id
 """
 RELEASE_ALL = "UPDATE queue_owners SET node_id = NULL WHERE node_id = $1"
-LEAVE = "DELETE FROM nodes WHERE node_id = $1"
+LEAVE = "DELETE FROM nodes WHERE node_id = $1 AND incarnation = $2 RETURNING 1"
 # Renews the node's leases and takes the wanted queues nobody holds (never held, released, or
 # whose lease ended) in one statement, so every row it locks is locked in primary-key order.
 # A queue that changes hands counts its epoch up.
@@ -109,11 +109,11 @@ class NodeRows:
 
         await self._run("record the node's heartbeat", run)
 
-    async def leave(self, node_id: str) -> None:
+    async def leave(self, node_id: str, incarnation: str) -> None:
         async def run(conn: Conn) -> None:
             async with conn.transaction():
-                await conn.execute(RELEASE_ALL, node_id)
-                await conn.execute(LEAVE, node_id)
+                if await conn.fetchval(LEAVE, node_id, incarnation) is not None:
+                    await conn.execute(RELEASE_ALL, node_id)
 
         await self._run("remove the node", run)
 

@@ -18,10 +18,9 @@ from asyncpg.pool import PoolConnectionProxy
 
 from opentasks.domain.names import QueueName
 from opentasks.domain.queue import Queue
-from opentasks.storage.base import Windows
+from opentasks.storage.base import StoreUnusable, Windows
 from opentasks.storage.codec import to_micros
 from opentasks.storage.migrations import scripts
-from opentasks.storage.sqlite_files import StoreUnusable
 
 Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
@@ -261,6 +260,19 @@ def task_windows(windows: Windows) -> tuple[int, int]:
 def latest_schema() -> int:
     """The newest schema version this code knows (the number of its last migration)."""
     return max(number for number, _ in scripts("postgresql"))
+
+
+async def check_schema(conn: Conn, where: str) -> None:
+    """StoreUnusable unless the schema is exactly this code's (for tools that must not migrate)."""
+    found = await conn.fetchval("SELECT to_regclass('opentasks_schema')")
+    version = (await conn.fetchval("SELECT max(version) FROM opentasks_schema") or 0) if found else 0
+    latest = latest_schema()
+    if version != latest:
+        raise StoreUnusable(
+            f"the PostgreSQL database {where} has schema version {version}, and this opentasks "
+            f"reads version {latest}: run the opentasks version of the servers (starting a server "
+            "of this version upgrades the schema)"
+        )
 
 
 async def migrate(conn: Conn, where: str) -> int:

@@ -77,7 +77,7 @@ class SqliteStore(LocalNodes):
     async def open(self) -> None:
         """Open (creating it owner-only if missing) and migrate the database.
 
-        :class:`~opentasks.storage.sqlite_files.StoreUnusable` (one line, what to do) when the
+        :class:`~opentasks.storage.base.StoreUnusable` (one line, what to do) when the
         directory is missing, the file is corrupt or another program's, or its schema is newer
         than this code; :class:`DatabaseInUse` when another server holds it."""
         sqlite_files.prepare(self._path)

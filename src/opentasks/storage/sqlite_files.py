@@ -18,14 +18,11 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from opentasks.storage.base import StoreUnusable
 from opentasks.storage.migrations import scripts
 
 _log = logging.getLogger("opentasks.storage")
 PRIVATE = 0o600
-
-
-class StoreUnusable(RuntimeError):
-    """The database cannot be used as it is; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
