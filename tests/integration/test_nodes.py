@@ -317,22 +317,9 @@ def test_a_second_server_with_a_node_id_in_use_is_refused_and_changes_nothing(
 ) -> None:
     with ServerProcess(storage, "--node-id", "only", log_path=tmp_path / "first.log") as first:
         make_queue(first.client(), "kept")
+        serve = [OPENTASKS, "serve", "--port", "0", "--http-port", "0", "--storage", storage]
         second = subprocess.run(
-            [
-                OPENTASKS,
-                "serve",
-                "--port",
-                "0",
-                "--http-port",
-                "0",
-                "--storage",
-                storage,
-                "--node-id",
-                "only",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
+            [*serve, "--node-id", "only"], check=False, capture_output=True, text=True, timeout=60
         )
         assert second.returncode == 1
         assert "--node-id only is in use by another running server" in second.stderr
