@@ -98,3 +98,22 @@ async def store(store_factory: StoreFactory) -> AsyncIterator[Store]:
     await opened.open()
     yield opened
     await opened.close()
+
+
+async def _recreate_database(database: str) -> None:
+    conn = await asyncpg.connect(with_database(PG_DSN, "postgres"), timeout=5)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await conn.close()
+
+
+def fresh_storage(database: str) -> str:
+    """The storage URL of ``database``, dropped and created empty (for tests that start real
+    servers); skips, or fails in CI, when PostgreSQL is unreachable."""
+    try:
+        asyncio.run(_recreate_database(database))
+    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+        unreachable(" ".join(str(error).split()) or type(error).__name__)
+    return with_database(PG_DSN, database) + "?pool_size=4"

@@ -18,7 +18,7 @@ from google.cloud import tasks_v2
 from prometheus_client.parser import text_string_to_metric_families
 
 from opentasks.testing import OPENTASKS, ServerProcess, wait_until_drained
-from tests.contract.conftest import PG_DSN, unreachable, with_database
+from tests.contract.conftest import fresh_storage
 from tests.integration.handlers import HandlerProcess, Received
 
 pytestmark = pytest.mark.integration
@@ -27,22 +27,10 @@ DATABASE = "opentasks_nodes_it"
 NODES = ("n1", "n2", "n3")
 
 
-async def _fresh_database(admin_dsn: str) -> None:
-    conn = await asyncpg.connect(admin_dsn, timeout=5)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {DATABASE}")
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def storage() -> str:
-    try:
-        asyncio.run(_fresh_database(with_database(PG_DSN, "postgres")))
-    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
-        unreachable(" ".join(str(error).split()) or type(error).__name__)
-    return with_database(PG_DSN, DATABASE) + "?pool_size=4"
+    """A storage URL of an empty database of its own (dropped and created again per test)."""
+    return fresh_storage(DATABASE)
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,14 @@
 """The real server on PostgreSQL: a task goes from the official client to its handler and is gone;
 accepted tasks survive kill -9 of the server and are delivered after the restart."""
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from google.cloud import tasks_v2
 
 from opentasks.testing import ServerProcess, wait_until_drained
-from tests.contract.conftest import PG_DSN, unreachable, with_database
+from tests.contract.conftest import fresh_storage
 from tests.integration.handlers import HandlerProcess
 
 pytestmark = pytest.mark.integration
@@ -18,23 +16,10 @@ PARENT = "projects/pg/locations/us-central1"
 DATABASE = "opentasks_it"
 
 
-async def _fresh_database(admin_dsn: str) -> None:
-    conn = await asyncpg.connect(admin_dsn, timeout=5)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {DATABASE}")
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def storage() -> str:
     """A storage URL of an empty database of its own (dropped and created again per test)."""
-    try:
-        asyncio.run(_fresh_database(with_database(PG_DSN, "postgres")))
-    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
-        unreachable(" ".join(str(error).split()) or type(error).__name__)
-    return with_database(PG_DSN, DATABASE) + "?pool_size=4"
+    return fresh_storage(DATABASE)
 
 
 @pytest.fixture(scope="module")
