@@ -262,10 +262,12 @@ async def test_a_claim_waits_for_no_takeover_and_a_takeover_counts_its_tasks(pg:
     await pg.create_queue(resolve_queue(Queue(Q), Limits()), T0)
     for task_id in ("a", "b", "c"):
         await add(pg, task_id)
-    fence = (await pg.own_queues("n1", [Q], T0, timedelta(seconds=6)))[Q]
+    for node_id in ("n1", "n2"):
+        await pg.heartbeat(node_id, "i1", node_id, T0, timedelta(days=1))
+    fence = (await pg.own_queues("n1", "i1", [Q], T0, timedelta(seconds=6)))[Q]
     claimed = await pg.claim_due_tasks(Q, T0, 2, GRACE, fence)
     assert len(claimed.tasks) == 2 and not claimed.fenced
-    taken = await pg.own_queues("n2", [Q], T0 + timedelta(seconds=6), timedelta(seconds=6))
+    taken = await pg.own_queues("n2", "i1", [Q], T0 + timedelta(seconds=6), timedelta(seconds=6))
     assert taken[Q].epoch == 2
     assert await pg.leased_tasks(Q, T0 + timedelta(seconds=6)) == 2
     assert (await pg.claim_due_tasks(Q, T0 + timedelta(seconds=6), 5, GRACE, fence)).fenced

@@ -207,10 +207,10 @@ class Unreachable(MemoryStore):
         return await super().nodes()
 
     async def own_queues(
-        self, node_id: str, wanted: Collection[QueueName], now: datetime, ttl: timedelta
+        self, node_id: str, incarnation: str, wanted: Collection[QueueName], now: datetime, ttl: timedelta
     ) -> dict[QueueName, Fence]:
         self._check()
-        return await super().own_queues(node_id, wanted, now, ttl)
+        return await super().own_queues(node_id, incarnation, wanted, now, ttl)
 
     async def heartbeat(
         self, node_id: str, incarnation: str, address: str, now: datetime, ttl: timedelta

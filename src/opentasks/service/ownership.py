@@ -99,11 +99,16 @@ class Ownership:
         store, timing, me = self._store, self.settings.timing, self.node_id
         started = self._clock.monotonic()
         now = self._clock.now()
+        incarnation = self.settings.incarnation
+        if not self._joined:  # register first: refused while another process has this node ID
+            await store.heartbeat(me, incarnation, self.address, now, timing.ttl)
         live = [node.node_id for node in await store.nodes() if node.expires > now]
         queues = {queue.name: queue for queue in await store.all_queues()}
         self.known = set(queues)
         wanted = preferred_queues(me, [str(name) for name in queues], live)
-        held = await store.own_queues(me, [n for n in queues if str(n) in wanted], now, timing.ttl)
+        held = await store.own_queues(
+            me, incarnation, [n for n in queues if str(n) in wanted], now, timing.ttl
+        )
         surplus = [name for name in held if str(name) not in wanted]
         kept = {name: fence for name, fence in held.items() if str(name) in wanted and name in queues}
         self._fenced_after = timing.fenced_after(started)
@@ -111,7 +116,7 @@ class Ownership:
         await self._on_holdings(Holdings(kept, {name: queues[name] for name in kept}))
         if surplus:  # the dispatcher has stopped claiming them: let their new owners take them
             await store.release_queues(me, surplus)
-        await store.heartbeat(me, self.settings.incarnation, self.address, now, timing.ttl)
+        await store.heartbeat(me, incarnation, self.address, now, timing.ttl)
         if surplus or not self._joined:
             self._joined = True
             self._on_nodes_changed()

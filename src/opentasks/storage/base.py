@@ -257,12 +257,14 @@ class Store(Protocol):
         ...
 
     async def own_queues(
-        self, node_id: str, wanted: Collection[QueueName], now: datetime, ttl: timedelta
+        self, node_id: str, incarnation: str, wanted: Collection[QueueName], now: datetime, ttl: timedelta
     ) -> dict[QueueName, Fence]:
         """Renew until ``now + ttl`` the lease of every queue ``node_id`` holds, and take each
         queue of ``wanted`` that exists and that nobody holds (never held, released, or its
         lease ended by ``now``); a queue that changes hands gets the next epoch. Returns every
-        queue the node holds afterwards, with its fence."""
+        queue the node holds afterwards, with its fence. Nothing is renewed or taken, and the
+        answer is empty, unless the node's row (see :meth:`heartbeat`) is ``incarnation``'s:
+        a process whose node ID another process has taken over holds nothing."""
         ...
 
     async def release_queues(self, node_id: str, queues: Collection[QueueName]) -> None:

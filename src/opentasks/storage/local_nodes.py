@@ -101,8 +101,11 @@ class LocalNodes:
         ]
 
     async def own_queues(
-        self, node_id: str, wanted: Collection[QueueName], now: datetime, ttl: timedelta
+        self, node_id: str, incarnation: str, wanted: Collection[QueueName], now: datetime, ttl: timedelta
     ) -> dict[QueueName, Fence]:
+        node = self._nodes.get(node_id)
+        if node is None or node.incarnation != incarnation:
+            return {}
         until = later(now, ttl)
         unleased = await self._existing_queues([name for name in wanted if name not in self._leases])
         for name in wanted:

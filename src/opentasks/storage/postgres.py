@@ -440,9 +440,9 @@ class PostgresStore:
         return await self._nodes.nodes()
 
     async def own_queues(
-        self, node_id: str, wanted: Collection[QueueName], now: datetime, ttl: timedelta
+        self, node_id: str, incarnation: str, wanted: Collection[QueueName], now: datetime, ttl: timedelta
     ) -> dict[QueueName, Fence]:
-        return await self._nodes.own_queues(node_id, wanted, now, ttl)
+        return await self._nodes.own_queues(node_id, incarnation, wanted, now, ttl)
 
     async def release_queues(self, node_id: str, queues: Collection[QueueName]) -> None:
         await self._nodes.release_queues(node_id, queues)

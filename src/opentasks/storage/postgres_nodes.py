@@ -43,6 +43,7 @@ VALUES ($1, $2, $3, $4, $4, $5)
 ON CONFLICT (node_id) DO UPDATE SET incarnation = EXCLUDED.incarnation, address = EXCLUDED.address,
     started_us = EXCLUDED.started_us, heartbeat_us = EXCLUDED.heartbeat_us, expire_us = EXCLUDED.expire_us
 """
+NODE_IS = "SELECT 1 FROM nodes WHERE node_id = $1 AND incarnation = $2 FOR SHARE"
 BEAT = "UPDATE nodes SET address = $2, heartbeat_us = $3, expire_us = $4 WHERE node_id = $1"
 FORGET_NODES = "DELETE FROM nodes WHERE expire_us < $1"
 NODES = """
@@ -135,13 +136,15 @@ class NodeRows:
         return result
 
     async def own_queues(
-        self, node_id: str, wanted: Collection[QueueName], now: datetime, ttl: timedelta
+        self, node_id: str, incarnation: str, wanted: Collection[QueueName], now: datetime, ttl: timedelta
     ) -> dict[QueueName, Fence]:
         until, now_us = codec.to_micros(later(now, ttl)), codec.to_micros(now)
         parents, ids = _columns(wanted)
 
         async def run(conn: Conn) -> dict[QueueName, Fence]:
             async with conn.transaction():
+                if await conn.fetchval(NODE_IS, node_id, incarnation) is None:
+                    return {}  # another process has this node ID now
                 await conn.execute(OWN, node_id, until, now_us, parents, ids)
                 held = await conn.fetch(HELD, node_id)
             return {QueueName.in_location(row[0], row[1]): Fence(node_id, int(row[2])) for row in held}
