@@ -7,13 +7,14 @@
 * rate: the steady dispatch rate of a queue at 5/s and 200/s, and its largest burst.
 
 Usage: python bench/dispatch.py [--backlog 20000] [--rate-seconds 60] [--only throughput,latency,rate]
-                                [--storage URL ...]
+                                [--storage URL ...] [--handler handler.py]
 
 ``--storage`` (repeatable) measures those stores instead of a temporary SQLite file, e.g.
 ``--storage sqlite:////tmp/d.db --storage postgresql://postgres@127.0.0.1:5432/opentasks_bench``
-(a missing PostgreSQL database is created). Every queue gets a name of its own and is deleted
-at the end, so a database can be reused; the throughput rounds alternate the baseline and
-every store.
+(a missing PostgreSQL database is created, and dropped at the end). Every queue gets a name of
+its own and is deleted at the end, so a database can be reused; the throughput rounds
+alternate the baseline and every store. ``--handler lean_handler.py`` sends to a handler that
+spends about a third of aiohttp's CPU per request.
 """
 
 from __future__ import annotations
@@ -164,15 +165,18 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{database}", "", ""))
 
 
-async def ensure_database(url: str, *, fresh: bool = False) -> None:
-    """Create the PostgreSQL database ``url`` names if it is missing (dropped first if ``fresh``)."""
+async def ensure_database(url: str, *, fresh: bool = False) -> bool:
+    """Create the PostgreSQL database ``url`` names if it is missing (dropped first if ``fresh``);
+    whether it was created."""
     database = urlsplit(url).path.lstrip("/")
     conn = await asyncpg.connect(with_database(url, "postgres"), timeout=10)
     try:
         if fresh:
             await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
-            await conn.execute(f'CREATE DATABASE "{database}"')
+        if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
+            return False
+        await conn.execute(f'CREATE DATABASE "{database}"')
+        return True
     finally:
         await conn.close()
 
@@ -259,14 +263,15 @@ class Server:
 
 @contextmanager
 def stores(urls: list[str], *extra: str) -> Iterator[list[Server]]:
-    """A server on each store (a temporary SQLite file if none is given)."""
+    """A server on each store (a temporary SQLite file if none is given). PostgreSQL databases
+    created here are dropped at the end."""
     with ExitStack() as stack:
         if not urls:
             urls = [f"sqlite:///{stack.enter_context(tempfile.TemporaryDirectory())}/bench.db"]
         running = []
         for url in urls:
-            if is_postgres(url):
-                asyncio.run(ensure_database(url))
+            if is_postgres(url) and asyncio.run(ensure_database(url)):
+                stack.callback(lambda url=url: asyncio.run(drop_database(url)))
             running.append(Server(store_label(url), url, stack.enter_context(ServerProcess(url, *extra))))
         yield running
 
@@ -349,7 +354,10 @@ def throughput(args: argparse.Namespace) -> None:
     compare medians, the baseline being the best concurrency's median."""
     concurrencies = [int(c) for c in args.concurrencies.split(",")]
     bare: dict[int, list[Run]] = {c: [] for c in concurrencies}
-    with handler_process() as handler, stores(args.storage, "--max-rate-per-queue", "1000000") as servers:
+    with (
+        handler_process(args.handler) as handler,
+        stores(args.storage, "--max-rate-per-queue", "1000000") as servers,
+    ):
         ours: dict[str, list[Run]] = {server.label: [] for server in servers}
         for _ in range(args.rounds):
             for c in concurrencies:
@@ -362,7 +370,7 @@ def throughput(args: argparse.Namespace) -> None:
     baseline = medians[best]
     print(
         f"throughput: backlog of {args.backlog} due tasks, max_concurrent_dispatches {args.concurrency}, "
-        f"rate cap lifted; medians of {args.rounds} alternating rounds"
+        f"rate cap lifted, {args.handler}; medians of {args.rounds} alternating rounds"
     )
     print("  bare aiohttp client loop by concurrency (requests/s; client, handler CPU per request):")
     for c, runs in bare.items():
@@ -427,7 +435,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def latency(args: argparse.Namespace) -> None:
-    with handler_process() as handler, stores(args.storage) as servers:
+    with handler_process(args.handler) as handler, stores(args.storage) as servers:
         for server in servers:
             address = server.process.address
             immediate = asyncio.run(latency_run(address, handler.base, args.latency_tasks, 50, 0))
@@ -488,7 +496,7 @@ def _bucket_excess(times: list[float], burst: int, rate: float, jitter_s: float)
 
 
 def rate(args: argparse.Namespace) -> None:
-    with handler_process() as handler, stores(args.storage) as servers:
+    with handler_process(args.handler) as handler, stores(args.storage) as servers:
         for server in servers:
             for target in (5.0, 200.0):
                 outcome = asyncio.run(rate_run(server, handler.base, target, args.rate_seconds))
@@ -529,6 +537,11 @@ def main() -> None:
     parser.add_argument("--latency-tasks", type=int, default=500)
     parser.add_argument("--rate-seconds", type=float, default=60)
     parser.add_argument("--only", default="throughput,latency,rate")
+    parser.add_argument(
+        "--handler",
+        default="handler.py",
+        help="the handler in bench/: handler.py (aiohttp) or lean_handler.py",
+    )
     parser.add_argument(
         "--storage", action="append", default=[], metavar="URL", help="a store to measure (repeatable)"
     )
