@@ -33,11 +33,12 @@ unit: $(STAMP)  ## Fast tests only (no server process)
 test: lint typecheck  ## Everything CI runs: lint, types, unit, contract, integration
 	$(BIN)/pytest -q
 
-bench: $(STAMP)  ## Benchmarks (several minutes): CreateTask, dispatch, memory, HTTP/2 resets
+bench: $(STAMP)  ## Benchmarks (several minutes): CreateTask, dispatch, memory, HTTP/2 resets, nodes (PostgreSQL)
 	$(BIN)/python bench/create_tasks.py
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/http2_resets.py
+	$(BIN)/python bench/nodes.py
 
 clean:  ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -51,6 +51,7 @@ from dispatch import (
     ensure_database,
     handler_process,
     wait_held,
+    with_database,
 )
 from opentasks.testing import ServerProcess
 
@@ -102,6 +103,11 @@ def cluster(storage: str, node_ids: list[str], folder: Path) -> Iterator[Cluster
             yield Cluster(storage, nodes)
     finally:
         asyncio.run(drop_database(storage))
+
+
+async def _reachable(storage: str) -> None:
+    conn = await asyncpg.connect(with_database(storage, "postgres"), timeout=5)
+    await conn.close()
 
 
 async def _wait_alive(storage: str, count: int, timeout_s: float = 30) -> None:
@@ -357,6 +363,11 @@ def main() -> None:
     args = parser.parse_args()
     if "bench" not in urlsplit(args.storage).path:
         parser.error("--storage must name a database whose name contains 'bench': it is dropped")
+    try:
+        asyncio.run(_reachable(args.storage))
+    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise SystemExit(f"nodes.py needs PostgreSQL ({args.storage}): {reason}") from None
     latencies: list[Latency] = []
     scaled: tuple[float, float] | None = None
     with tempfile.TemporaryDirectory() as folder:
