@@ -1,5 +1,6 @@
 """A minimal task handler for the dispatch benchmarks: answers 200 and notes when each request
-arrived. GET /__stats returns the arrivals since the last POST /__reset.
+arrived. GET /__stats returns the arrivals since the last POST /__reset; GET
+/__stats?by_queue=1 the requests and the last one's time by X-CloudTasks-QueueName.
 
 Run: python bench/handler.py PORT
 """
@@ -12,22 +13,29 @@ import time
 from aiohttp import web
 
 arrivals: list[tuple[float, float, str, str]] = []  # (monotonic, wall, task name, ETA header)
+queues: dict[str, list[float]] = {}  # queue name -> [requests, monotonic time of the last one]
 
 
 async def handle(request: web.Request) -> web.Response:
+    now = time.monotonic()
     arrivals.append(
         (
-            time.monotonic(),
+            now,
             time.time(),
             request.headers.get("X-CloudTasks-TaskName", ""),
             request.headers.get("X-CloudTasks-TaskETA", ""),
         )
     )
+    seen = queues.setdefault(request.headers.get("X-CloudTasks-QueueName", ""), [0, now])
+    seen[0] += 1
+    seen[1] = now
     await request.read()
     return web.Response(status=200)
 
 
 async def stats(request: web.Request) -> web.Response:
+    if request.query.get("by_queue"):
+        return web.json_response(queues)
     if request.query.get("count_only"):
         return web.json_response({"count": len(arrivals)})
     return web.json_response({"count": len(arrivals), "arrivals": arrivals})
@@ -35,6 +43,7 @@ async def stats(request: web.Request) -> web.Response:
 
 async def reset(request: web.Request) -> web.Response:
     arrivals.clear()
+    queues.clear()
     return web.json_response({})
 
 

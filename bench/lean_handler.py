@@ -1,4 +1,5 @@
 """A lean task handler: the interface of handler.py (answers 200, GET /__stats, POST /__reset)
+and GET /__stats?by_queue=1 (requests and the last one's time by X-CloudTasks-QueueName)
 on a bare asyncio protocol with just enough HTTP/1.1 for keep-alive requests that carry a
 Content-Length, at a fraction of aiohttp's CPU per request. For benchmarks where the handler's
 CPU would otherwise take the cores the server under test needs.
@@ -15,6 +16,7 @@ import time
 from typing import Any
 
 arrivals: list[tuple[float, float, str, str]] = []  # (monotonic, wall, task name, ETA header)
+queues: dict[str, list[float]] = {}  # queue name -> [requests, monotonic time of the last one]
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 MAX_HEAD = 65536
 
@@ -66,17 +68,28 @@ class Handler(asyncio.Protocol):
         method, _, rest = head.partition(b" ")
         path = rest.split(b" ", 1)[0]
         if path.startswith(b"/__stats"):
-            if b"count_only" in path:
+            if b"by_queue" in path:
+                self.transport.write(_json(queues))
+            elif b"count_only" in path:
                 self.transport.write(_json({"count": len(arrivals)}))
             else:
                 self.transport.write(_json({"count": len(arrivals), "arrivals": arrivals}))
         elif path == b"/__reset" and method == b"POST":
             arrivals.clear()
+            queues.clear()
             self.transport.write(_json({}))
         else:
             name = headers.get(b"x-cloudtasks-taskname", b"").decode("latin-1")
             eta = headers.get(b"x-cloudtasks-tasketa", b"").decode("latin-1")
-            arrivals.append((time.monotonic(), time.time(), name, eta))
+            now = time.monotonic()
+            arrivals.append((now, time.time(), name, eta))
+            queue = headers.get(b"x-cloudtasks-queuename", b"").decode("latin-1")
+            seen = queues.get(queue)
+            if seen is None:
+                queues[queue] = [1, now]
+            else:
+                seen[0] += 1
+                seen[1] = now
             self.transport.write(OK)
 
     def _close(self) -> None:

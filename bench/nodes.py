@@ -238,6 +238,7 @@ class Drain:
     database_cpu: float
     machine_busy: float  # all CPUs, in cores
     steal: float
+    node_done: dict[str, float]  # when each node's last task arrived, seconds after the resume
 
 
 def _machine() -> tuple[float, float, float]:
@@ -288,6 +289,13 @@ def drain(args: argparse.Namespace, handlers: list[Handler], node_ids: list[str]
                 start = time.monotonic()
                 await asyncio.gather(*(nodes.client(node).resume_queue(name=q) for q, node in queues.items()))
                 end = await _wait_total(session, handlers, total)
+                done: dict[str, float] = {}
+                for handler in handlers:
+                    by_queue = await _handler_call(session, handler.base, "/__stats?by_queue=1")
+                    for queue, node in queues.items():
+                        seen = by_queue.get(queue.rsplit("/", 1)[1])
+                        if seen is not None:
+                            done[node] = max(done.get(node, 0.0), seen[1] - start)
             seconds = end - start
             busy_end, steal_end, _ = _machine()
             await nodes.close_clients()
@@ -300,6 +308,7 @@ def drain(args: argparse.Namespace, handlers: list[Handler], node_ids: list[str]
                 database_cpu=(database_cpu() - database) / seconds,
                 machine_busy=(busy_end - busy) / seconds,
                 steal=(steal_end - steal) / seconds,
+                node_done=done,
             )
 
         return asyncio.run(run())
@@ -330,9 +339,11 @@ def scaling(args: argparse.Namespace, folder: Path) -> tuple[float, float]:
         print(f"  {count} node(s): {medians[count]:8,.0f} tasks/s  (rounds: {rates})")
         for d in drains:
             nodes = " + ".join(f"{node} {cpu:.2f}" for node, cpu in d.node_cpu.items())
+            done = ", ".join(f"{node} {at:.1f} s" for node, at in sorted(d.node_done.items()))
             print(
                 f"      {d.seconds:5.1f} s: nodes {nodes}, handlers {d.handler_cpu:.2f}, "
-                f"PostgreSQL {d.database_cpu:.2f}, machine {d.machine_busy:.2f} (steal {d.steal:.2f})"
+                f"PostgreSQL {d.database_cpu:.2f}, machine {d.machine_busy:.2f} (steal {d.steal:.2f}); "
+                f"last task of {done}"
             )
     print(f"  ratio 2 nodes / 1 node: {medians[2] / medians[1]:.2f}x (target >= 1.6x)")
     return medians[1], medians[2]
