@@ -167,7 +167,7 @@ async def latency_run(
         start = time.monotonic()
         for i in range(count):
             await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
-            created = await client.create_task(parent=queue, task=task)
+            created = await client.create_task(parent=queue, task=task, timeout=30)
             returned[created.name.rsplit("/", 1)[1]] = time.monotonic()
         deadline = time.monotonic() + 30
         while True:
