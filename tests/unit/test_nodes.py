@@ -2,9 +2,10 @@
 hashing, hand-over when a node leaves or dies, fencing, limits across the hand-over, and
 wake-ups between nodes."""
 
+import asyncio
 import random
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime, timedelta
 
 import pytest
@@ -321,3 +322,30 @@ async def test_changes_whose_signals_are_lost_reach_the_holder_within_a_round() 
     assert len(holding.pusher.sent) == 1
     for world in (a, b):
         await world.dispatcher.stop()
+
+
+async def test_a_pause_made_while_a_round_takes_the_queue_is_applied() -> None:
+    """The round read the queue running; the pause lands before the worker exists."""
+
+    class PauseDuringRound(MemoryStore):
+        pause: Callable[[], Awaitable[object]] | None = None
+
+        async def own_queues(
+            self, node_id: str, incarnation: str, wanted: Collection[QueueName], now: datetime, ttl: timedelta
+        ) -> dict[QueueName, Fence]:
+            if self.pause is not None:
+                pause, self.pause = self.pause, None
+                await pause()
+                for _ in range(5):  # the pause's own reload runs now, before any worker exists
+                    await asyncio.sleep(0)
+            return await super().own_queues(node_id, incarnation, wanted, now, ttl)
+
+    clock, store = FakeClock(), PauseDuringRound()
+    world = node(store, clock, "a")
+    await world.dispatcher.start(loop=False)
+    await world.queues.create_queue(PARENT, Queue(Q))
+    store.pause = lambda: world.queues.pause_queue(Q)
+    await world.dispatcher.settle()  # the new queue's round runs, and the pause lands inside it
+    await world.task()
+    assert await world.step() == 0
+    assert world.dispatcher._workers[Q].queue.state == QueueState.PAUSED

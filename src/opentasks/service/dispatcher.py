@@ -168,6 +168,9 @@ class Dispatcher:
             self._ever_held.add(name)
             worker = self._workers[name] = self._worker(holdings.queues[name], fence, full)
             self._revive(worker)
+            # A change (a pause) made since the round read the queue found no worker to apply
+            # to: read the queue once more.
+            self._spawn(self._reload(name))
         await self._wake_due(holdings)
 
     async def _wake_due(self, holdings: Holdings) -> None:
