@@ -14,7 +14,7 @@ from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.queue import Queue, resolve_queue
 from opentasks.domain.task import HttpRequest, TaskDraft, new_task
 from opentasks.errors import AlreadyExists, Unavailable
-from opentasks.storage.base import AttemptResult, StoreUnusable, Windows
+from opentasks.storage.base import AttemptResult, Fence, StoreUnusable, Windows
 from opentasks.storage.postgres import PostgresStore
 from opentasks.storage.postgres_sql import latest_schema
 from tests.contract.conftest import empty_postgres
@@ -271,3 +271,31 @@ async def test_a_claim_waits_for_no_takeover_and_a_takeover_counts_its_tasks(pg:
     assert taken[Q].epoch == 2
     assert await pg.leased_tasks(Q, T0 + timedelta(seconds=6)) == 2
     assert (await pg.claim_due_tasks(Q, T0 + timedelta(seconds=6), 5, GRACE, fence)).fenced
+
+
+async def test_a_frozen_session_holding_a_lease_row_does_not_stall_other_nodes(
+    pg: PostgresStore, postgres_dsn: str
+) -> None:
+    """A node frozen inside a claim (SIGSTOP, a paused VM) keeps its lease row locked: other
+    nodes' rounds skip that queue instead of waiting, and still renew their own leases."""
+    other = QueueName("p", "l", "other")
+    for name in (Q, other):
+        await pg.create_queue(resolve_queue(Queue(name), Limits()), T0)
+    for node_id in ("n1", "n2"):
+        await pg.heartbeat(node_id, "i1", node_id, T0, timedelta(days=1))
+    ttl = timedelta(seconds=6)
+    await pg.own_queues("n1", "i1", [Q], T0, ttl)
+    await pg.own_queues("n2", "i1", [other], T0, ttl)
+    frozen = await asyncpg.connect(postgres_dsn)
+    try:
+        await frozen.execute("BEGIN")
+        await frozen.execute(
+            "SELECT 1 FROM queue_owners o JOIN queues q ON q.pk = o.queue_pk WHERE q.queue_id = 'q' FOR SHARE"
+        )
+        later = T0 + ttl  # n1's lease has ended: n2 would take Q, but its row is locked
+        held = await asyncio.wait_for(pg.own_queues("n2", "i1", [Q, other], later, ttl), 5)
+        assert held == {other: Fence("n2", 1)}
+    finally:
+        await frozen.execute("ROLLBACK")
+        await frozen.close()
+    assert (await pg.own_queues("n2", "i1", [Q, other], T0 + ttl, ttl))[Q] == Fence("n2", 2)

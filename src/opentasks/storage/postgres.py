@@ -58,7 +58,13 @@ SWEEP_BATCHES = 10  # per table and sweep: a sweep never runs long
 # Each statement is planned once per connection. They are all keyed lookups and range scans whose
 # best plan does not depend on the values, and planning the grouped INSERT again at each run
 # (PostgreSQL's default for a prepared statement's first runs) cost as much CPU as running it.
-_SESSION = {"plan_cache_mode": "force_generic_plan"}
+_SESSION = {
+    "plan_cache_mode": "force_generic_plan",
+    # The store never leaves a transaction open across anything but its own statements: a
+    # session idle inside one this long belongs to a frozen or hung process, whose locks (a
+    # lease row, claimed tasks) would otherwise hold other nodes back. The database ends it.
+    "idle_in_transaction_session_timeout": "10s",
+}
 
 
 async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:

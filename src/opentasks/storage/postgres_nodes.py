@@ -53,24 +53,31 @@ FROM nodes n ORDER BY n.node_id
 """
 RELEASE_ALL = "UPDATE queue_owners SET node_id = NULL WHERE node_id = $1"
 LEAVE = "DELETE FROM nodes WHERE node_id = $1 AND incarnation = $2 RETURNING 1"
-# Renews the node's leases and takes the wanted queues nobody holds (never held, released, or
-# whose lease ended) in one statement, so every row it locks is locked in primary-key order.
-# A queue that changes hands counts its epoch up.
-OWN = """
-INSERT INTO queue_owners AS o (queue_pk, node_id, epoch, expire_us)
-SELECT pk, $1, 1, $2 FROM (
-    SELECT q.pk FROM queues q
+# A round: renew the node's own leases, take the wanted queues whose lease is free (released, or
+# ended) and create the leases of wanted queues never held. Rows another session has locked are
+# skipped, never waited for: a node frozen inside a claim (which locks its lease row) must not
+# stall the rounds, and so the leases, of the others; its queue is taken in a later round.
+RENEW = "UPDATE queue_owners SET expire_us = $2 WHERE node_id = $1"
+TAKE = """
+WITH free AS (
+    SELECT o.queue_pk FROM queue_owners o
+        JOIN queues q ON q.pk = o.queue_pk
         JOIN unnest($4::text[], $5::text[]) AS w (parent, queue_id)
         ON q.parent = w.parent AND q.queue_id = w.queue_id
-    UNION
-    SELECT queue_pk FROM queue_owners WHERE node_id = $1
-) AS wanted
-ORDER BY pk
-ON CONFLICT (queue_pk) DO UPDATE SET
-    node_id = EXCLUDED.node_id,
-    epoch = CASE WHEN o.node_id = EXCLUDED.node_id THEN o.epoch ELSE o.epoch + 1 END,
-    expire_us = EXCLUDED.expire_us
-WHERE o.node_id = EXCLUDED.node_id OR o.node_id IS NULL OR o.expire_us <= $3
+    WHERE o.node_id IS NULL OR (o.node_id <> $1 AND o.expire_us <= $3)
+    ORDER BY o.queue_pk
+    FOR UPDATE OF o SKIP LOCKED
+)
+UPDATE queue_owners o SET node_id = $1, epoch = o.epoch + 1, expire_us = $2
+FROM free WHERE o.queue_pk = free.queue_pk
+"""
+CREATE = """
+INSERT INTO queue_owners (queue_pk, node_id, epoch, expire_us)
+SELECT q.pk, $1, 1, $2 FROM queues q
+    JOIN unnest($3::text[], $4::text[]) AS w (parent, queue_id)
+    ON q.parent = w.parent AND q.queue_id = w.queue_id
+ORDER BY q.pk
+ON CONFLICT (queue_pk) DO NOTHING
 """
 HELD = """
 SELECT q.parent, q.queue_id, o.epoch FROM queue_owners o JOIN queues q ON q.pk = o.queue_pk
@@ -145,7 +152,10 @@ class NodeRows:
             async with conn.transaction():
                 if await conn.fetchval(NODE_IS, node_id, incarnation) is None:
                     return {}  # another process has this node ID now
-                await conn.execute(OWN, node_id, until, now_us, parents, ids)
+                await conn.execute(RENEW, node_id, until)
+                if ids:
+                    await conn.execute(TAKE, node_id, until, now_us, parents, ids)
+                    await conn.execute(CREATE, node_id, until, parents, ids)
                 held = await conn.fetch(HELD, node_id)
             return {QueueName.in_location(row[0], row[1]): Fence(node_id, int(row[2])) for row in held}
 
