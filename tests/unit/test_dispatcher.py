@@ -407,3 +407,16 @@ async def test_denied_targets_are_refused_without_a_request(world: World) -> Non
     with pytest.raises(TargetDenied):
         bad = HttpTarget(uri_override=UriOverride(host="metadata.google.internal"))
         await world.queues.update_queue(Queue(Q, http_target=bad), ["http_target"])
+
+
+async def test_a_claim_whose_lease_ended_before_its_attempt_started_is_not_sent(world: World) -> None:
+    """The process was frozen between the claim and the send: the task is due again for any
+    claimer, so the stale claim is dropped rather than sent (it could be sent twice)."""
+    await world.queue()
+    await world.task()
+    assert (await world.dispatcher.run_once()).started == 1  # claimed; its sender has not run yet
+    world.clock.advance(600 + 30)  # the dispatch deadline and the lease grace pass meanwhile
+    await world.dispatcher.settle()
+    assert world.pusher.sent == []
+    assert await world.step() == 1  # claimed again, and sent once
+    assert len(world.pusher.sent) == 1

@@ -134,7 +134,8 @@ class Ownership:
                 async with asyncio.timeout(limit):
                     await self.round()
             except Exception as error:
-                self._errors.warning("node %s could not renew its queues: %s", self.node_id, error)
+                reason = str(error) or f"no answer within {limit:g} s"
+                self._errors.warning("node %s could not renew its queues: %s", self.node_id, reason)
                 if self.held and not self.proven():
                     _log.error(
                         "node %s stops dispatching its %d queue(s): it could not renew their leases",

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from opentasks.clock import Clock
+from opentasks.domain.lease import lease_expiry
 from opentasks.domain.limits import bounded_wait, later
 from opentasks.domain.queue import Queue, QueueState
 from opentasks.domain.rate_limit import TokenBucket
@@ -152,6 +153,8 @@ class QueueWorker:
         try:
             while self.pending:
                 claimed = self.pending.popleft()
+                if self._lease_ended(claimed):
+                    continue
                 self.inflight += 1
                 try:
                     due = await runner.attempt(claimed, self.queue, self.refusals, self.executed)
@@ -164,6 +167,23 @@ class QueueWorker:
                     self._slot_freed()
         finally:
             self.senders -= 1
+
+    def _lease_ended(self, claimed: Task) -> bool:
+        """Whether the claim's lease ran out before its attempt could start (the process was
+        frozen or starved that long): the task is due again for any claimer, so sending it now
+        could send it twice and would take a slot its new claimer counts on."""
+        attempt = claimed.last_attempt
+        if attempt is None or attempt.dispatch_time is None:
+            return False
+        now = self._clock.now()
+        if now < lease_expiry(claimed, attempt.dispatch_time, self._settings.lease_grace):
+            return False
+        DISPATCH_LOG.warning(
+            "queue %s: not sending %s: its lease ended before its attempt could start",
+            self.queue.name,
+            claimed.name,
+        )
+        return True
 
     def _slot_freed(self) -> None:
         # When the cap is what holds the queue back, claim in batches rather than per freed slot.

@@ -62,8 +62,9 @@ _SESSION = {
     "plan_cache_mode": "force_generic_plan",
     # The store never leaves a transaction open across anything but its own statements: a
     # session idle inside one this long belongs to a frozen or hung process, whose locks (a
-    # lease row, claimed tasks) would otherwise hold other nodes back. The database ends it.
-    "idle_in_transaction_session_timeout": "10s",
+    # lease row, claimed tasks) would otherwise hold other nodes back: ended within 3 s, its
+    # claim is undone and the queue can change hands when its lease ends (6 s by default).
+    "idle_in_transaction_session_timeout": "3s",
 }
 
 
@@ -497,8 +498,8 @@ async def _transaction(conn: Conn, *, bookkeeping: bool = False) -> AsyncIterato
     except asyncio.CancelledError:
         raise
     except BaseException:
-        if not conn.is_closed():
-            with contextlib.suppress(*DRIVER_ERRORS):
+        with contextlib.suppress(*DRIVER_ERRORS):  # a connection already lost or released
+            if not conn.is_closed():
                 await conn.execute("ROLLBACK")
         raise
     await conn.execute("COMMIT")
