@@ -35,6 +35,7 @@ from opentasks.domain.routing import AppEngineRoutes
 from opentasks.domain.target_policy import DEFAULT_DENY, TargetPolicy
 from opentasks.metrics import start_metrics_server
 from opentasks.observability import Observability
+from opentasks.service import paging
 from opentasks.service.dispatcher import Dispatcher, DispatchSettings
 from opentasks.service.health import Readiness
 from opentasks.service.locations import LocationService
@@ -273,6 +274,7 @@ class Server:
 
     async def start(self) -> None:
         await self.store.open()
+        paging.set_signing_key(await self.store.page_token_key())  # shared by all the nodes
         if self.dispatcher is not None:
             await self.dispatcher.recover()
         await asyncio.to_thread(self.minter.keys.load)

@@ -11,6 +11,7 @@ from opentasks.domain.queue import Queue, resolve_queue
 from opentasks.domain.task import HttpRequest, TaskDraft, new_task
 from opentasks.errors import FailedPrecondition
 from opentasks.storage.base import Fence, Store, Windows
+from tests.contract.conftest import StoreFactory, shares_database
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 TTL = timedelta(seconds=6)
@@ -165,3 +166,19 @@ async def test_due_queues_are_those_with_a_task_due_now(store: Store, queues: li
     assert await store.due_queues([Q1], T0 + timedelta(seconds=1)) == set()
     assert await store.due_queues([Q1], T0 + timedelta(minutes=10) + GRACE) == {Q1}
     assert await store.due_queues([], T0) == set()
+
+
+async def test_every_store_of_a_database_shares_one_page_token_key(store_factory: StoreFactory) -> None:
+    first, second = store_factory(), store_factory()
+    await first.open()
+    try:
+        key = await first.page_token_key()
+        assert len(key) >= 32 and await first.page_token_key() == key
+        if shares_database(first):
+            await second.open()
+            try:
+                assert await second.page_token_key() == key
+            finally:
+                await second.close()
+    finally:
+        await first.close()

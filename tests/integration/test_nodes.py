@@ -314,3 +314,27 @@ def test_a_second_server_with_a_node_id_in_use_is_refused_and_changes_nothing(
         assert "Traceback" not in second.stderr
         listed = Nodes(storage, tmp_path).listed()
         assert listed["only"]["state"] == "alive" and listed["only"]["queues"] == 1
+
+
+def test_a_page_token_from_one_node_is_read_by_another(storage: str, tmp_path: Path) -> None:
+    with (
+        ServerProcess(storage, "--node-id", "p1", log_path=tmp_path / "p1.log") as first,
+        ServerProcess(storage, "--node-id", "p2", log_path=tmp_path / "p2.log") as second,
+    ):
+        one, two = first.client(), second.client()
+        queue = make_queue(one, "paged")
+        one.pause_queue(name=queue)
+        for index in range(5):
+            one.create_task(
+                parent=queue,
+                task={"name": f"{queue}/tasks/t{index}", "http_request": {"url": "http://127.0.0.1:9/"}},
+            )
+        page = one.list_tasks(request={"parent": queue, "page_size": 2}).pages
+        first_page = next(page)
+        rest = two.list_tasks(
+            request={"parent": queue, "page_size": 3, "page_token": first_page.next_page_token}
+        )
+        names = [t.name.rsplit("/", 1)[1] for t in first_page.tasks] + [
+            t.name.rsplit("/", 1)[1] for t in rest
+        ]
+        assert names == [f"t{index}" for index in range(5)]

@@ -282,6 +282,12 @@ class Store(Protocol):
         itself."""
         ...
 
+    async def page_token_key(self) -> bytes:
+        """A secret of at least 32 bytes that every server opening this store shares (page
+        tokens signed by one node are read by the others); random per process for a store only
+        one process opens."""
+        ...
+
     # -- insights ------------------------------------------------------------------------------
 
     async def task_counts(self, now: datetime, queue: QueueName | None = None) -> dict[QueueName, TaskCounts]:

@@ -8,6 +8,7 @@ behave as nodes of a cluster, which lets tests drive hand-overs in virtual time.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -40,6 +41,7 @@ class LocalNodes:
         self._nodes: dict[str, _Node] = {}
         self._leases: dict[QueueName, _Lease] = {}
         self._listeners: list[SignalListener] = []
+        self._page_token_key = secrets.token_bytes(32)
 
     async def _existing_queues(self, names: Collection[QueueName]) -> set[QueueName]:
         """Those of ``names`` that are queues of the store (the store mixing this in says)."""
@@ -127,6 +129,9 @@ class LocalNodes:
             lease = self._leases.get(name)
             if lease is not None and lease.node_id == node_id:
                 lease.node_id = None
+
+    async def page_token_key(self) -> bytes:
+        return self._page_token_key
 
     async def notify(self, messages: list[str]) -> None:
         loop = asyncio.get_running_loop()

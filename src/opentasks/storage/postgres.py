@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -453,6 +454,13 @@ class PostgresStore:
 
     async def release_queues(self, node_id: str, queues: Collection[QueueName]) -> None:
         await self._nodes.release_queues(node_id, queues)
+
+    async def page_token_key(self) -> bytes:
+        async def run(conn: Conn) -> bytes:
+            await conn.execute(sql.ADD_SECRET, "page_tokens", secrets.token_bytes(32))
+            return bytes(await conn.fetchval(sql.SECRET, "page_tokens"))
+
+        return await self._run("read the page-token key", run)
 
     async def notify(self, messages: list[str]) -> None:
         await self._nodes.notify(messages)

@@ -254,6 +254,11 @@ def task_windows(windows: Windows) -> tuple[int, int]:
     return to_micros(windows.task_until(_PLAIN_QUEUE)), to_micros(windows.task_until(_YAML_QUEUE))
 
 
+# The first server to ask creates a secret; every server reads the same one.
+ADD_SECRET = "INSERT INTO opentasks_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"
+SECRET = "SELECT value FROM opentasks_secrets WHERE name = $1"
+
+
 # -- schema --------------------------------------------------------------------------------------
 
 
