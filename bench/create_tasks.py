@@ -30,6 +30,7 @@ from google.api_core import exceptions
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
 
+from dispatch import database_cpu
 from opentasks.testing import ServerProcess, free_port
 
 PARENT = "projects/bench/locations/us-central1"
@@ -42,16 +43,6 @@ class Result:
     creates_per_s: float
     server_cpu_us_per_create: float
     database_cpu_us_per_create: float = 0.0
-
-
-def database_cpu() -> float:
-    """CPU seconds used so far by the PostgreSQL server's processes on this machine."""
-    total = 0.0
-    for process in psutil.process_iter(["name", "cpu_times"]):
-        times = process.info["cpu_times"]
-        if process.info["name"] == "postgres" and times is not None:
-            total += times.user + times.system
-    return total
 
 
 async def drive(address: str, total: int, concurrency: int, pid: int, label: str) -> Result:

@@ -50,6 +50,14 @@ class Cluster:
         for node_id in node_ids or tuple(self.nodes):
             await self.nodes[node_id].dispatcher.ownership.round()
 
+    async def queue(self, **fields: object) -> tuple[str, str]:
+        """Create queue Q through node "a" and let the nodes share it out: (its holder, another
+        node)."""
+        await self.nodes["a"].queue(**fields)
+        await self.rounds()
+        [holder] = self.holders()[Q]
+        return holder, next(node_id for node_id in self.nodes if node_id != holder)
+
     def holders(self) -> dict[QueueName, list[str]]:
         held: dict[QueueName, list[str]] = {}
         for node_id, world in self.nodes.items():
@@ -89,9 +97,7 @@ async def test_every_queue_has_exactly_one_holder() -> None:
 async def test_tasks_created_on_any_node_are_dispatched_once_by_the_holder() -> None:
     cluster = Cluster("a", "b", "c")
     await cluster.start()
-    await cluster.nodes["a"].queue()
-    await cluster.rounds()
-    [holder] = cluster.holders()[Q]
+    holder, _ = await cluster.queue()
     for world in cluster.nodes.values():
         for _ in range(3):
             await world.task()
@@ -104,10 +110,7 @@ async def test_tasks_created_on_any_node_are_dispatched_once_by_the_holder() -> 
 async def test_a_node_that_leaves_hands_its_queues_over_at_once() -> None:
     cluster = Cluster("a", "b")
     await cluster.start()
-    await cluster.nodes["a"].queue()
-    await cluster.rounds()
-    [holder] = cluster.holders()[Q]
-    other = "b" if holder == "a" else "a"
+    holder, other = await cluster.queue()
     await cluster.nodes[holder].dispatcher.stop()
     await cluster.rounds(other)
     assert cluster.holders() == {Q: [other]}
@@ -119,10 +122,7 @@ async def test_a_node_that_leaves_hands_its_queues_over_at_once() -> None:
 async def test_a_dead_nodes_queues_move_when_its_lease_ends_and_it_is_fenced() -> None:
     cluster = Cluster("a", "b")
     await cluster.start()
-    await cluster.nodes["a"].queue()
-    await cluster.rounds()
-    [holder] = cluster.holders()[Q]
-    other = "b" if holder == "a" else "a"
+    holder, other = await cluster.queue()
     dead, alive = cluster.nodes[holder], cluster.nodes[other]
     cluster.clock.advance(TTL_S - 0.5)  # the holder falls silent; its lease still runs
     await cluster.rounds(other)
@@ -145,10 +145,7 @@ async def test_the_new_holder_counts_the_previous_holders_attempts_against_the_c
     }
     await cluster.start()
     limits = RateLimits(max_concurrent_dispatches=5, max_dispatches_per_second=500, max_burst_size=100)
-    await cluster.nodes["a"].queue(rate_limits=limits)
-    await cluster.rounds()
-    [holder] = cluster.holders()[Q]
-    other = "b" if holder == "a" else "a"
+    holder, other = await cluster.queue(rate_limits=limits)
     old, new = cluster.nodes[holder], cluster.nodes[other]
     old.pusher.hold = True
     for _ in range(10):
