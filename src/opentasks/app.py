@@ -41,7 +41,7 @@ from opentasks.service.health import Readiness
 from opentasks.service.locations import LocationService
 from opentasks.service.observers import Observers
 from opentasks.service.ownership import NodeSettings
-from opentasks.service.pusher import AiohttpPusher
+from opentasks.service.pusher import Http1Pusher
 from opentasks.service.queues import QueueService
 from opentasks.service.tasks import TaskService
 from opentasks.service.windows import TombstonePolicy
@@ -133,7 +133,7 @@ def build_dispatcher(
     return Dispatcher(
         store,
         clock,
-        AiohttpPusher(targets, clock=clock),
+        Http1Pusher(targets, clock=clock),
         tombstones=tombstone_policy(settings),
         settings=dispatch_settings,
         credentials=minter,

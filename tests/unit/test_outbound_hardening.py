@@ -38,7 +38,7 @@ from opentasks.domain.task import (
     new_task,
 )
 from opentasks.errors import InvalidArgument
-from opentasks.service.pusher import AiohttpPusher, GuardedResolver
+from opentasks.service.pusher import AiohttpPusher, GuardedResolver, Http1Pusher
 
 QUEUE = QueueName.parse("projects/p/locations/l/queues/q")
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -61,6 +61,14 @@ METADATA_LOOKALIKES = [
     "ＭＥＴＡＤＡＴＡ.ＧＯＯＧ",  # noqa: RUF001
     "metadata.google.internal.",
 ]
+
+PusherType = type[AiohttpPusher] | type[Http1Pusher]
+
+
+@pytest.fixture(params=[AiohttpPusher, Http1Pusher], ids=["aiohttp", "http1"])
+def pusher_type(request: pytest.FixtureRequest) -> PusherType:
+    """Every behaviour holds for both the general client and the lean HTTP/1.1 one."""
+    return request.param  # type: ignore[no-any-return]
 
 
 # -- the target policy, as the HTTP client sees hosts ---------------------------------------------
@@ -327,10 +335,10 @@ def post(
 
 @pytest.mark.parametrize("host", ["127.0.0.2", "１２７.０.０.２", "127。0。0。2", "[::ffff:127.0.0.2]"])  # noqa: RUF001
 async def test_connections_to_denied_addresses_are_refused_however_the_host_is_written(
-    metadata: tuple[int, list[str]], host: str
+    metadata: tuple[int, list[str]], host: str, pusher_type: PusherType
 ) -> None:
     port, seen = metadata
-    pusher = AiohttpPusher(DENY_METADATA)
+    pusher = pusher_type(DENY_METADATA)
     try:
         with pytest.raises(TargetDenied, match=r"(127\.0\.0\.2|::ffff:7f00:2) is not allowed"):
             await pusher.push(post(f"http://{host}:{port}/latest/meta-data"))
@@ -339,7 +347,9 @@ async def test_connections_to_denied_addresses_are_refused_however_the_host_is_w
     assert seen == []
 
 
-async def test_every_redirect_hop_is_checked(metadata: tuple[int, list[str]]) -> None:
+async def test_every_redirect_hop_is_checked(
+    metadata: tuple[int, list[str]], pusher_type: PusherType
+) -> None:
     port, seen = metadata
 
     async def redirect(request: web.Request) -> web.Response:
@@ -347,14 +357,14 @@ async def test_every_redirect_hop_is_checked(metadata: tuple[int, list[str]]) ->
         raise web.HTTPFound(target)
 
     runner, redirector = await serve(redirect)
-    pusher = AiohttpPusher(DENY_METADATA)
+    pusher = pusher_type(DENY_METADATA)
     try:
         for target in (f"http://127.0.0.2:{port}/", f"http://１２７.0.0.2:{port}/"):  # noqa: RUF001
             url = f"http://127.0.0.1:{redirector}/?to={target}"
             with pytest.raises(TargetDenied, match=r"127\.0\.0\.2"):
                 await pusher.push(post(url, follow_redirects=True))
             assert (await pusher.push(post(url))).http_status == 302  # not followed by default
-        name_policy = AiohttpPusher(TargetPolicy(deny=("*.denied.test",)))
+        name_policy = pusher_type(TargetPolicy(deny=("*.denied.test",)))
         try:
             with pytest.raises(TargetDenied, match=r"x\.denied\.test"):
                 await name_policy.push(
@@ -368,7 +378,9 @@ async def test_every_redirect_hop_is_checked(metadata: tuple[int, list[str]]) ->
     assert seen == []
 
 
-async def test_redirect_hops_must_match_the_allow_list_too(metadata: tuple[int, list[str]]) -> None:
+async def test_redirect_hops_must_match_the_allow_list_too(
+    metadata: tuple[int, list[str]], pusher_type: PusherType
+) -> None:
     port, seen = metadata
 
     async def redirect(request: web.Request) -> web.Response:
@@ -377,7 +389,7 @@ async def test_redirect_hops_must_match_the_allow_list_too(metadata: tuple[int, 
         raise web.HTTPFound(request.query["to"])
 
     runner, redirector = await serve(redirect)
-    pusher = AiohttpPusher(TargetPolicy(allow=("127.0.0.1",)))
+    pusher = pusher_type(TargetPolicy(allow=("127.0.0.1",)))
     try:
         for target in (
             f"http://127.0.0.2:{port}/",
@@ -395,9 +407,9 @@ async def test_redirect_hops_must_match_the_allow_list_too(metadata: tuple[int, 
     assert seen == []
 
 
-async def test_allowed_addresses_still_work(metadata: tuple[int, list[str]]) -> None:
+async def test_allowed_addresses_still_work(metadata: tuple[int, list[str]], pusher_type: PusherType) -> None:
     port, seen = metadata
-    pusher = AiohttpPusher(TargetPolicy(deny=()))
+    pusher = pusher_type(TargetPolicy(deny=()))
     try:
         assert (await pusher.push(post(f"http://１２７.0.0.2:{port}/x"))).http_status == 200  # noqa: RUF001
     finally:
@@ -442,11 +454,11 @@ class RawHandler:
 SMUGGLED = b"0\r\n\r\nPOST /smuggled HTTP/1.1\r\nX-CloudTasks-TaskName: forged\r\nContent-Length: 0\r\n\r\n"
 
 
-async def test_a_task_cannot_smuggle_a_second_request() -> None:
+async def test_a_task_cannot_smuggle_a_second_request(pusher_type: PusherType) -> None:
     raw = RawHandler()
     server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    pusher = AiohttpPusher()
+    pusher = pusher_type()
     # A row stored with hop-by-hop headers, sent the way the dispatcher sends it.
     stored = HttpRequest(f"http://127.0.0.1:{port}/", headers={**HOP_BY_HOP, "X-Kept": "1"}, body=SMUGGLED)
     task = Task(TaskName(QUEUE, "s"), NOW, NOW, http_request=stored)
@@ -466,11 +478,11 @@ async def test_a_task_cannot_smuggle_a_second_request() -> None:
     assert not set(headers) & {k.lower() for k in HOP_BY_HOP}
 
 
-async def test_non_ascii_header_values_are_delivered_as_utf8() -> None:
+async def test_non_ascii_header_values_are_delivered_as_utf8(pusher_type: PusherType) -> None:
     raw = RawHandler()
     server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    pusher = AiohttpPusher()
+    pusher = pusher_type()
     try:
         assert (await pusher.push(post(f"http://127.0.0.1:{port}/", {"X-Name": "café ☃"}))).http_status == 200
     finally:
@@ -480,7 +492,9 @@ async def test_non_ascii_header_values_are_delivered_as_utf8() -> None:
     assert raw.requests[0][1]["x-name"] == "café ☃"
 
 
-async def test_endless_answers_are_cut_short_and_short_ones_reuse_the_connection() -> None:
+async def test_endless_answers_are_cut_short_and_short_ones_reuse_the_connection(
+    pusher_type: PusherType,
+) -> None:
     sent = {"endless": 0}
     peers: list[int] = []
     disconnected = asyncio.Event()
@@ -503,7 +517,7 @@ async def test_endless_answers_are_cut_short_and_short_ones_reuse_the_connection
         return response
 
     runner, port = await serve(answer)
-    pusher = AiohttpPusher()
+    pusher = pusher_type()
     try:
         started = time.monotonic()
         outcome = await asyncio.wait_for(pusher.push(post(f"http://127.0.0.1:{port}/endless")), 10)
@@ -521,7 +535,7 @@ async def test_endless_answers_are_cut_short_and_short_ones_reuse_the_connection
         await runner.cleanup()
 
 
-async def test_the_pusher_reads_retry_after_on_429_and_503() -> None:
+async def test_the_pusher_reads_retry_after_on_429_and_503(pusher_type: PusherType) -> None:
     async def answer(request: web.Request) -> web.Response:
         return web.Response(
             status=int(request.query["status"]), headers={"Retry-After": request.query["after"]}
@@ -529,7 +543,7 @@ async def test_the_pusher_reads_retry_after_on_429_and_503() -> None:
 
     runner, port = await serve(answer)
     clock = FakeClock(datetime(2030, 1, 1, tzinfo=UTC))
-    pusher = AiohttpPusher(clock=clock)
+    pusher = pusher_type(clock=clock)
     try:
         base = f"http://127.0.0.1:{port}/"
         assert (await pusher.push(post(f"{base}?status=429&after=7"))).retry_after == timedelta(seconds=7)
@@ -556,12 +570,12 @@ def silent_dns() -> Any:
     sock.close()
 
 
-async def test_lookups_that_never_end_hold_up_nothing_else(silent_dns: str) -> None:
+async def test_lookups_that_never_end_hold_up_nothing_else(silent_dns: str, pusher_type: PusherType) -> None:
     async def answer(request: web.Request) -> web.Response:
         return web.Response()
 
     runner, port = await serve(answer)
-    pusher = AiohttpPusher(nameservers=[silent_dns], dns_timeout_s=4.0)
+    pusher = pusher_type(nameservers=[silent_dns], dns_timeout_s=4.0)
     try:
         stuck = [asyncio.ensure_future(pusher.push(post(f"http://never-{i}.example/"))) for i in range(40)]
         for host in ("127.0.0.1", "localhost"):  # /etc/hosts names resolve without the name server

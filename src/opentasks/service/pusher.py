@@ -20,13 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import errno
+import ipaddress
 import logging
 import socket
+import ssl
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, Protocol
 
+import aiohappyeyeballs
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
@@ -35,6 +38,17 @@ from opentasks.domain.attempt import RETRY_AFTER_STATUSES, parse_retry_after
 from opentasks.domain.outbound import OutboundRequest
 from opentasks.domain.target_policy import TargetDenied, TargetPolicy
 from opentasks.domain.task import AttemptFailure, AttemptOutcome
+from opentasks.service.http1 import (
+    Answer,
+    ConnectionClosed,
+    ConnectionPool,
+    Exchange,
+    Origin,
+    Target,
+    UnsupportedUrl,
+    request_head,
+    target,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -46,6 +60,7 @@ MAX_RESPONSE_BYTES = 64 * 1024  # of a handler's answer read (and discarded) to 
 DNS_TIMEOUT_S = 5.0
 DNS_CACHE_SIZE = 1024
 DNS_CACHE_TTL_S = 60.0
+HAPPY_EYEBALLS_DELAY_S = 0.25  # before racing the next address of a name (aiohttp's, RFC 8305's)
 
 # The refusals ConnectGuard made during the current push (a list per push, seen by the tasks
 # aiohttp's happy-eyeballs race starts, since they copy the context).
@@ -54,6 +69,21 @@ _refusals: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("re
 
 def _timeout(seconds: float) -> aiohttp.ClientTimeout:
     return _DEFAULT_TIMEOUT if seconds == _DEFAULT_TIMEOUT.total else aiohttp.ClientTimeout(total=seconds)
+
+
+async def _guarded(sending: Awaitable[AttemptOutcome]) -> AttemptOutcome:
+    """The outcome of ``sending``: a connection or protocol error is an UNREACHABLE outcome,
+    unless the target policy refused a connection on the way (then TargetDenied)."""
+    refusals: list[str] = []
+    token = _refusals.set(refusals)
+    try:
+        return await sending
+    except (aiohttp.ClientError, OSError, ValueError) as error:
+        if refusals:
+            raise TargetDenied(refusals[0]) from None
+        return AttemptOutcome(failure=AttemptFailure.UNREACHABLE, detail=str(error) or type(error).__name__)
+    finally:
+        _refusals.reset(token)
 
 
 class Pusher(Protocol):
@@ -249,18 +279,7 @@ class AiohttpPusher:
         return self._session
 
     async def push(self, request: OutboundRequest) -> AttemptOutcome:
-        refusals: list[str] = []
-        token = _refusals.set(refusals)
-        try:
-            return await self._send(request)
-        except (aiohttp.ClientError, OSError, ValueError) as error:
-            if refusals:
-                raise TargetDenied(refusals[0]) from None
-            return AttemptOutcome(
-                failure=AttemptFailure.UNREACHABLE, detail=str(error) or type(error).__name__
-            )
-        finally:
-            _refusals.reset(token)
+        return await _guarded(self._send(request))
 
     async def _send(self, request: OutboundRequest) -> AttemptOutcome:
         try:
@@ -310,3 +329,129 @@ class AiohttpPusher:
         if self._resolver is not None:  # aiohttp closes only the resolvers it made itself
             await self._resolver.close()
             self._resolver = None
+
+
+class Http1Pusher:
+    """Sends attempts with the lean HTTP/1.1 client of :mod:`opentasks.service.http1`: pooled
+    keep-alive connections, each opened through the same resolver and :class:`ConnectGuard` as
+    the general client's. Requests that follow redirects, and URLs with credentials in them, go
+    to an :class:`AiohttpPusher` instead.
+
+    A request sent on a reused connection that the server closed before answering a single byte
+    (it timed the idle connection out as the request left) is sent once more on a new one.
+    ``tls`` replaces the default context (system CAs, host names checked) for https targets.
+    """
+
+    def __init__(
+        self,
+        targets: TargetPolicy | None = None,
+        *,
+        nameservers: Sequence[str] | None = None,
+        dns_timeout_s: float = DNS_TIMEOUT_S,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        clock: Clock | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self._targets = targets or TargetPolicy()
+        self._clock = clock or SystemClock()
+        self._max_body = max_response_bytes
+        self._resolver = GuardedResolver(
+            self._targets, nameservers=nameservers, timeout_s=dns_timeout_s, clock=self._clock
+        )
+        self._guard = ConnectGuard(self._targets)
+        self._tls = tls or ssl.create_default_context()  # the system's CAs, as aiohttp's
+        self._pool = ConnectionPool(self._connect)
+        self._general = AiohttpPusher(
+            self._targets,
+            nameservers=nameservers,
+            dns_timeout_s=dns_timeout_s,
+            max_response_bytes=max_response_bytes,
+            clock=self._clock,
+        )
+
+    async def push(self, request: OutboundRequest) -> AttemptOutcome:
+        if request.follow_redirects:
+            return await self._general.push(request)
+        try:
+            where = target(request.url)
+        except UnsupportedUrl:
+            return await self._general.push(request)
+        except ValueError as error:
+            return AttemptOutcome(failure=AttemptFailure.UNREACHABLE, detail=str(error))
+        return await _guarded(self._send(request, where))
+
+    async def _send(self, request: OutboundRequest, where: Target) -> AttemptOutcome:
+        head = request_head(request.method, where, request.headers, request.body)
+        head_only, origin = request.method == "HEAD", where.origin
+        try:
+            async with asyncio.timeout(request.timeout_s):
+                connection, reused = await self._pool.acquire(origin)
+                try:
+                    answer = await self._exchange(connection, head, request.body, head_only)
+                except ConnectionClosed:
+                    if not (reused and connection.answered_nothing):
+                        raise
+                    answer = await self._exchange(await self._connect(origin), head, request.body, head_only)
+        except TimeoutError:
+            return AttemptOutcome(failure=AttemptFailure.TIMEOUT)
+        return AttemptOutcome(http_status=answer.status, retry_after=self._retry_after(answer))
+
+    async def _exchange(self, connection: Exchange, head: bytes, body: bytes, head_only: bool) -> Answer:
+        try:
+            answer = await connection.exchange(head, body, head_only=head_only)
+        except BaseException:
+            connection.abort()
+            raise
+        self._pool.release(connection)
+        return answer
+
+    async def _connect(self, origin: Origin) -> Exchange:
+        try:
+            return await self._open(origin)
+        except OSError as error:  # said with the host, as the general client says it
+            raise OSError(f"cannot connect to {origin.host}:{origin.port}: {error}") from error
+
+    async def _open(self, origin: Origin) -> Exchange:
+        addresses = await self._addresses(origin)
+        sock = await aiohappyeyeballs.start_connection(
+            addresses, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY_S, interleave=1, socket_factory=self._guard
+        )
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tls = self._tls if origin.scheme == "https" else None
+            _, connection = await asyncio.get_running_loop().create_connection(
+                self._new_exchange(origin), sock=sock, ssl=tls, server_hostname=origin.host if tls else None
+            )
+        except BaseException:
+            sock.close()
+            raise
+        return connection
+
+    def _new_exchange(self, origin: Origin) -> Callable[[], Exchange]:
+        return lambda: Exchange(origin, self._max_body)
+
+    async def _addresses(self, origin: Origin) -> list[tuple[Any, ...]]:
+        """The addresses to try: an IP literal as it is (ConnectGuard judges it), a name as the
+        guarded resolver answers."""
+        try:
+            literal = ipaddress.ip_address(origin.host)
+        except ValueError:
+            found = await self._resolver.resolve(origin.host, origin.port, socket.AF_UNSPEC)
+            return [_address_info(result["family"], result["host"], origin.port) for result in found]
+        family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
+        return [_address_info(family, origin.host, origin.port)]
+
+    def _retry_after(self, answer: Answer) -> timedelta | None:
+        if answer.status not in RETRY_AFTER_STATUSES:
+            return None
+        return parse_retry_after(answer.retry_after, self._clock.now())
+
+    async def close(self) -> None:
+        self._pool.close()
+        await self._general.close()
+        await self._resolver.close()
+
+
+def _address_info(family: int, host: str, port: int) -> tuple[Any, ...]:
+    address = (host, port, 0, 0) if family == socket.AF_INET6 else (host, port)
+    return (family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address)
