@@ -1,3 +1,5 @@
+"""The opentasks YAML format: what it declares, and how strictly it is read."""
+
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,6 +12,13 @@ def write(tmp_path: Path, text: str, name: str = "opentasks.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text)
     return path
+
+
+def error_of(tmp_path: Path, text: str, name: str = "opentasks.yaml") -> str:
+    """The message of the error ``text`` raises, with the temporary directory left out."""
+    with pytest.raises(ConfigFileError) as caught:
+        load(write(tmp_path, text, name))
+    return str(caught.value).removeprefix(f"{tmp_path}/")
 
 
 def test_opentasks_yaml(tmp_path: Path) -> None:
@@ -32,6 +41,7 @@ queues:
       max_retry_duration: 2h
     app_engine_routing_override: {service: worker, version: v2}
   - name: reports
+  - name: projects/shop/locations/europe-west1/queues/audits
 """,
         )
     )
@@ -42,7 +52,7 @@ queues:
         "allowed_locations": ["us-central1", "europe-west1"],
     }
     assert config.project == "shop" and config.location is None
-    emails, reports = config.queues
+    emails, reports, audits = config.queues
     assert emails.state == "PAUSED" and emails.line == 8
     assert emails.settings == {
         "rate_limits.max_dispatches_per_second": 5.0,
@@ -51,87 +61,131 @@ queues:
         "retry_config.max_retry_duration": timedelta(hours=2),
         "app_engine_routing_override": {"service": "worker", "version": "v2"},
     }
-    assert (reports.name, reports.settings, reports.state) == ("reports", {}, None)
-
-
-def test_queue_yaml_is_converted_as_cloud_tasks_documents(tmp_path: Path) -> None:
-    config = load(
-        write(
-            tmp_path,
-            """
-total_storage_limit: 120M
-queue:
-- name: default
-  rate: 10/m
-  bucket_size: 20
-  max_concurrent_requests: 7
-  target: v2.worker
-  retry_parameters:
-    task_retry_limit: 5
-    task_age_limit: 2d
-    min_backoff_seconds: 0.5
-    max_backoff_seconds: 30
-    max_doublings: 3
-- name: hourly
-  rate: 1/h
-  mode: push
-  acl: [{user_email: a@b}]
-""",
-            "queue.yaml",
-        )
+    assert emails.origin("retry_config.min_backoff").line == 13
+    assert emails.origin("retry_config.min_backoff").field == "emails.retry_config.min_backoff"
+    assert emails.origin("rate_limits.max_dispatches_per_second").field == (
+        "emails.rateLimits.maxDispatchesPerSecond"
     )
-    assert config.kind == "queue.yaml"
-    default, hourly = config.queues
-    assert default.settings == {
-        "rate_limits.max_dispatches_per_second": pytest.approx(10 / 60),
-        "rate_limits.max_concurrent_dispatches": 7,
-        "rate_limits.max_burst_size": 20,
-        "app_engine_routing_override": {"service": "worker", "version": "v2"},
-        "retry_config.max_attempts": 5,
-        "retry_config.max_retry_duration": timedelta(days=2),
-        "retry_config.min_backoff": timedelta(seconds=0.5),
-        "retry_config.max_backoff": timedelta(seconds=30),
-        "retry_config.max_doublings": 3,
-    }
-    assert hourly.settings == {
-        "rate_limits.max_dispatches_per_second": pytest.approx(1 / 3600),
-        "rate_limits.max_burst_size": 5,  # App Engine's default bucket
-    }
-    notes = "\n".join(config.notes)
-    assert "queue.yaml:2: total_storage_limit: has no Cloud Tasks equivalent" in notes
-    assert "bucket_size" not in notes
-    assert "queue.yaml:18: hourly.acl: has no Cloud Tasks equivalent" in notes
+    assert (reports.name, reports.settings, reports.state) == ("reports", {}, None)
+    assert audits.name == "projects/shop/locations/europe-west1/queues/audits"
+
+
+def test_an_empty_file_declares_nothing(tmp_path: Path) -> None:
+    assert load(write(tmp_path, "")).queues == []
+    assert load(write(tmp_path, "queues: []\n")).queues == []
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
+        # unknown keys, with the likely meant one
+        ("whatever: 1\n", "opentasks.yaml:1: whatever: unknown field; expected one of server, project"),
+        ("queus: []\n", "opentasks.yaml:1: queus: unknown field; did you mean queues?"),
+        ("server:\n  prot: 1\n", "opentasks.yaml:2: server.prot: unknown field; did you mean port?"),
         (
-            "queues:\n  - name: q\n    rate_limits: {max_dispatches_per_second: fast}\n",
-            "opentasks.yaml:3: q.rate_limits.max_dispatches_per_second: 'fast' is not a valid float",
+            "queues:\n  - name: q\n    rate_limit: {}\n",
+            "opentasks.yaml:3: q.rate_limit: unknown field; did you mean rate_limits?",
         ),
         (
             "queues:\n  - name: q\n    retry_config:\n      min_backof: 1s\n",
-            "opentasks.yaml:4: q.retry_config.min_backof: unknown; expected one of max_attempts",
+            "opentasks.yaml:4: q.retry_config.min_backof: unknown field; did you mean min_backoff?",
         ),
+        (
+            "queues:\n  - name: q\n    rate_limits:\n      max_concurent_dispatches: 3\n",
+            "opentasks.yaml:4: q.rate_limits.max_concurent_dispatches: unknown field; "
+            "did you mean max_concurrent_dispatches?",
+        ),
+        # wrong types
+        (
+            "queues:\n  - name: q\n    rate_limits: {max_dispatches_per_second: fast}\n",
+            "opentasks.yaml:3: q.rate_limits.max_dispatches_per_second: expected a number, not 'fast'.",
+        ),
+        (
+            "queues:\n  - name: q\n    rate_limits:\n      max_concurrent_dispatches: 2.5\n",
+            "opentasks.yaml:4: q.rate_limits.max_concurrent_dispatches: expected a whole number, not 2.5.",
+        ),
+        (
+            "queues:\n  - name: q\n    retry_config: {max_attempts: true}\n",
+            "opentasks.yaml:3: q.retry_config.max_attempts: expected a whole number or unlimited, not true.",
+        ),
+        (
+            "queues:\n  - name: q\n    retry_config:\n      max_backoff:\n",
+            "opentasks.yaml:4: q.retry_config.max_backoff: expected a duration such as 500ms, 30s, 15m, 1h "
+            "or 7d, not an empty value.",
+        ),
+        (
+            "queues:\n  - name: q\n    retry_config:\n      min_backoff: 5 minutes\n",
+            "opentasks.yaml:4: q.retry_config.min_backoff: expected a duration",
+        ),
+        (
+            "queues:\n  - name: q\n    app_engine_routing_override: {service: [a]}\n",
+            "opentasks.yaml:3: q.app_engine_routing_override.service: expected a string, not a list.",
+        ),
+        ("queues:\n  name: q\n", "opentasks.yaml:2: queues: expected a list, not a mapping."),
+        ("queues:\n  - q\n", "opentasks.yaml:2: queues[]: expected a mapping of keys to values, not 'q'."),
         ("queues:\n  - rate_limits: {}\n", "opentasks.yaml:2: queues[].name: every queue needs a name."),
         (
             "queues:\n  - name: q\n    state: SLEEPING\n",
-            "opentasks.yaml:3: q.state: expected RUNNING or PAUSED.",
+            "opentasks.yaml:3: q.state: expected RUNNING or PAUSED, not 'SLEEPING'.",
         ),
-        ("server:\n  prot: 1\n", "opentasks.yaml:2: server.prot: unknown setting"),
-        ("queue:\n- name: q\n  rate: lots\n", "opentasks.yaml:3: q.rate: 'lots' is not a rate"),
+        # invalid names
         (
-            "queue:\n- name: q\n  bucket_size: 501\n",
-            "opentasks.yaml:3: q.bucket_size: must be between 1 and 500",
+            "queues:\n  - name: q\n  - name: my_queue\n",
+            "opentasks.yaml:3: queues[].name: 'my_queue' is not a queue ID: use 1 to 100 letters, digits "
+            "and hyphens.",
+        ),
+        (
+            "queues:\n  - name: projects/p/locations/l/queues/\n",
+            'opentasks.yaml:2: queues[].name: Queue name must be formatted: "projects/<PROJECT_ID>',
+        ),
+        ("project: my project\n", "opentasks.yaml:1: project: 'my project' is not a valid project ID."),
+        ("location: -x\n", "opentasks.yaml:1: location: '-x' is not a valid location ID."),
+        # twice
+        (
+            "queues:\n  - name: q\n    rate_limits: {}\n    rateLimits: {}\n",
+            "opentasks.yaml:4: queues[].rateLimits: given twice, at lines 3 and 4.",
+        ),
+        (
+            "queues:\n  - name: a\n  - name: b\n  - name: a\n    state: PAUSED\n",
+            "opentasks.yaml:4: a: the queue is declared twice, at lines 2 and 4.",
+        ),
+        # out of range: the API's own message
+        (
+            "queues:\n  - name: q\n    retry_config:\n      max_attempts: -2\n",
+            "opentasks.yaml:4: q.retry_config.max_attempts: RetryConfig.maxAttempts must be greater or "
+            "equal to -1.",
+        ),
+        (
+            "queues:\n  - name: q\n    rate_limits: {max_dispatches_per_second: -1}\n",
+            "opentasks.yaml:3: q.rate_limits.max_dispatches_per_second: RateLimits.maxDispatchesPerSecond "
+            "cannot be negative.",
+        ),
+        (
+            "queues:\n  - name: q\n    rate_limits: {max_concurrent_dispatches: 3000000000}\n",
+            "opentasks.yaml:3: q.rate_limits.max_concurrent_dispatches: RateLimits.maxConcurrentDispatches "
+            "must be less than or equal to 2147483647.",
+        ),
+        (
+            "queues:\n  - name: q\n    retry_config:\n      max_backoff: 5s\n      min_backoff: 10s\n",
+            "opentasks.yaml:5: q.retry_config.min_backoff: RetryConfig.minBackoff must be less than or "
+            "equal to RetryConfig.maxBackoff.",
         ),
         ("queues: [\n", "opentasks.yaml:2: not valid YAML"),
-        ("whatever: 1\n", "opentasks.yaml:1: whatever: unknown"),
     ],
 )
 def test_errors_name_file_line_and_field(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(ConfigFileError) as caught:
-        load(write(tmp_path, text))
-    assert str(caught.value).startswith(
-        str(tmp_path / message.split(":", 1)[0]) + ":" + message.split(":", 1)[1]
+    assert error_of(tmp_path, text).startswith(message)
+
+
+def test_a_lone_backoff_is_not_compared_with_a_default(tmp_path: Path) -> None:
+    """The server keeps the current max_backoff, which may well exceed a 2 h min_backoff."""
+    config = load(write(tmp_path, "queues:\n  - name: q\n    retry_config: {min_backoff: 2h}\n"))
+    assert config.queues[0].settings == {"retry_config.min_backoff": timedelta(hours=2)}
+
+
+def test_rates_above_cloud_tasks_limit_are_left_to_the_server(tmp_path: Path) -> None:
+    """A server may lift the 500/s limit (--max-rate-per-queue): the server decides."""
+    config = load(
+        write(tmp_path, "queues:\n  - name: q\n    rate_limits: {max_dispatches_per_second: 2000}\n")
     )
+    assert config.queues[0].settings == {"rate_limits.max_dispatches_per_second": 2000.0}
