@@ -1,5 +1,8 @@
 """`opentasks apply -f` and `opentasks serve --config`, run as a user runs them."""
 
+import os
+import pty
+import select
 import subprocess
 import time
 from pathlib import Path
@@ -25,13 +28,45 @@ queues:
 
 
 def apply(server: ServerProcess, path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """Run ``opentasks apply`` without a terminal (stdin is empty)."""
     return subprocess.run(
         [OPENTASKS, "apply", "-f", str(path), "--endpoint", server.address, *flags],
         capture_output=True,
+        stdin=subprocess.DEVNULL,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def apply_on_terminal(server: ServerProcess, path: Path, answer: bytes, *flags: str) -> tuple[int, str]:
+    """Run ``opentasks apply`` on a pseudo-terminal; answer ``answer`` once it asks."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [OPENTASKS, "apply", "-f", str(path), "--endpoint", server.address, *flags],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        close_fds=True,
+    )
+    os.close(terminal)
+    output = b""
+    answered = False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([controller], [], [], deadline - time.monotonic())
+        try:
+            chunk = os.read(controller, 4096) if ready else b""
+        except OSError:  # the command exited and closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+        if not answered and b"(Y/n)?" in output:
+            os.write(controller, answer)
+            answered = True
+    os.close(controller)
+    return process.wait(timeout=60), output.decode().replace("\r\n", "\n")
 
 
 def test_apply_is_idempotent_and_plans(tmp_path: Path) -> None:
@@ -118,7 +153,92 @@ def test_apply_rejects_an_invalid_file(tmp_path: Path) -> None:
     with ServerProcess("memory://", "--no-dispatch") as server:
         run = apply(server, bad)
     assert run.returncode == 1
-    assert f"{bad}:3: q.retry_config.max_attempts: 'many' is not a valid attempts" in run.stderr
+    assert (
+        f"{bad}:3: q.retry_config.max_attempts: expected a whole number or unlimited, not 'many'."
+        in run.stderr
+    )
+    assert "Traceback" not in run.stderr
+
+
+def test_a_typo_in_a_queue_yaml_is_an_error_and_changes_nothing(tmp_path: Path) -> None:
+    queue_yaml = tmp_path / "queue.yaml"
+    queue_yaml.write_text("queue:\n- name: mail\n  rate: 5/s\n  max_concurent_requests: 7\n")
+    with ServerProcess("memory://", "--no-dispatch") as server:
+        run = apply(server, queue_yaml)
+        assert list(server.client().list_queues(parent="projects/my-project/locations/us-central1")) == []
+    assert run.returncode == 1
+    assert (
+        f"{queue_yaml}:4: mail.max_concurent_requests: unknown field; did you mean max_concurrent_requests?"
+        in run.stderr
+    )
+
+
+def test_a_setting_the_server_refuses_is_reported_with_its_line(tmp_path: Path) -> None:
+    config = tmp_path / "queues.yaml"
+    config.write_text("queues:\n  - name: fast\n    rate_limits:\n      max_dispatches_per_second: 900\n")
+    with ServerProcess("memory://", "--no-dispatch") as server:
+        run = apply(server, config)
+    assert run.returncode == 1
+    assert (
+        f"{config}:4: fast.rate_limits.max_dispatches_per_second: "
+        "RateLimits.maxDispatchesPerSecond must be less than or equal to 500." in run.stderr
+    )
+    assert "Traceback" not in run.stderr
+
+
+def test_prune_refuses_a_wipe_out_and_asks_on_a_terminal(tmp_path: Path) -> None:
+    parent = "projects/my-project/locations/us-central1"
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    keep = tmp_path / "keep.yaml"
+    keep.write_text("queues:\n  - name: keep\n")
+    with ServerProcess("memory://", "--no-dispatch") as server:
+        client = server.client()
+        for queue_id in ("keep", "stray", "other"):
+            client.create_queue(parent=parent, queue={"name": f"{parent}/queues/{queue_id}"})
+
+        def names() -> list[str]:
+            return sorted(q.name.rsplit("/", 1)[1] for q in client.list_queues(parent=parent))
+
+        refused = apply(server, empty, "--prune", "-q")  # e.g. an empty or mistyped file
+        assert refused.returncode == 1
+        assert f"--prune would delete every queue of {parent} (3)" in refused.stderr
+        assert names() == ["keep", "other", "stray"]
+
+        code, output = apply_on_terminal(server, keep, b"n\n", "--prune")
+        assert code == 1, output
+        assert "You are about to delete 2 queue(s): [us-central1/other], [us-central1/stray]" in output
+        assert "Aborted by user." in output
+        assert names() == ["keep", "other", "stray"]
+
+        code, output = apply_on_terminal(server, keep, b"y\n", "--prune")
+        assert code == 0, output
+        assert "Applied 2 change(s)." in output
+        assert names() == ["keep"]
+
+        client.create_queue(parent=parent, queue={"name": f"{parent}/queues/late"})
+        unattended = apply(server, keep, "--prune")  # no terminal: no question, as gcloud
+        assert unattended.returncode == 0, unattended.stderr
+        assert "continue" not in unattended.stderr
+        assert names() == ["keep"]
+
+        wiped = apply(server, empty, "--prune", "--yes")
+        assert wiped.returncode == 0, wiped.stderr
+        assert names() == []
+
+
+def test_serve_refuses_an_invalid_config_without_a_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "opentasks.yaml"
+    config.write_text("queues:\n  - name: a\n  - name: a\n")
+    run = subprocess.run(
+        [OPENTASKS, "serve", "--storage", "memory://", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode != 0
+    assert f"{config}:3: a: the queue is declared twice, at lines 2 and 3." in run.stderr
     assert "Traceback" not in run.stderr
 
 

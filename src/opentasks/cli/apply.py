@@ -1,21 +1,33 @@
-"""``opentasks apply -f FILE``: make the server's queues match a file, idempotently."""
+"""``opentasks apply -f FILE``: make the server's queues match a file, idempotently.
+
+``--prune`` also deletes the queues of the location that the file does not name. It asks first
+on a terminal (``-q`` skips the question), and it refuses to delete every queue of the location
+(an empty or mistyped file) unless ``--yes``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from google.api_core import exceptions
-from google.cloud import tasks_v2
-from google.protobuf import field_mask_pb2
 
-from opentasks.api.call import QUEUE_YAML_HEADER
-from opentasks.cli.queues import nested_queue
 from opentasks.cli.remote import Remote, remote_options, reports_errors
-from opentasks.config import ConfigError
-from opentasks.config_file import ConfigFile, DeclaredQueue, load
+
+if TYPE_CHECKING:
+    from google.cloud import tasks_v2
+
+    from opentasks.config_file import ConfigFile, DeclaredQueue
+
+# The client library, the YAML reader and the domain are imported when a command runs: every
+# `opentasks` call imports this module, and should start fast.
+
+QUEUE_TOMBSTONE_NOTE = (
+    "Deleted queues can not be re-created with the same name for as long as the server's "
+    "--queue-tombstone says (7 days by default)."
+)
 
 
 @dataclass
@@ -35,11 +47,22 @@ class Step:
 
 def plan(client: tasks_v2.CloudTasksClient, remote: Remote, config: ConfigFile, *, prune: bool) -> list[Step]:
     """The changes that make the server match ``config`` (nothing is changed)."""
+    from google.api_core import exceptions  # noqa: PLC0415 - see the imports
+    from google.cloud import tasks_v2  # noqa: PLC0415
+
+    from opentasks.declarative import ConfigFileError  # noqa: PLC0415
+
     steps = []
-    declared_names = set()
+    declared_names: dict[str, DeclaredQueue] = {}
     for declared in config.queues:
         name = remote.queue(declared.name)
-        declared_names.add(name)
+        if name in declared_names:
+            first = declared_names[name].line
+            raise ConfigFileError(
+                f"{config.path}:{declared.line}: {declared.name}: the queue is declared twice, "
+                f"at lines {first} and {declared.line}."
+            )
+        declared_names[name] = declared
         try:
             current = client.get_queue(name=name)
         except exceptions.NotFound:
@@ -47,15 +70,16 @@ def plan(client: tasks_v2.CloudTasksClient, remote: Remote, config: ConfigFile, 
                 Step("create", name, [f"{p} = {_shown(v)}" for p, v in declared.settings.items()], declared)
             )
             if declared.state == "PAUSED":
-                steps.append(Step("pause", name))
+                steps.append(Step("pause", name, declared=declared))
             continue
         changed = {p: v for p, v in declared.settings.items() if _value(current, p) != v}
         if changed:
             details = [f"{p}: {_shown(_value(current, p))} -> {_shown(v)}" for p, v in changed.items()]
-            steps.append(Step("update", name, details, DeclaredQueue(declared.name, declared.line, changed)))
+            steps.append(Step("update", name, details, replace(declared, settings=changed)))
         current_state = tasks_v2.Queue.State(current.state).name
         if declared.state and declared.state != current_state:
-            steps.append(Step("pause" if declared.state == "PAUSED" else "resume", name))
+            action = "pause" if declared.state == "PAUSED" else "resume"
+            steps.append(Step(action, name, declared=declared))
     if prune:
         for queue in client.list_queues(parent=remote.parent):
             if queue.name not in declared_names:
@@ -67,6 +91,12 @@ def execute(
     client: tasks_v2.CloudTasksClient, remote: Remote, steps: list[Step], *, queue_yaml: bool = False
 ) -> None:
     """Carry out ``steps``; queues of a queue.yaml are marked so (they keep their bucket_size)."""
+    from google.cloud import tasks_v2  # noqa: PLC0415 - see the imports
+    from google.protobuf import field_mask_pb2  # noqa: PLC0415
+
+    from opentasks.api.call import QUEUE_YAML_HEADER  # noqa: PLC0415
+    from opentasks.cli.queues import nested_queue  # noqa: PLC0415
+
     metadata = [(QUEUE_YAML_HEADER, "true")] if queue_yaml else []
     for step in steps:
         if step.action in ("create", "update"):
@@ -85,10 +115,33 @@ def execute(
             client.delete_queue(name=step.queue)
 
 
+@dataclass(frozen=True)
+class Safety:
+    """How careful ``apply`` is with deletions.
+
+    Attributes:
+        yes: deleting every queue of the location is intended (else it is refused).
+        quiet: do not ask on a terminal before deleting.
+    """
+
+    yes: bool = False
+    quiet: bool = True
+
+
 def apply_file(
-    remote: Remote, config: ConfigFile, *, dry_run: bool = False, prune: bool = False
+    remote: Remote,
+    config: ConfigFile,
+    *,
+    dry_run: bool = False,
+    prune: bool = False,
+    safety: Safety | None = None,
 ) -> list[Step]:
-    """Plan, print and (unless ``dry_run``) carry out the changes for ``config``."""
+    """Plan, print and (unless ``dry_run``) carry out the changes for ``config``.
+
+    Raises :class:`ConfigFileError` (``FILE:LINE: FIELD: message``) when the server refuses a
+    declared setting, and :class:`click.ClickException` when a deletion is refused or declined.
+    """
+    safety = safety or Safety()
     client = remote.client()
     steps = plan(client, remote, config, prune=prune)
     for note in config.notes:
@@ -97,12 +150,86 @@ def apply_file(
         click.echo(step.describe())
     if not steps:
         click.echo(f"Nothing to change: the queues match {config.path}.")
-    elif dry_run:
+        return steps
+    deletions = [step.queue for step in steps if step.action == "delete"]
+    wipes_out = bool(deletions) and not any(
+        remote.queue(q.name).startswith(remote.parent + "/") for q in config.queues
+    )
+    if dry_run:
+        if wipes_out and not safety.yes:
+            click.echo(f"WARNING: {_wipe_out_message(remote, config, deletions)}", err=True)
         click.echo(f"Dry run: {len(steps)} change(s) planned, none made.")
-    else:
-        execute(client, remote, steps, queue_yaml=config.kind == "queue.yaml")
-        click.echo(f"Applied {len(steps)} change(s).")
+        return steps
+    if wipes_out and not safety.yes:
+        raise click.ClickException(_wipe_out_message(remote, config, deletions))
+    if deletions and not safety.quiet and _interactive() and not _confirm(deletions):
+        raise click.ClickException("Aborted by user.")
+    _execute_reporting(client, remote, steps, config)
+    click.echo(f"Applied {len(steps)} change(s).")
     return steps
+
+
+def _execute_reporting(
+    client: tasks_v2.CloudTasksClient, remote: Remote, steps: list[Step], config: ConfigFile
+) -> None:
+    """Execute ``steps`` one by one; a change the server refuses is reported with its file line."""
+    from google.api_core import exceptions  # noqa: PLC0415 - see the imports
+
+    from opentasks.declarative import ConfigFileError, api_field_path  # noqa: PLC0415
+
+    refusals = (exceptions.InvalidArgument, exceptions.FailedPrecondition, exceptions.AlreadyExists)
+    for done, step in enumerate(steps):
+        try:
+            execute(client, remote, [step], queue_yaml=config.kind == "queue.yaml")
+        except refusals as error:
+            if step.declared is None:
+                raise
+            origin = step.declared.origin(api_field_path(error.message))
+            made = f" ({done} of {len(steps)} change(s) made before it)" if done else ""
+            raise ConfigFileError(
+                f"{config.path}:{origin.line}: {origin.field}: {error.message}{made}"
+            ) from None
+
+
+def _wipe_out_message(remote: Remote, config: ConfigFile, deletions: list[str]) -> str:
+    location = remote.parent
+    return (
+        f"--prune would delete every queue of {location} ({len(deletions)}), as {config.path} "
+        "declares none there. Check the file, --project and --location; add --yes to delete them all."
+    )
+
+
+def _interactive() -> bool:
+    """Whether a person can answer a question (stdin is a terminal)."""
+    return sys.stdin.isatty()
+
+
+def _confirm(deletions: list[str]) -> bool:
+    """Ask as ``gcloud`` does (default yes); end of input means yes."""
+    shown = ", ".join(f"[{_short(name)}]" for name in deletions)
+    click.echo(
+        f"You are about to delete {len(deletions)} queue(s): {shown}\n\n"
+        f"{QUEUE_TOMBSTONE_NOTE} Do you want to continue (Y/n)?  ",
+        err=True,
+        nl=False,
+    )
+    while True:
+        answer = sys.stdin.readline()
+        if not answer:
+            click.echo(err=True)
+            return True
+        answer = answer.strip().lower()
+        if answer in ("", "y", "yes"):
+            return True
+        if answer in ("n", "no"):
+            return False
+        click.echo("Please enter 'y' or 'n':  ", err=True, nl=False)
+
+
+def _short(queue: str) -> str:
+    """``projects/p/locations/l/queues/q`` -> ``l/q`` (gcloud's short form)."""
+    parts = queue.split("/")
+    return f"{parts[3]}/{parts[5]}" if len(parts) == 6 else queue
 
 
 @click.command(name="apply")
@@ -118,21 +245,30 @@ def apply_file(
 @click.option(
     "--prune", is_flag=True, help="Also delete queues of the project/location that the file does not name."
 )
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="With --prune: allow deleting every queue of the location (refused otherwise).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Do not ask before deleting queues on a terminal.")
 @remote_options
 @reports_errors
-def apply(remote: Remote, path: Path, dry_run: bool, prune: bool) -> None:
+def apply(*, remote: Remote, path: Path, dry_run: bool, prune: bool, yes: bool, quiet: bool) -> None:
     """Create or update the queues a file declares (idempotent; never deletes unless --prune)."""
+    from opentasks.config import ConfigError  # noqa: PLC0415 - see the imports
+    from opentasks.config_file import load  # noqa: PLC0415
+
     try:
         config = load(path)
+        remote = Remote(
+            remote.endpoint,
+            config.project or remote.project,
+            config.location or remote.location,
+            remote.api_token,
+        )
+        apply_file(remote, config, dry_run=dry_run, prune=prune, safety=Safety(yes=yes, quiet=quiet))
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
-    remote = Remote(
-        remote.endpoint,
-        config.project or remote.project,
-        config.location or remote.location,
-        remote.api_token,
-    )
-    apply_file(remote, config, dry_run=dry_run, prune=prune)
 
 
 def _value(queue: tasks_v2.Queue, path: str) -> Any:
