@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from opentasks.config import file_keys
+from opentasks.config import Option, file_keys, options
 from opentasks.declarative import (
     ConfigFileError,
     DeclaredQueue,
@@ -57,6 +57,8 @@ _QUEUE_FIELDS: dict[str, dict[str, str]] = {
     },
     "app_engine_routing_override": {"service": "str", "version": "str", "instance": "str"},
 }
+# The kind of value each kind of server option takes (see opentasks.config.Option).
+_SERVER_KINDS = {"int": "int", "float": "float", "flag": "bool", "switch": "bool", "duration": "duration"}
 _PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9:.\-]*")
 _LOCATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]*")
 
@@ -108,7 +110,7 @@ class _OpentasksReader:
                 raise reader.unknown(key_node, key, _TOP_KEYS)
         server = self._server(top["server"][1]) if "server" in top else {}
         queues = []
-        if "queues" in top:
+        if "queues" in top and not reader.is_null(top["queues"][1]):
             queues = [self._queue(node) for node in reader.sequence(top["queues"][1], "queues")]
         check_queues(reader, queues, queue_yaml=False)
         return ConfigFile(
@@ -130,18 +132,32 @@ class _OpentasksReader:
         return value
 
     def _server(self, node: yaml.Node) -> dict[str, Any]:
+        """The ``server:`` section: setting name -> value as written (``opentasks serve``'s
+        options convert them), each checked against its option's kind."""
         reader = self.reader
         keys = file_keys()
+        kinds = {name: option for name, option, _ in options()}
         settings: dict[str, Any] = {}
         for key, (key_node, value_node) in reader.mapping(node, "server", snake).items():
             name = keys.get(key)
             if name is None:
                 raise reader.unknown(key_node, f"server.{key_node.value}", sorted(keys))
-            if isinstance(value_node, yaml.SequenceNode):  # e.g. locations: [a, b]
-                settings[name] = [reader.scalar(item, f"server.{key}[]") for item in value_node.value]
-            else:
-                settings[name] = reader.scalar(value_node, f"server.{key}")
+            settings[name] = self._server_value(kinds[name], value_node, f"server.{key_node.value}")
         return settings
+
+    def _server_value(self, option: Option, node: yaml.Node, field_name: str) -> Any:
+        reader = self.reader
+        if isinstance(node, yaml.SequenceNode) and option.kind in ("multiple", "str"):  # locations: [a, b]
+            return [reader.string(item, f"{field_name}[]") for item in node.value]
+        if option.kind == "choice":
+            value = reader.string(node, field_name)
+            if value.upper() not in (choice.upper() for choice in option.choices):
+                raise reader.fail(
+                    node, field_name, f"expected one of {', '.join(option.choices)}, not '{value}'."
+                )
+            return value
+        reader.typed(_SERVER_KINDS.get(option.kind, "str"), node, field_name)
+        return reader.scalar(node, field_name)
 
     def _queue(self, node: yaml.Node) -> DeclaredQueue:
         reader = self.reader

@@ -30,6 +30,8 @@ _QUEUE_ID = re.compile(r"[A-Za-z0-9-]{1,100}")
 # The server's own limits (rate, concurrency) are checked by the server; here only what any
 # server refuses.
 _ANY_SERVER = Limits(max_dispatches_per_second=math.inf, max_concurrent_dispatches=MAX_INT32)
+_NULL = "tag:yaml.org,2002:null"
+_MERGE = "tag:yaml.org,2002:merge"
 _API_FIELD = re.compile(r"(RateLimits|RetryConfig)\.(\w+)")
 
 Entry = tuple[yaml.Node, yaml.Node]
@@ -96,12 +98,21 @@ class NodeReader:
         """The entries of a mapping by (normalized) key; a key given twice is an error."""
         if not isinstance(node, yaml.MappingNode):
             raise self.fail(node, field_name, f"expected a mapping of keys to values, not {_shown(node)}.")
+        explicit = {id(key_node) for key_node, _ in node.value if key_node.tag != _MERGE}
+        if len(explicit) < len(node.value):  # `<<: *defaults` merge keys: YAML's own rules
+            node = yaml.MappingNode(node.tag, list(node.value), node.start_mark, node.end_mark)
+            try:
+                yaml.constructor.SafeConstructor().flatten_mapping(node)
+            except yaml.YAMLError as error:
+                raise self.fail(
+                    node, field_name, f"cannot merge: {getattr(error, 'problem', error)}."
+                ) from None
         entries: dict[str, Entry] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise self.fail(key_node, field_name, "a key must be a single word.")
             key = normalize(str(key_node.value))
-            if key in entries:
+            if key in entries and id(entries[key][0]) in explicit:
                 first = self.line(entries[key][0])
                 raise self.fail(
                     key_node,
@@ -118,7 +129,7 @@ class NodeReader:
 
     def is_null(self, node: yaml.Node) -> bool:
         """Whether ``node`` is an empty value (``key:`` with nothing after it, or ``null``)."""
-        return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
+        return isinstance(node, yaml.ScalarNode) and node.tag == _NULL
 
     def scalar(self, node: yaml.Node, field_name: str) -> Any:
         if not isinstance(node, yaml.ScalarNode):
@@ -283,7 +294,7 @@ def _shown(value: Any) -> str:
     if isinstance(value, yaml.SequenceNode):
         return "a list"
     if isinstance(value, yaml.ScalarNode):
-        return repr(value.value)
+        return "an empty value" if value.tag == _NULL else repr(value.value)
     if value is None:
         return "an empty value"
     if isinstance(value, bool):

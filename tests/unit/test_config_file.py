@@ -73,6 +73,52 @@ queues:
 def test_an_empty_file_declares_nothing(tmp_path: Path) -> None:
     assert load(write(tmp_path, "")).queues == []
     assert load(write(tmp_path, "queues: []\n")).queues == []
+    assert load(write(tmp_path, "queues:\n")).queues == []
+
+
+def test_server_values_are_passed_on_as_written(tmp_path: Path) -> None:
+    """`opentasks serve` converts them (its flags' types); the file only checks their kind."""
+    config = load(
+        write(
+            tmp_path,
+            "server:\n  no_dispatch: true\n  queue_tombstone: 1d\n  log_level: debug\n"
+            "  dispatch_deny: [10.0.0.0/8]\n  max_rate_per_queue: 1000\n",
+        )
+    )
+    assert config.server == {
+        "dispatch": True,
+        "queue_tombstone": "1d",
+        "log_level": "debug",
+        "dispatch_deny": ["10.0.0.0/8"],
+        "max_rate_per_queue": 1000,
+    }
+
+
+def test_anchors_aliases_and_merge_keys_follow_yaml(tmp_path: Path) -> None:
+    config = load(
+        write(
+            tmp_path,
+            """
+queues:
+  - name: a
+    retry_config: &retry {max_attempts: 5, min_backoff: 1s}
+  - name: b
+    retry_config:
+      <<: *retry
+      max_attempts: 7
+  - name: c
+    retry_config: *retry
+""",
+        )
+    )
+    a, b, c = config.queues
+    assert (
+        a.settings
+        == c.settings
+        == {"retry_config.max_attempts": 5, "retry_config.min_backoff": timedelta(seconds=1)}
+    )
+    assert b.settings == {"retry_config.max_attempts": 7, "retry_config.min_backoff": timedelta(seconds=1)}
+    assert b.origin("retry_config.max_attempts").line == 8
 
 
 @pytest.mark.parametrize(
@@ -82,6 +128,23 @@ def test_an_empty_file_declares_nothing(tmp_path: Path) -> None:
         ("whatever: 1\n", "opentasks.yaml:1: whatever: unknown field; expected one of server, project"),
         ("queus: []\n", "opentasks.yaml:1: queus: unknown field; did you mean queues?"),
         ("server:\n  prot: 1\n", "opentasks.yaml:2: server.prot: unknown field; did you mean port?"),
+        (
+            "server:\n  port: eighty\n",
+            "opentasks.yaml:2: server.port: expected a whole number, not 'eighty'.",
+        ),
+        (
+            "server:\n  no_dispatch: 1\n",
+            "opentasks.yaml:2: server.no_dispatch: expected true or false, not 1.",
+        ),
+        (
+            "server:\n  queue_tombstone: a week\n",
+            "opentasks.yaml:2: server.queue_tombstone: expected a duration such as 500ms",
+        ),
+        (
+            "server:\n  log_level: LOUD\n",
+            "opentasks.yaml:2: server.log_level: expected one of DEBUG, INFO, WARNING, ERROR, not 'LOUD'.",
+        ),
+        ("server:\n  port: [1, 2]\n", "opentasks.yaml:2: server.port: expected a whole number, not a list."),
         (
             "queues:\n  - name: q\n    rate_limit: {}\n",
             "opentasks.yaml:3: q.rate_limit: unknown field; did you mean rate_limits?",
