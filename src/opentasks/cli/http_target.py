@@ -1,4 +1,5 @@
-"""The queue-level HTTP target flags of ``gcloud tasks queues create/update``."""
+"""The queue-level HTTP target flags of ``gcloud tasks queues create/update``, and their
+per-field ``--clear-...`` twins."""
 
 from __future__ import annotations
 
@@ -6,10 +7,22 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from google.cloud import tasks_v2
+
+from opentasks.cli.params import key_value
 
 _URI_PARTS = ("scheme", "host", "port", "path", "query", "mode")
 _METHODS = ["POST", "GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"]
+_MODES = ("ALWAYS", "IF_NOT_EXISTS")
+# --clear-FLAG -> the HttpTarget fields (proto names) it removes; a token loses one of its fields.
+CLEARS: dict[str, tuple[str, str | None]] = {
+    "clear_http_uri_override": ("uri_override", None),
+    "clear_http_method_override": ("http_method", None),
+    "clear_http_header_override": ("header_overrides", None),
+    "clear_http_oidc_service_account_email_override": ("oidc_token", "service_account_email"),
+    "clear_http_oidc_token_audience_override": ("oidc_token", "audience"),
+    "clear_http_oauth_service_account_email_override": ("oauth_token", "service_account_email"),
+    "clear_http_oauth_token_scope_override": ("oauth_token", "scope"),
+}
 
 
 def http_target_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -44,15 +57,26 @@ def http_target_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def clear_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--clear-http-uri-override`` and the others: each clears what its flag sets."""
+    for name in reversed(CLEARS):
+        flag = "--" + name.replace("_", "-")
+        command = click.option(flag, is_flag=True, help=f"Clear {flag.replace('--clear-', '--')}.")(command)
+    return command
+
+
 def http_target_changes(values: dict[str, Any]) -> dict[str, Any]:
     """The ``Queue.http_target`` fields the flags in ``values`` set (proto field names)."""
     changes: dict[str, Any] = {}
     if values.get("http_uri_override"):
         changes["uri_override"] = _uri_override(values["http_uri_override"])
     if values.get("http_method_override"):
-        changes["http_method"] = _enum(tasks_v2.HttpMethod, values["http_method_override"], "method")
+        changes["http_method"] = values["http_method_override"].upper()
     if values.get("http_header_override"):
-        changes["header_overrides"] = [{"header": _header(text)} for text in values["http_header_override"]]
+        changes["header_overrides"] = [
+            {"header": dict(zip(("key", "value"), key_value(text, "--http-header-override"), strict=True))}
+            for text in values["http_header_override"]
+        ]
     oidc = (
         values.get("http_oidc_service_account_email_override"),
         values.get("http_oidc_token_audience_override"),
@@ -68,21 +92,29 @@ def http_target_changes(values: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
-def merged(current: tasks_v2.HttpTarget | None, changes: dict[str, Any]) -> dict[str, Any]:
-    """``current`` with ``changes`` applied (a token of one kind replaces the other)."""
-    base: dict[str, Any] = {}
-    if current is not None:
-        base = tasks_v2.HttpTarget.to_dict(current, preserving_proto_field_name=True)
-        uri = base.get("uri_override") or {}
-        # GetQueue echoes empty path/query overrides; sent back they would clear the task's.
-        for key, inner in (("path_override", "path"), ("query_override", "query_params")):
-            if not (uri.get(key) or {}).get(inner):
-                uri.pop(key, None)
+def merged(current: dict[str, Any] | None, changes: dict[str, Any], cleared: list[str]) -> dict[str, Any]:
+    """``current`` (proto field names) with ``changes`` applied and the ``cleared`` flags' fields
+    removed (a token of one kind replaces the other; a token left without an account goes)."""
+    base = dict(current or {})
+    uri = base.get("uri_override") or {}
+    # GetQueue echoes empty path/query overrides; sent back they would clear the task's.
+    for key, inner in (("path_override", "path"), ("query_override", "query_params")):
+        if not (uri.get(key) or {}).get(inner):
+            uri.pop(key, None)
     if "oidc_token" in changes:
         base.pop("oauth_token", None)
     if "oauth_token" in changes:
         base.pop("oidc_token", None)
-    return {**base, **changes}
+    base.update(changes)
+    for flag in cleared:
+        field, part = CLEARS[flag]
+        if part is None:
+            base.pop(field, None)
+        elif field in base:
+            base[field] = {k: v for k, v in base[field].items() if k != part}
+            if not base[field].get("service_account_email"):
+                base.pop(field)
+    return base
 
 
 def _uri_override(text: str) -> dict[str, Any]:
@@ -91,32 +123,29 @@ def _uri_override(text: str) -> dict[str, Any]:
         key, sep, value = part.partition(":")
         key, value = key.strip().lower(), value.strip()
         if not sep or key not in _URI_PARTS:
-            raise click.BadParameter(f"'{part}': write KEY:VALUE with KEY one of {', '.join(_URI_PARTS)}.")
+            raise _bad(f"'{part}': write KEY:VALUE with KEY one of {', '.join(_URI_PARTS)}.")
         if key == "scheme":
-            override["scheme"] = _enum(tasks_v2.UriOverride.Scheme, value, "scheme")
+            override["scheme"] = _choice(value, ("HTTP", "HTTPS"), "scheme")
         elif key == "port":
+            if not value.isdigit():
+                raise _bad(f"'{part}': the port is a number.")
             override["port"] = int(value)
         elif key == "path":
             override["path_override"] = {"path": value}
         elif key == "query":
             override["query_override"] = {"query_params": value}
         elif key == "mode":
-            enforce_mode = tasks_v2.UriOverride.UriOverrideEnforceMode
-            override["uri_override_enforce_mode"] = _enum(enforce_mode, value.replace("-", "_"), "mode")
+            override["uri_override_enforce_mode"] = _choice(value.replace("-", "_"), _MODES, "mode")
         else:
             override["host"] = value
     return override
 
 
-def _enum(kind: Any, name: str, label: str) -> Any:
-    value = getattr(kind, name.upper(), None)
-    if value is None or name.upper().endswith("UNSPECIFIED"):
-        raise click.BadParameter(f"'{name}' is not a valid {label}.")
-    return value
+def _choice(value: str, choices: tuple[str, ...], label: str) -> str:
+    if value.upper() not in choices:
+        raise _bad(f"'{value}' is not a valid {label}: use one of {', '.join(c.lower() for c in choices)}.")
+    return value.upper()
 
 
-def _header(text: str) -> dict[str, str]:
-    key, sep, value = text.partition(":")
-    if not sep or not key.strip():
-        raise click.BadParameter(f"'{text}': write KEY:VALUE.", param_hint="--http-header-override")
-    return {"key": key.strip(), "value": value.strip()}
+def _bad(message: str) -> click.BadParameter:
+    return click.BadParameter(message, param_hint="--http-uri-override")

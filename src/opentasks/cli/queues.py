@@ -1,54 +1,76 @@
-"""``opentasks queues ...``: manage queues, with the flags of ``gcloud tasks queues``."""
+"""``opentasks queues ...``: manage queues, with the flags and output of ``gcloud tasks queues``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import click
-from google.api_core import exceptions
-from google.cloud import tasks_v2, tasks_v2beta3
-from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
-from google.cloud.tasks_v2beta3.services.cloud_tasks.transports import (
-    CloudTasksGrpcTransport as V2beta3GrpcTransport,
+
+from opentasks.cli import wire
+from opentasks.cli.http_target import CLEARS, clear_options, http_target_changes, http_target_options, merged
+from opentasks.cli.output import (
+    ListOptions,
+    format_option,
+    limited,
+    list_options,
+    resource_dict,
+    show,
+    show_created,
+    show_list,
 )
-from google.protobuf import field_mask_pb2
+from opentasks.cli.params import MaxAttempts, duration, key_value, seconds
+from opentasks.cli.projection import Projection
+from opentasks.cli.prompts import QUEUE_DELETE_WARNING, confirm
+from opentasks.cli.remote import (
+    CLOUD_TASKS,
+    Refused,
+    Remote,
+    field_mask,
+    remote_options,
+    reports_errors,
+    short_name,
+)
 
-from opentasks.cli.http_target import http_target_changes, http_target_options, merged
-from opentasks.cli.output import format_option, resource_dict, show
-from opentasks.cli.params import duration
-from opentasks.cli.remote import Remote, remote_options, reports_errors
+V2BETA3 = f"{wire.V2BETA3}.CloudTasks"
 
-# flag (without --) -> (Queue field path, conversion)
+
+def _duration_json(value: timedelta) -> str:
+    return seconds(value)
+
+
+# flag (without --) -> (Queue field path, conversion to the JSON form)
 _SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "max_dispatches_per_second": ("rate_limits.max_dispatches_per_second", float),
     "max_concurrent_dispatches": ("rate_limits.max_concurrent_dispatches", int),
-    "max_attempts": ("retry_config.max_attempts", lambda v: -1 if str(v).lower() == "unlimited" else int(v)),
-    "max_retry_duration": ("retry_config.max_retry_duration", lambda v: v),
-    "min_backoff": ("retry_config.min_backoff", lambda v: v),
-    "max_backoff": ("retry_config.max_backoff", lambda v: v),
+    "max_attempts": ("retry_config.max_attempts", int),
+    "max_retry_duration": ("retry_config.max_retry_duration", _duration_json),
+    "min_backoff": ("retry_config.min_backoff", _duration_json),
+    "max_backoff": ("retry_config.max_backoff", _duration_json),
     "max_doublings": ("retry_config.max_doublings", int),
     "routing_override": ("app_engine_routing_override", lambda text: routing(text)),  # noqa: PLW0108 - defined below
+    "log_sampling_ratio": ("stackdriver_logging_config.sampling_ratio", float),
 }
-COLUMNS = (
-    ("QUEUE_NAME", "name|id"),
-    ("STATE", "state"),
-    ("MAX_NUM_OF_TASKS", "rateLimits.maxConcurrentDispatches"),
-    ("MAX_RATE (/sec)", "rateLimits.maxDispatchesPerSecond"),
-    ("MAX_ATTEMPTS", "retryConfig.maxAttempts"),
+# gcloud's `queues list` table, with the queue's task count and oldest task at the end.
+LIST_FORMAT = (
+    "table(name.basename():label=QUEUE_NAME, state,"
+    ' rateLimits.maxConcurrentDispatches.yesno(no="unlimited").format("{0}").sub("-1", "unlimited")'
+    ":label=MAX_NUM_OF_TASKS,"
+    ' rateLimits.maxDispatchesPerSecond.yesno(no="unlimited"):label="MAX_RATE (/sec)",'
+    ' retryConfig.maxAttempts.yesno(no="unlimited").format("{0}").sub("-1", "unlimited"):label=MAX_ATTEMPTS,'
+    " stats.tasksCount:label=TASKS, stats.oldestEstimatedArrivalTime:label=OLDEST)"
 )
-STATS_COLUMNS = (*COLUMNS, ("TASKS", "stats.tasksCount"), ("OLDEST", "stats.oldestEstimatedArrivalTime"))
-_ALL_AND_STATS = field_mask_pb2.FieldMask(paths=["*"])
 
 
 def routing(text: str) -> dict[str, str]:
     """``service:worker,version:v2,instance:i1`` -> AppEngineRouting fields."""
     fields: dict[str, str] = {}
     for part in filter(None, text.split(",")):
-        key, sep, value = part.partition(":")
-        if not sep or key.strip() not in ("service", "version", "instance"):
+        key, value = key_value(part, "--routing")
+        if key not in ("service", "version", "instance"):
             raise click.BadParameter(f"'{part}': write KEY:VALUE with KEY one of service, version, instance.")
-        fields[key.strip()] = value.strip()
+        fields[key] = value
     return fields
 
 
@@ -56,7 +78,11 @@ def setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--max-dispatches-per-second", type=float, help="Token bucket refill rate."),
         click.option("--max-concurrent-dispatches", type=int, help="Most attempts in flight at once."),
-        click.option("--max-attempts", help="Attempts per task (the first one included), or 'unlimited'."),
+        click.option(
+            "--max-attempts",
+            type=MaxAttempts(),
+            help="Attempts per task (the first one included), or unlimited.",
+        ),
         click.option(
             "--max-retry-duration",
             type=duration("--max-retry-duration"),
@@ -73,6 +99,11 @@ def setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--routing-override", help="App Engine routing for every task: service:S,version:V,instance:I."
+        ),
+        click.option(
+            "--log-sampling-ratio",
+            type=click.FloatRange(0.0, 1.0),
+            help="Fraction of attempts to log (0.0 to 1.0).",
         ),
     ]
     for option in reversed(options):
@@ -112,16 +143,16 @@ def queues() -> None:
 @setting_options
 @http_target_options
 @remote_options
-@format_option("yaml")
+@format_option("none")
 @reports_errors
-def create(remote: Remote, queue: str, output_format: str, **settings: Any) -> None:
+def create(remote: Remote, queue: str, output_format: Projection | None, **settings: Any) -> None:
     """Create QUEUE (an ID, or a full name)."""
     body, _ = queue_body(remote.queue(queue), settings)
     target = http_target_changes(settings)
     if target:
         body["http_target"] = target
-    created = remote.client().create_queue(parent=remote.parent, queue=tasks_v2.Queue(body))
-    show(_queue(created), output_format, COLUMNS)
+    created = remote.call("CreateQueue", {"parent": remote.parent, "queue": body})
+    show_created("queue", short_name(created.name), resource_dict(created), output_format)
 
 
 @queues.command()
@@ -136,27 +167,40 @@ def create(remote: Remote, queue: str, output_format: str, **settings: Any) -> N
 @click.option("--clear-max-backoff", is_flag=True, help="Back to the default maximum backoff.")
 @click.option("--clear-max-doublings", is_flag=True, help="Back to the default doublings.")
 @click.option("--clear-routing-override", is_flag=True, help="Remove the App Engine routing override.")
+@click.option("--clear-log-sampling-ratio", is_flag=True, help="Log nothing (the default).")
+@clear_options
 @click.option("--clear-http-target", is_flag=True, help="Remove every --http-...-override.")
 @remote_options
-@format_option("yaml")
+@format_option("none")
 @reports_errors
-def update(remote: Remote, queue: str, output_format: str, **settings: Any) -> None:
+def update(remote: Remote, queue: str, output_format: Projection | None, **settings: Any) -> None:
     """Change settings of QUEUE (creating it if missing); only the flags given change."""
     body, paths = queue_body(remote.queue(queue), settings)
+    _refuse_both(settings)
     clear_target = settings.pop("clear_http_target")
+    cleared_target = [flag for flag in CLEARS if settings.pop(flag)]
     for flag, cleared in settings.items():
         if flag.startswith("clear_") and cleared:
             paths.append(_SETTINGS[flag.removeprefix("clear_")][0])
     changes = http_target_changes(settings)
-    if changes or clear_target:
+    if changes or cleared_target or clear_target:
         paths.append("http_target")
-    if changes:
-        body["http_target"] = merged(_current_http_target(remote, body["name"]), changes)
+    if (changes or cleared_target) and not clear_target:
+        body["http_target"] = merged(_current_http_target(remote, body["name"]), changes, cleared_target)
     if not paths:
         raise click.UsageError("Name at least one setting to change (see --help).")
-    mask = field_mask_pb2.FieldMask(paths=paths)
-    updated = remote.client().update_queue(queue=tasks_v2.Queue(body), update_mask=mask)
-    show(_queue(updated), output_format, COLUMNS)
+    updated = remote.call("UpdateQueue", {"queue": body, "update_mask": field_mask(paths)})
+    show_created("queue", short_name(updated.name), resource_dict(updated), output_format, "Updated")
+
+
+def _refuse_both(settings: dict[str, Any]) -> None:
+    """A flag and its --clear- twin together are a usage error, as in gcloud."""
+    for flag, value in settings.items():
+        twin = f"clear_{flag}"
+        if value not in (None, ()) and settings.get(twin):
+            raise click.UsageError(
+                f"--{flag.replace('_', '-')} and --{twin.replace('_', '-')} cannot be given together."
+            )
 
 
 @queues.command()
@@ -165,41 +209,47 @@ def update(remote: Remote, queue: str, output_format: str, **settings: Any) -> N
 @remote_options
 @format_option("yaml")
 @reports_errors
-def describe(remote: Remote, queue: str, output_format: str, stats: bool) -> None:
+def describe(remote: Remote, queue: str, output_format: Projection | None, stats: bool) -> None:
     """Show QUEUE as `gcloud tasks queues describe` does, with its stats (tasks waiting, the
     oldest one's time, attempts in the last minute and in flight, the rate allowed now)."""
     name = remote.queue(queue)
     if stats:
         found = _with_stats(
-            remote, lambda client: [client.get_queue(request={"name": name, "read_mask": _ALL_AND_STATS})]
+            lambda: iter([remote.call("GetQueue", {"name": name, "read_mask": "*"}, service=V2BETA3)])
         )
         if found is not None:
-            show(found[0], output_format, STATS_COLUMNS)
+            show(next(found), output_format)
             return
-    show(_queue(remote.client().get_queue(name=name)), output_format, COLUMNS)
+    show(resource_dict(remote.call("GetQueue", {"name": name})), output_format)
 
 
 @queues.command(name="list")
-@click.option("--filter", "filter_", default="", help="e.g. 'state: PAUSED'.")
+@list_options(LIST_FORMAT)
 @remote_options
-@format_option("table")
 @reports_errors
-def list_(remote: Remote, filter_: str, output_format: str) -> None:
+def list_(remote: Remote, listing: ListOptions) -> None:
     """List the queues of the project and location, with their tasks and the oldest one's time."""
-    request = {"parent": remote.parent, "filter": filter_}
-    found = _with_stats(
-        remote, lambda client: client.list_queues(request={**request, "read_mask": _ALL_AND_STATS})
-    )
-    if found is not None:
-        show(found, output_format, STATS_COLUMNS)
-        return
-    show([_queue(q) for q in remote.client().list_queues(request=request)], output_format, COLUMNS)
+    found = _with_stats(lambda: _pages(remote, listing, V2BETA3, {"read_mask": "*"}))
+    if found is None:
+        found = (resource_dict(queue) for queue in _pages(remote, listing, CLOUD_TASKS, {}))
+    show_list(limited(found, listing), listing, LIST_FORMAT, lambda name: f"{remote.rest_url}/v2/{name}")
+
+
+def _pages(remote: Remote, listing: ListOptions, service: str, extra: dict[str, Any]) -> Iterator[Any]:
+    token = ""
+    while True:
+        request = {"parent": remote.parent, "page_size": listing.page_size or 0, "page_token": token, **extra}
+        page = remote.call("ListQueues", request, service=service)
+        yield from page.queues
+        token = page.next_page_token
+        if not token:
+            return
 
 
 def _action(
-    name: str, done: str, summary: str, call: Callable[[tasks_v2.CloudTasksClient, str], Any]
+    name: str, summary: str, rpc: str, message: Callable[[str], str], question: str | None = None
 ) -> None:
-    """A command that acts on one queue and says what it did."""
+    """A command that acts on one queue and says what it did, as gcloud does (on stderr)."""
 
     @queues.command(name=name, help=summary)
     @click.argument("queue")
@@ -207,52 +257,71 @@ def _action(
     @reports_errors
     def command(remote: Remote, queue: str) -> None:
         full = remote.queue(queue)
-        call(remote.client(), full)
-        click.echo(f"{done} queue [{full}].")
+        if question:
+            confirm(remote, question.format(short_name(full)))
+        remote.call(rpc, {"name": full})
+        click.echo(message(short_name(full)), err=True)
 
 
 _action(
     "pause",
-    "Paused",
     "Stop dispatching QUEUE's tasks (new tasks are still accepted).",
-    lambda c, q: c.pause_queue(name=q),
+    "PauseQueue",
+    "Paused queue [{}].".format,
 )
-_action("resume", "Resumed", "Dispatch QUEUE's tasks again.", lambda c, q: c.resume_queue(name=q))
+_action("resume", "Dispatch QUEUE's tasks again.", "ResumeQueue", "Resumed queue [{}].".format)
 _action(
-    "purge", "Purged", "Delete every task of QUEUE created before now.", lambda c, q: c.purge_queue(name=q)
+    "purge",
+    "Delete every task of QUEUE created before now (asks first on a terminal; -q does not).",
+    "PurgeQueue",
+    "Purged queue [{}].".format,
+    "Are you sure you want to purge: [{}]",
 )
-_action("delete", "Deleted", "Delete QUEUE and all its tasks.", lambda c, q: c.delete_queue(name=q))
+_action(
+    "delete",
+    "Delete QUEUE and all its tasks (asks first on a terminal; -q does not).",
+    "DeleteQueue",
+    "Deleted queue [{}].".format,
+    QUEUE_DELETE_WARNING + " Are you sure you want to delete: [{}]",
+)
 
 
-def _current_http_target(remote: Remote, name: str) -> tasks_v2.HttpTarget | None:
-    """The queue's HTTP target, which flags given on update are merged into."""
+def _current_http_target(remote: Remote, name: str) -> dict[str, Any] | None:
+    """The queue's HTTP target (proto field names), which flags given on update are merged into."""
+    from google.protobuf import json_format  # noqa: PLC0415 - loaded already by the call
+
     try:
-        current = remote.client().get_queue(name=name)
-    except exceptions.NotFound:
+        current = remote.call("GetQueue", {"name": name})
+    except Refused as error:
+        if error.status == "NOT_FOUND":
+            return None
+        raise
+    if not current.HasField("http_target"):
         return None
-    return current.http_target if "http_target" in current else None
+    target: dict[str, Any] = json_format.MessageToDict(current.http_target, preserving_proto_field_name=True)
+    return target
 
 
-def _queue(queue: tasks_v2.Queue) -> dict[str, Any]:
-    return resource_dict(queue)
-
-
-def _with_stats(
-    remote: Remote, call: Callable[[tasks_v2beta3.CloudTasksClient], Any]
-) -> list[dict[str, Any]] | None:
+def _with_stats(call: Callable[[], Iterator[Any]]) -> Iterator[dict[str, Any]] | None:
     """The queues ``call`` reads through the v2beta3 API (which carries stats), shown as v2
     queues with a ``stats`` section; None if the server does not serve v2beta3."""
-    transport = remote.client().transport
-    assert isinstance(transport, CloudTasksGrpcTransport)
-    channel = transport.grpc_channel  # the v2 client's: ready, and carrying the API token
-    client = tasks_v2beta3.CloudTasksClient(transport=V2beta3GrpcTransport(channel=channel))
     try:
-        return [_v2_shaped(queue) for queue in call(client)]
-    except exceptions.MethodNotImplemented:
-        return None
+        queues_found = call()
+        first = next(queues_found, None)
+    except Refused as error:
+        if error.status == "UNIMPLEMENTED":
+            return None
+        raise
+
+    def shaped() -> Iterator[dict[str, Any]]:
+        if first is not None:
+            yield _v2_shaped(first)
+            yield from (_v2_shaped(queue) for queue in queues_found)
+
+    return shaped()
 
 
-def _v2_shaped(queue: tasks_v2beta3.Queue) -> dict[str, Any]:
+def _v2_shaped(queue: Any) -> dict[str, Any]:
     """A v2beta3 queue as ``describe`` shows a v2 one (the App Engine override unwrapped, no
     type), followed by its stats with zeros spelled out and counts as numbers."""
     data = resource_dict(queue)
@@ -260,8 +329,7 @@ def _v2_shaped(queue: tasks_v2beta3.Queue) -> dict[str, Any]:
     stats = data.pop("stats", {})
     override = data.pop("appEngineHttpQueue", {}).get("appEngineRoutingOverride")
     if override is not None:
-        name = data.pop("name")
-        data = {"name": name, "appEngineRoutingOverride": override, **data}
+        data["appEngineRoutingOverride"] = override
     section: dict[str, Any] = {"tasksCount": int(stats.get("tasksCount", 0))}  # int64 come as strings
     if "oldestEstimatedArrivalTime" in stats:
         section["oldestEstimatedArrivalTime"] = stats["oldestEstimatedArrivalTime"]
@@ -270,3 +338,13 @@ def _v2_shaped(queue: tasks_v2beta3.Queue) -> dict[str, Any]:
     section["effectiveExecutionRate"] = stats.get("effectiveExecutionRate", 0.0)
     data["stats"] = section
     return data
+
+
+def _register_iam() -> None:
+    from opentasks.cli.iam import COMMANDS  # noqa: PLC0415 - iam builds on this module
+
+    for command in COMMANDS:
+        queues.add_command(command)
+
+
+_register_iam()

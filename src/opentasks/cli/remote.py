@@ -1,26 +1,42 @@
-"""What the client commands share: where the server is, whose queues, and how failures read."""
+"""What the client commands share: where the server is, whose queues, calls, and how failures read.
+
+Calls go over gRPC with the raw protobuf classes of :mod:`opentasks.cli.wire`, so a command
+starts without importing the client library; :meth:`Remote.client` still gives the official
+client to the commands that want it.
+"""
 
 from __future__ import annotations
 
 import functools
 import os
+import re
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 import click
 import grpc
-from google.api_core import exceptions
-from google.cloud import tasks_v2
-from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+from google.protobuf import json_format
 
-from opentasks.clients import API_TOKEN, EMULATOR_HOST, with_token
+from opentasks.cli import wire
+
+if TYPE_CHECKING:
+    from google.cloud import tasks_v2
 
 P = ParamSpec("P")
 R = TypeVar("R")
+# The names opentasks.clients uses (kept here: importing it loads the whole client library).
+EMULATOR_HOST = "CLOUD_TASKS_EMULATOR_HOST"
+REST_URL = "OPENTASKS_REST_URL"
+API_TOKEN = "OPENTASKS_API_TOKEN"
 DEFAULT_ENDPOINT = "127.0.0.1:8123"
-CONNECT_TIMEOUT_S = 5.0
+DEFAULT_PROJECT = "my-project"
+CALL_TIMEOUT_S = 60.0
+CLOUD_TASKS = f"{wire.V2}.CloudTasks"
+LOCATIONS = "google.cloud.location.Locations"
 
 
 @dataclass(frozen=True)
@@ -31,6 +47,7 @@ class Remote:
     project: str
     location: str
     api_token: str = ""
+    quiet: bool = False
 
     @property
     def parent(self) -> str:
@@ -40,41 +57,131 @@ class Remote:
         """A full queue name from a queue ID (full names pass through)."""
         return queue if queue.startswith("projects/") else f"{self.parent}/queues/{queue}"
 
-    def task(self, task: str, queue: str) -> str:
-        return task if task.startswith("projects/") else f"{self.queue(queue)}/tasks/{task}"
+    def task(self, task: str, queue: str | None) -> str:
+        """A full task name from a task ID and its queue (full names need no queue)."""
+        if task.startswith("projects/"):
+            return task
+        if not queue:
+            raise click.UsageError(f"Give --queue, or the task's full name instead of '{task}'.")
+        return f"{self.queue(queue)}/tasks/{task}"
+
+    @property
+    def rest_url(self) -> str:
+        """The server's REST API: ``$OPENTASKS_REST_URL``, else the gRPC port's host and the next port."""
+        configured = os.environ.get(REST_URL)
+        if configured:
+            return configured.rstrip("/")
+        host, _, port = self.endpoint.rpartition(":")
+        return f"http://{host}:{int(port) + 1}" if port.isdigit() else f"http://{self.endpoint}"
+
+    def call(self, rpc: str, request: dict[str, Any] | None = None, *, service: str = CLOUD_TASKS) -> Any:
+        """Call ``service``'s method ``rpc`` with ``request`` (proto or JSON field names); the
+        answer is a protobuf message."""
+        method = wire.method(service, rpc)
+        message = json_format.ParseDict(request or {}, method.input(), ignore_unknown_fields=False)
+        stub = self._channel.unary_unary(
+            f"/{service}/{rpc}",
+            request_serializer=type(message).SerializeToString,
+            response_deserializer=method.output.FromString,
+        )
+        metadata = [("authorization", f"Bearer {self.api_token}")] if self.api_token else None
+        try:
+            return stub(message, timeout=CALL_TIMEOUT_S, metadata=metadata)
+        except grpc.RpcError as error:
+            raise _refused(self.endpoint, error) from None
+
+    @functools.cached_property
+    def _channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.endpoint)
 
     def client(self) -> tasks_v2.CloudTasksClient:
-        """A client whose server answered (else :class:`Unreachable` within ``CONNECT_TIMEOUT_S``)."""
-        channel = grpc.insecure_channel(self.endpoint)
-        try:
-            grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
-        except grpc.FutureTimeoutError:
-            channel.close()
-            raise Unreachable(
-                f"nothing answers at {self.endpoint} (start it with `opentasks serve`)"
-            ) from None
-        transport = CloudTasksGrpcTransport(channel=with_token(channel, self.api_token))
-        return tasks_v2.CloudTasksClient(transport=transport)
+        """The official client (slow to import: for the commands that need its helpers)."""
+        from google.cloud import tasks_v2  # noqa: PLC0415 - half a second to import
+        from google.cloud.tasks_v2.services.cloud_tasks.transports import (  # noqa: PLC0415
+            CloudTasksGrpcTransport,
+        )
+
+        from opentasks.clients import with_token  # noqa: PLC0415
+
+        channel = with_token(grpc.insecure_channel(self.endpoint), self.api_token)
+        return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
 
 
 class Unreachable(Exception):
-    """The server does not answer."""
+    """The server does not answer, or what answers is not its gRPC API."""
+
+
+class Refused(Exception):
+    """The server refused a call: ``status`` is the gRPC code's name (``NOT_FOUND``, ...)."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _refused(endpoint: str, error: grpc.RpcError) -> Exception:
+    code = error.code() if isinstance(error, grpc.Call) else None
+    details = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return Unreachable(_unavailable(endpoint, details))
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return Unreachable(f"{endpoint} did not answer within {CALL_TIMEOUT_S:.0f} s")
+    return Refused(code.name if code else "UNKNOWN", details)
+
+
+def _unavailable(endpoint: str, details: str) -> str:
+    if speaks_http1(endpoint):
+        return (
+            f"{endpoint} is an HTTP/1.1 port (the REST API, for gcloud and HTTP clients), not the gRPC API: "
+            "give --endpoint the server's --port (8123 by default; --http-port, the REST one, is 8124)"
+        )
+    return f"nothing answers at {endpoint} (start it with `opentasks serve`): {details}"
+
+
+def speaks_http1(endpoint: str, timeout_s: float = 1.0) -> bool:
+    """Whether an HTTP/1.1 server (such as opentasks' REST port) listens at ``host:port``."""
+    host, _, port = endpoint.rpartition(":")
+    if not port.isdigit():
+        return False
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout_s) as sock:
+            sock.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+            return sock.recv(8).startswith(b"HTTP/1.")
+    except OSError:
+        return False
+
+
+def _endpoint(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``host:port``; a URL is refused with what to give instead."""
+    if "://" in value:
+        parts = urlsplit(value)
+        raise click.BadParameter(
+            f"'{value}' is a URL: --endpoint takes host:port of the gRPC API (the server's --port, "
+            f"8123 by default), e.g. {parts.hostname or '127.0.0.1'}:8123. http:// URLs are the REST API "
+            "(--http-port, 8124 by default), which gcloud and HTTP clients use.",
+            ctx,
+            param,
+        )
+    return value
 
 
 def remote_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Adds --endpoint, --project and --location; the command receives ``remote: Remote``."""
+    """Adds --endpoint, --project, --location, --api-token and -q/--quiet; the command receives
+    ``remote: Remote``."""
 
     @click.option(
         "--endpoint",
         default=lambda: os.environ.get(EMULATOR_HOST, DEFAULT_ENDPOINT),
         show_default=f"${EMULATOR_HOST} or {DEFAULT_ENDPOINT}",
+        callback=_endpoint,
         help="host:port of the opentasks gRPC API.",
     )
     @click.option(
         "--project",
         envvar="OPENTASKS_PROJECT",
-        default="my-project",
-        show_default=True,
+        default=lambda: os.environ.get("CLOUDSDK_CORE_PROJECT", DEFAULT_PROJECT),
+        show_default=f"$CLOUDSDK_CORE_PROJECT or {DEFAULT_PROJECT}",
         show_envvar=True,
         help="Project ID of the queues.",
     )
@@ -94,9 +201,12 @@ def remote_options(command: Callable[..., Any]) -> Callable[..., Any]:
         show_default=False,
         help="Token for a server that requires API authentication.",
     )
+    @click.option("-q", "--quiet", is_flag=True, help="Do not ask for confirmation.")
     @functools.wraps(command)
-    def wrapper(endpoint: str, project: str, location: str, api_token: str, **kwargs: Any) -> Any:
-        return command(remote=Remote(endpoint, project, location, api_token), **kwargs)
+    def wrapper(
+        endpoint: str, project: str, location: str, api_token: str, quiet: bool, **kwargs: Any
+    ) -> Any:
+        return command(remote=Remote(endpoint, project, location, api_token, quiet), **kwargs)
 
     return wrapper
 
@@ -110,14 +220,44 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except Unreachable as error:
-            click.echo(f"ERROR: cannot reach the opentasks server: {error}", err=True)
-            sys.exit(2)
-        except (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded) as error:
-            click.echo(f"ERROR: cannot reach the opentasks server: {error.message}", err=True)
-            sys.exit(2)
-        except exceptions.GoogleAPICallError as error:
-            status = error.grpc_status_code.name if error.grpc_status_code else error.code
-            click.echo(f"ERROR: ({status}) {error.message}", err=True)
-            sys.exit(1)
+            fail(f"cannot reach the opentasks server: {error}", 2)
+        except Refused as error:
+            fail(f"({error.status}) {error.message}", 1)
+        except Exception as error:
+            _client_library_error(error)
+            raise
 
     return wrapper
+
+
+def _client_library_error(error: Exception) -> None:
+    """The same lines for the official client's errors (commands that use :meth:`Remote.client`)."""
+    exceptions = sys.modules.get("google.api_core.exceptions")
+    if exceptions is None or not isinstance(error, exceptions.GoogleAPICallError):
+        return
+    if isinstance(error, exceptions.ServiceUnavailable | exceptions.DeadlineExceeded):
+        fail(f"cannot reach the opentasks server: {error.message}", 2)
+    status = error.grpc_status_code.name if error.grpc_status_code else error.code
+    fail(f"({status}) {error.message}", 1)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """``ERROR: message`` on stderr, and exit with ``code``."""
+    click.echo(f"ERROR: {message}", err=True)
+    sys.exit(code)
+
+
+def field_mask(paths: list[str]) -> str:
+    """A FieldMask in its JSON form (camelCase paths, comma-separated) from proto field paths."""
+    return ",".join(
+        ".".join(re.sub(r"_([a-z0-9])", lambda m: m[1].upper(), part) for part in path.split("."))
+        for path in paths
+    )
+
+
+def short_name(name: str) -> str:
+    """``projects/p/locations/l/queues/q`` -> ``l/q``, as gcloud writes a queue in its messages."""
+    parts = name.split("/")
+    if len(parts) >= 6 and parts[0] == "projects" and parts[4] == "queues":
+        return "/".join([parts[3], *parts[5:]])
+    return name

@@ -1,31 +1,46 @@
-"""``opentasks tasks ...``: create and inspect tasks, with the flags of ``gcloud tasks``."""
+"""``opentasks tasks ...``: create and inspect tasks, with the flags and output of ``gcloud tasks``."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
-from google.cloud import tasks_v2
 
-from opentasks.cli.output import format_option, resource_dict, show
-from opentasks.cli.params import duration
+from opentasks.cli.output import (
+    ListOptions,
+    format_option,
+    limited,
+    list_options,
+    resource_dict,
+    show,
+    show_created,
+    show_list,
+)
+from opentasks.cli.params import ScheduleTime, key_value, rfc3339
+from opentasks.cli.projection import Projection
+from opentasks.cli.prompts import confirm
 from opentasks.cli.queues import routing
-from opentasks.cli.remote import Remote, remote_options, reports_errors
-from opentasks.clock import SystemClock
+from opentasks.cli.remote import Refused, Remote, Unreachable, remote_options, reports_errors, short_name
 
-COLUMNS = (
-    ("TASK_NAME", "name|id"),
-    ("TYPE", "type"),
-    ("SCHEDULE_TIME", "scheduleTime"),
-    ("DISPATCH_ATTEMPTS", "dispatchCount"),
-    ("RESPONSE_ATTEMPTS", "responseCount"),
+# gcloud's `tasks list` table.
+LIST_FORMAT = (
+    "table(name.basename():label=TASK_NAME, tasktype():label=TYPE, createTime, scheduleTime,"
+    ' dispatchCount.yesno(no="0"):label=DISPATCH_ATTEMPTS,'
+    ' responseCount.yesno(no="0"):label=RESPONSE_ATTEMPTS,'
+    ' lastAttempt.responseStatus.message.yesno(no="Unknown"):label=LAST_ATTEMPT_STATUS)'
 )
 _METHODS = ("POST", "GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS")
 _BATCH = 100
+SCHEDULE_TIME_HELP = (
+    "When to dispatch the task first, at most 30 days ahead: RFC 3339 such as 2025-01-01T10:00:00Z "
+    "(a time past means now) or 2025-01-01T12:00:00+02:00, or +DURATION from now such as +10m, +1h30m "
+    "or +PT1H."
+)
 
 
 @click.group()
@@ -33,12 +48,25 @@ def tasks() -> None:
     """Create, inspect, run and delete tasks (like `gcloud tasks`)."""
 
 
-def _queue_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--queue", required=True, help="The queue (an ID, or a full name).")(command)
+def _queue_option(required: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    if required:
+        return click.option("--queue", required=True, help="The queue (an ID, or a full name).")
+    return click.option(
+        "--queue", help="The queue (an ID, or a full name); not needed with a full task name."
+    )
+
+
+def _body_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option(
+        "--body-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="A file whose bytes are the request body.",
+    )(command)
+    return click.option("--body-content", help="The request body, as text.")(command)
 
 
 def _request_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option(
             "--method",
             type=click.Choice(_METHODS, case_sensitive=False),
@@ -49,70 +77,65 @@ def _request_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--header", "headers", multiple=True, metavar="KEY:VALUE", help="A request header (repeatable)."
         ),
-        click.option("--body-content", help="The request body, as text."),
-        click.option(
-            "--body-file",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            help="A file whose bytes are the request body.",
-        ),
-        click.option(
-            "--schedule-time", help="When to dispatch: RFC 3339 (2030-01-01T10:00:00Z) or +DURATION (+10m)."
-        ),
+        _body_options,
+        click.option("--schedule-time", type=ScheduleTime(), help=SCHEDULE_TIME_HELP),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
+def _body(body_content: str | None, body_file: Path | None) -> bytes:
+    if body_content is not None and body_file is not None:
+        raise click.UsageError("Give --body-content or --body-file, not both.")
+    return body_file.read_bytes() if body_file else (body_content or "").encode()
+
+
 def _common(
     method: str, headers: tuple[str, ...], body_content: str | None, body_file: Path | None
 ) -> dict[str, Any]:
-    if body_content is not None and body_file is not None:
-        raise click.UsageError("Give --body-content or --body-file, not both.")
-    parsed = {}
-    for header in headers:
-        key, sep, value = header.partition(":")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"'{header}': write KEY:VALUE.", param_hint="--header")
-        parsed[key.strip()] = value.strip()
-    body = body_file.read_bytes() if body_file else (body_content or "").encode()
-    return {"http_method": method.upper(), "headers": parsed, "body": body}
+    request: dict[str, Any] = {
+        "http_method": method.upper(),
+        "headers": dict(key_value(header, "--header") for header in headers),
+    }
+    body = _body(body_content, body_file)
+    if body:
+        request["body"] = base64.b64encode(body).decode()
+    return request
 
 
-def _schedule(value: str | None) -> dict[str, Any]:
-    if not value:
-        return {}
-    if value.startswith("+"):
-        when = SystemClock().now() + duration("--schedule-time").convert(value[1:], None, None)
-    else:
-        try:
-            when = datetime.fromisoformat(value)
-        except ValueError:
-            raise click.BadParameter(
-                f"'{value}' is neither RFC 3339 nor +DURATION.", param_hint="--schedule-time"
-            ) from None
-        when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    return {"schedule_time": when}
+def _schedule(when: datetime | None) -> dict[str, Any]:
+    return {"schedule_time": rfc3339(when)} if when else {}
 
 
 def _create(
-    remote: Remote, queue: str, task_id: str | None, task: dict[str, Any], output_format: str
+    remote: Remote, queue: str, task_id: str | None, task: dict[str, Any], output_format: Projection | None
 ) -> None:
     if task_id:
         task["name"] = remote.task(task_id, queue)
-    created = remote.client().create_task(parent=remote.queue(queue), task=tasks_v2.Task(task))
-    show(_task(created), output_format, COLUMNS)
+    created = remote.call("CreateTask", {"parent": remote.queue(queue), "task": task})
+    show_created("task", created.name, resource_dict(created), output_format)
+
+
+def _token(email: str | None, extra_name: str, extra: str | None, flag: str) -> dict[str, str] | None:
+    if not email:
+        if extra:
+            raise click.UsageError(f"--{extra_name.replace('_', '-')} needs {flag}.")
+        return None
+    return {"service_account_email": email, extra_name.rsplit("_", maxsplit=1)[-1]: extra or ""}
 
 
 @tasks.command(name="create-http-task")
 @click.argument("task_id", required=False)
-@_queue_option
+@_queue_option(required=True)
 @click.option("--url", required=True, help="Where to send the request.")
 @_request_options
 @click.option("--oidc-service-account-email", help="Sign each request with an OIDC token for this account.")
 @click.option("--oidc-token-audience", help="Audience of the OIDC token (default: the URL).")
+@click.option("--oauth-service-account-email", help="Send each request with this account's OAuth token.")
+@click.option("--oauth-token-scope", help="Scope of the OAuth token (default: cloud-platform).")
 @remote_options
-@format_option("yaml")
+@format_option("none")
 @reports_errors
 def create_http_task(  # noqa: PLR0917 - click passes every option as an argument
     remote: Remote,
@@ -123,31 +146,42 @@ def create_http_task(  # noqa: PLR0917 - click passes every option as an argumen
     headers: tuple[str, ...],
     body_content: str | None,
     body_file: Path | None,
-    schedule_time: str | None,
+    schedule_time: datetime | None,
     oidc_service_account_email: str | None,
     oidc_token_audience: str | None,
-    output_format: str,
+    oauth_service_account_email: str | None,
+    oauth_token_scope: str | None,
+    output_format: Projection | None,
 ) -> None:
     """Create an HTTP task (TASK_ID optional: one is generated)."""
     request: dict[str, Any] = {"url": url, **_common(method, headers, body_content, body_file)}
-    if oidc_service_account_email:
-        request["oidc_token"] = {
-            "service_account_email": oidc_service_account_email,
-            "audience": oidc_token_audience or "",
-        }
+    oidc = _token(
+        oidc_service_account_email, "token_audience", oidc_token_audience, "--oidc-service-account-email"
+    )
+    oauth = _token(
+        oauth_service_account_email, "token_scope", oauth_token_scope, "--oauth-service-account-email"
+    )
+    if oidc and oauth:
+        raise click.UsageError(
+            "Give --oidc-service-account-email or --oauth-service-account-email, not both."
+        )
+    if oidc:
+        request["oidc_token"] = oidc
+    if oauth:
+        request["oauth_token"] = oauth
     _create(remote, queue, task_id, {"http_request": request, **_schedule(schedule_time)}, output_format)
 
 
 @tasks.command(name="create-app-engine-task")
 @click.argument("task_id", required=False)
-@_queue_option
+@_queue_option(required=True)
 @click.option(
     "--relative-uri", default="/", show_default=True, help="Path (and query) on the App Engine target."
 )
 @_request_options
 @click.option("--routing", "routing_", help="App Engine routing: service:S,version:V,instance:I.")
 @remote_options
-@format_option("yaml")
+@format_option("none")
 @reports_errors
 def create_app_engine_task(  # noqa: PLR0917 - click passes every option as an argument
     remote: Remote,
@@ -158,9 +192,9 @@ def create_app_engine_task(  # noqa: PLR0917 - click passes every option as an a
     headers: tuple[str, ...],
     body_content: str | None,
     body_file: Path | None,
-    schedule_time: str | None,
+    schedule_time: datetime | None,
     routing_: str | None,
-    output_format: str,
+    output_format: Projection | None,
 ) -> None:
     """Create an App Engine task (TASK_ID optional: one is generated)."""
     request: dict[str, Any] = {
@@ -169,32 +203,90 @@ def create_app_engine_task(  # noqa: PLR0917 - click passes every option as an a
     }
     if routing_:
         request["app_engine_routing"] = routing(routing_)
-    _create(
-        remote,
-        queue,
-        task_id,
-        {"app_engine_http_request": request, **_schedule(schedule_time)},
-        output_format,
-    )
-
-
-@tasks.command(name="list")
-@_queue_option
-@remote_options
-@format_option("table")
-@reports_errors
-def list_(remote: Remote, queue: str, output_format: str) -> None:
-    """List the tasks of a queue."""
-    found = remote.client().list_tasks(parent=remote.queue(queue))
-    show([_task(t) for t in found], output_format, COLUMNS)
+    task = {"app_engine_http_request": request, **_schedule(schedule_time)}
+    _create(remote, queue, task_id, task, output_format)
 
 
 @tasks.command()
-@click.argument("task_id")
-@_queue_option
+@click.argument("task_id", required=False)
+@_queue_option(required=True)
+@_body_options
+@click.option("--content-type", help="Content-Type of the body (default: application/octet-stream).")
+@remote_options
+@format_option("none")
+@reports_errors
+def buffer(  # noqa: PLR0917 - click passes every option as an argument
+    remote: Remote,
+    task_id: str | None,
+    queue: str,
+    body_content: str | None,
+    body_file: Path | None,
+    content_type: str | None,
+    output_format: Projection | None,
+) -> None:
+    """Buffer a task into QUEUE's HTTP target (BufferTask, sent to the REST API: see docs/cli.md)."""
+    name = remote.queue(queue)
+    body = _body(body_content, body_file)
+    task = _buffer(
+        remote, name, task_id or "", body, content_type or ("application/octet-stream" if body else "")
+    )
+    click.echo(f"Buffered task in queue [{short_name(name)}].", err=True)
+    if output_format is not None:
+        show(task, output_format)
+
+
+def _buffer(remote: Remote, queue: str, task_id: str, body: bytes, content_type: str) -> dict[str, Any]:
+    """POST ``…/tasks/TASK_ID:buffer`` (BufferTask is served over REST only)."""
+    import urllib.error  # noqa: PLC0415 - only this command speaks HTTP
+    import urllib.request  # noqa: PLC0415
+
+    path = f"{queue}/tasks/{task_id}:buffer" if task_id else f"{queue}/tasks:buffer"
+    request = urllib.request.Request(f"{remote.rest_url}/v2/{path}", data=body, method="POST")
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    if remote.api_token:
+        request.add_header("Authorization", f"Bearer {remote.api_token}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer: dict[str, Any] = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        refused = json.loads(error.read() or b"{}").get("error", {})
+        raise Refused(refused.get("status", str(error.code)), refused.get("message", str(error))) from None
+    except (urllib.error.URLError, OSError) as error:
+        raise Unreachable(
+            f"the REST API at {remote.rest_url} (set {'OPENTASKS_REST_URL'}): {error}"
+        ) from None
+    task: dict[str, Any] = answer.get("task", {})
+    return task
+
+
+@tasks.command(name="list")
+@_queue_option(required=True)
+@list_options(LIST_FORMAT)
+@remote_options
+@reports_errors
+def list_(remote: Remote, queue: str, listing: ListOptions) -> None:
+    """List the tasks of a queue."""
+    found = (resource_dict(task) for task in _pages(remote, remote.queue(queue), listing.page_size))
+    show_list(limited(found, listing), listing, LIST_FORMAT, lambda name: f"{remote.rest_url}/v2/{name}")
+
+
+def _pages(remote: Remote, queue: str, page_size: int | None) -> Iterator[Any]:
+    token = ""
+    while True:
+        page = remote.call("ListTasks", {"parent": queue, "page_size": page_size or 0, "page_token": token})
+        yield from page.tasks
+        token = page.next_page_token
+        if not token:
+            return
+
+
+@tasks.command()
+@click.argument("task")
+@_queue_option(required=False)
 @click.option(
     "--response-view",
-    type=click.Choice(("basic", "full")),
+    type=click.Choice(("basic", "full"), case_sensitive=False),
     default="basic",
     show_default=True,
     help="full also shows the body.",
@@ -202,39 +294,75 @@ def list_(remote: Remote, queue: str, output_format: str) -> None:
 @remote_options
 @format_option("yaml")
 @reports_errors
-def describe(remote: Remote, task_id: str, queue: str, response_view: str, output_format: str) -> None:
-    """Show one task."""
-    view = tasks_v2.Task.View.FULL if response_view == "full" else tasks_v2.Task.View.BASIC
-    found = remote.client().get_task(request={"name": remote.task(task_id, queue), "response_view": view})
-    show(_task(found), output_format, COLUMNS)
+def describe(
+    remote: Remote, task: str, queue: str | None, response_view: str, output_format: Projection | None
+) -> None:
+    """Show TASK (an ID with --queue, or a full name)."""
+    view = response_view.upper()
+    found = resource_dict(remote.call("GetTask", {"name": remote.task(task, queue), "response_view": view}))
+    if view == "BASIC":
+        for request in ("httpRequest", "appEngineHttpRequest"):
+            found.get(request, {}).pop("body", None)
+    show(found, output_format)
 
 
 @tasks.command()
-@click.argument("task_id")
-@_queue_option
+@click.argument("task", required=False)
+@_queue_option(required=False)
+@click.option("--filter", "filter_", metavar="EXPRESSION", help="Delete every task of --queue that matches.")
 @remote_options
 @reports_errors
-def delete(remote: Remote, task_id: str, queue: str) -> None:
-    """Delete a task."""
-    name = remote.task(task_id, queue)
-    remote.client().delete_task(name=name)
-    click.echo(f"Deleted task [{name}].")
+def delete(remote: Remote, task: str | None, queue: str | None, filter_: str | None) -> None:
+    """Delete TASK (an ID with --queue, or a full name), or with --filter every matching task of
+    --queue (asks first on a terminal; -q does not)."""
+    if (task is None) == (filter_ is None):
+        raise click.UsageError("Give a TASK or --filter (with --queue), not both.")
+    if task is not None:
+        name = remote.task(task, queue)
+        remote.call("DeleteTask", {"name": name})
+        click.echo(f"Deleted task [{name.rsplit('/', 1)[-1]}].", err=True)
+        return
+    _delete_matching(remote, queue, filter_ or "")
+
+
+def _delete_matching(remote: Remote, queue: str | None, expression: str) -> None:
+    from opentasks.cli.filters import parse_filter  # noqa: PLC0415
+
+    if not queue:
+        raise click.UsageError("--filter needs --queue.")
+    try:
+        matches = parse_filter(expression)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--filter") from None
+    full = remote.queue(queue)
+    names = [task.name for task in _pages(remote, full, None) if matches.matches(resource_dict(task))]
+    if not names:
+        click.echo(f"No task of [{short_name(full)}] matches.", err=True)
+        return
+    confirm(remote, f"{len(names)} tasks of [{short_name(full)}] match. Are you sure you want to delete them")
+    for name in names:
+        try:
+            remote.call("DeleteTask", {"name": name})
+        except Refused as error:
+            if error.status != "NOT_FOUND":  # dispatched and gone meanwhile
+                raise
+        click.echo(f"Deleted task [{name.rsplit('/', 1)[-1]}].", err=True)
 
 
 @tasks.command()
-@click.argument("task_id")
-@_queue_option
+@click.argument("task")
+@_queue_option(required=False)
 @remote_options
 @format_option("yaml")
 @reports_errors
-def run(remote: Remote, task_id: str, queue: str, output_format: str) -> None:
-    """Dispatch a task now, whatever its schedule or its queue's state."""
-    show(_task(remote.client().run_task(name=remote.task(task_id, queue))), output_format, COLUMNS)
+def run(remote: Remote, task: str, queue: str | None, output_format: Projection | None) -> None:
+    """Dispatch TASK now, whatever its schedule or its queue's state."""
+    show(resource_dict(remote.call("RunTask", {"name": remote.task(task, queue)})), output_format)
 
 
 @tasks.command(name="import")
 @click.argument("file", type=click.File("r"))
-@_queue_option
+@_queue_option(required=True)
 @remote_options
 @reports_errors
 def import_(remote: Remote, file: Any, queue: str) -> None:
@@ -242,9 +370,7 @@ def import_(remote: Remote, file: Any, queue: str) -> None:
     (e.g. {"httpRequest": {"url": "https://..."}}), or - for standard input."""
     parent = remote.queue(queue)
     lines = [(number, line) for number, line in enumerate(file, start=1) if line.strip()]
-    requests: list[tuple[int, tasks_v2.CreateTaskRequest]] = list(
-        _parsed(lines, parent, getattr(file, "name", "FILE"))
-    )
+    requests = list(_parsed(lines, parent, getattr(file, "name", "FILE")))
     client = remote.client()
     failures: list[str] = []
     progress = click.progressbar(requests, label="Creating tasks", file=click.get_text_stream("stderr"))  # type: ignore[operator]
@@ -256,16 +382,16 @@ def import_(remote: Remote, file: Any, queue: str) -> None:
             for index, status in operation.metadata.failed_requests.items():
                 failures.append(f"line {chunk[index][0]}: {status.message}")
             bar.update(len(chunk))
-    click.echo(f"Created {len(requests) - len(failures)} of {len(requests)} tasks in [{parent}].")
+    click.echo(f"Created {len(requests) - len(failures)} of {len(requests)} tasks in [{short_name(parent)}].")
     for failure in failures:
         click.echo(f"ERROR: {failure}", err=True)
     if failures:
         raise SystemExit(1)
 
 
-def _parsed(
-    lines: list[tuple[int, str]], parent: str, source: str
-) -> Iterator[tuple[int, tasks_v2.CreateTaskRequest]]:
+def _parsed(lines: list[tuple[int, str]], parent: str, source: str) -> Iterator[tuple[int, Any]]:
+    from google.cloud import tasks_v2  # noqa: PLC0415 - import uses the official client
+
     for number, line in lines:
         try:
             json.loads(line)
@@ -273,9 +399,3 @@ def _parsed(
         except (ValueError, TypeError) as error:
             raise click.ClickException(f"{source}, line {number}: not a Task in JSON: {error}") from None
         yield number, tasks_v2.CreateTaskRequest(parent=parent, task=task)
-
-
-def _task(task: tasks_v2.Task) -> dict[str, Any]:
-    data = resource_dict(task)
-    data["type"] = "App Engine" if "appEngineHttpRequest" in data else "HTTP"
-    return data

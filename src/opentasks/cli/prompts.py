@@ -1,0 +1,40 @@
+"""gcloud's confirmation before a destructive command: asked on a terminal, skipped with
+``-q/--quiet``, and not asked (the command proceeds) when standard input is not a terminal."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from opentasks.cli.remote import Remote, fail
+
+# What `opentasks serve` keeps a deleted queue's name reserved for, and the flag that sets it
+# (opentasks.config.Settings.queue_tombstone; Cloud Tasks: up to 7 days).
+QUEUE_NAME_WINDOW = "7 days"
+QUEUE_NAME_WINDOW_FLAG = "--queue-tombstone"
+QUEUE_DELETE_WARNING = (
+    "Deleted queues can not be re-created for a duration of up to 7 days. On opentasks the name stays "
+    f"reserved for {QUEUE_NAME_WINDOW} unless the server was started with another {QUEUE_NAME_WINDOW_FLAG} "
+    "(OPENTASKS_QUEUE_TOMBSTONE)."
+)
+
+
+def confirm(remote: Remote, question: str) -> None:
+    """Ask ``question``; a "no" exits with ``Aborted by user.`` (status 1)."""
+    if remote.quiet or not sys.stdin.isatty():
+        return
+    click.echo(f"{question}\n", err=True)
+    while True:
+        click.echo("Do you want to continue (Y/n)?  ", nl=False, err=True)
+        answer = sys.stdin.readline()
+        if not answer:  # end of input: as gcloud, take it as no
+            break
+        answer = answer.strip().lower()
+        if answer in ("", "y", "yes"):
+            return
+        if answer in ("n", "no"):
+            break
+        click.echo("Please enter 'y' or 'n':", err=True)
+    click.echo("", err=True)
+    fail("Aborted by user.", 1)
