@@ -8,7 +8,8 @@ on a terminal (``-q`` skips the question), and it refuses to delete every queue 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +26,12 @@ if TYPE_CHECKING:
 # `opentasks` call imports this module, and should start fast.
 
 QUEUE_TOMBSTONE_NOTE = (
-    "Deleted queues can not be re-created with the same name for as long as the server's "
-    "--queue-tombstone says (7 days by default)."
+    "Deleted queues can not be re-created for a duration of up to 7 days. On opentasks the name stays "
+    "reserved for 7 days unless the server was started with another --queue-tombstone "
+    "(OPENTASKS_QUEUE_TOMBSTONE)."
 )
+# Whether the shared --endpoint/--project/... options also give -q/--quiet (as Remote.quiet).
+_REMOTE_HAS_QUIET = "quiet" in {f.name for f in fields(Remote)}
 
 
 @dataclass
@@ -232,6 +236,15 @@ def _short(queue: str) -> str:
     return f"{parts[3]}/{parts[5]}" if len(parts) == 6 else queue
 
 
+def _quiet_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``-q/--quiet``, unless the shared remote options already give it."""
+    if _REMOTE_HAS_QUIET:
+        return command
+    return click.option(
+        "-q", "--quiet", is_flag=True, help="Do not ask before deleting queues on a terminal."
+    )(command)
+
+
 @click.command(name="apply")
 @click.option(
     "-f",
@@ -250,21 +263,19 @@ def _short(queue: str) -> str:
     is_flag=True,
     help="With --prune: allow deleting every queue of the location (refused otherwise).",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Do not ask before deleting queues on a terminal.")
+@_quiet_option
 @remote_options
 @reports_errors
-def apply(*, remote: Remote, path: Path, dry_run: bool, prune: bool, yes: bool, quiet: bool) -> None:
+def apply(*, remote: Remote, path: Path, dry_run: bool, prune: bool, yes: bool, quiet: bool = False) -> None:
     """Create or update the queues a file declares (idempotent; never deletes unless --prune)."""
     from opentasks.config import ConfigError  # noqa: PLC0415 - see the imports
     from opentasks.config_file import load  # noqa: PLC0415
 
+    quiet = quiet or bool(getattr(remote, "quiet", False))
     try:
         config = load(path)
-        remote = Remote(
-            remote.endpoint,
-            config.project or remote.project,
-            config.location or remote.location,
-            remote.api_token,
+        remote = replace(
+            remote, project=config.project or remote.project, location=config.location or remote.location
         )
         apply_file(remote, config, dry_run=dry_run, prune=prune, safety=Safety(yes=yes, quiet=quiet))
     except ConfigError as error:
