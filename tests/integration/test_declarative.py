@@ -5,6 +5,7 @@ import pty
 import select
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,13 @@ queues:
   - name: reports
     state: PAUSED
 """
+
+
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[ServerProcess]:
+    """One server for the tests that leave it unchanged."""
+    with ServerProcess("memory://", "--no-dispatch") as server:
+        yield server
 
 
 def apply(server: ServerProcess, path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
@@ -147,43 +155,37 @@ def test_apply_queue_yaml_keeps_bucket_size_and_reserves_task_names_longer(tmp_p
         assert updated.rate_limits.max_burst_size == 10
 
 
-def test_apply_rejects_an_invalid_file(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("queues:\n  - name: q\n    retry_config: {max_attempts: many}\n")
-    with ServerProcess("memory://", "--no-dispatch") as server:
-        run = apply(server, bad)
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "bad.yaml",
+            "queues:\n  - name: q\n    retry_config: {max_attempts: many}\n",
+            ":3: q.retry_config.max_attempts: expected a whole number or unlimited, not 'many'.",
+        ),
+        (  # a typo in a queue.yaml: an error, not a note
+            "queue.yaml",
+            "queue:\n- name: mail\n  rate: 5/s\n  max_concurent_requests: 7\n",
+            ":4: mail.max_concurent_requests: unknown field; did you mean max_concurrent_requests?",
+        ),
+        (  # refused by the server (its --max-rate-per-queue), reported with the line
+            "queues.yaml",
+            "queues:\n  - name: fast\n    rate_limits:\n      max_dispatches_per_second: 900\n",
+            ":4: fast.rate_limits.max_dispatches_per_second: "
+            "RateLimits.maxDispatchesPerSecond must be less than or equal to 500.",
+        ),
+    ],
+)
+def test_apply_rejects_an_invalid_file_and_changes_nothing(
+    tmp_path: Path, shared_server: ServerProcess, name: str, text: str, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    run = apply(shared_server, path)
     assert run.returncode == 1
-    assert (
-        f"{bad}:3: q.retry_config.max_attempts: expected a whole number or unlimited, not 'many'."
-        in run.stderr
-    )
+    assert f"{path}{message}" in run.stderr
     assert "Traceback" not in run.stderr
-
-
-def test_a_typo_in_a_queue_yaml_is_an_error_and_changes_nothing(tmp_path: Path) -> None:
-    queue_yaml = tmp_path / "queue.yaml"
-    queue_yaml.write_text("queue:\n- name: mail\n  rate: 5/s\n  max_concurent_requests: 7\n")
-    with ServerProcess("memory://", "--no-dispatch") as server:
-        run = apply(server, queue_yaml)
-        assert list(server.client().list_queues(parent="projects/my-project/locations/us-central1")) == []
-    assert run.returncode == 1
-    assert (
-        f"{queue_yaml}:4: mail.max_concurent_requests: unknown field; did you mean max_concurrent_requests?"
-        in run.stderr
-    )
-
-
-def test_a_setting_the_server_refuses_is_reported_with_its_line(tmp_path: Path) -> None:
-    config = tmp_path / "queues.yaml"
-    config.write_text("queues:\n  - name: fast\n    rate_limits:\n      max_dispatches_per_second: 900\n")
-    with ServerProcess("memory://", "--no-dispatch") as server:
-        run = apply(server, config)
-    assert run.returncode == 1
-    assert (
-        f"{config}:4: fast.rate_limits.max_dispatches_per_second: "
-        "RateLimits.maxDispatchesPerSecond must be less than or equal to 500." in run.stderr
-    )
-    assert "Traceback" not in run.stderr
+    assert list(shared_server.client().list_queues(parent="projects/my-project/locations/us-central1")) == []
 
 
 def test_prune_refuses_a_wipe_out_and_asks_on_a_terminal(tmp_path: Path) -> None:
