@@ -420,3 +420,59 @@ async def test_a_claim_whose_lease_ended_before_its_attempt_started_is_not_sent(
     assert world.pusher.sent == []
     assert await world.step() == 1  # claimed again, and sent once
     assert len(world.pusher.sent) == 1
+
+
+class SlowClaims(MemoryStore):
+    """A store whose claims take ``seconds`` of the fake clock's time (a database round trip)."""
+
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
+        super().__init__()
+        self.clock, self.seconds, self.limits = clock, seconds, list[int]()
+
+    async def claim_due_tasks(self, queue: QueueName, now: Any, limit: int, *args: Any, **kw: Any) -> Any:
+        self.limits.append(limit)
+        await self.clock.sleep(self.seconds)
+        return await super().claim_due_tasks(queue, self.clock.now(), limit, *args, **kw)
+
+
+class TimedPusher(ScriptedPusher):
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock, self.times = clock, list[float]()
+
+    async def push(self, request: OutboundRequest) -> AttemptOutcome:
+        self.times.append(self.clock.monotonic())
+        return await super().push(request)
+
+
+@pytest.mark.parametrize(
+    ("rate", "claim_s", "total"), [(100.0, 0.05, 600), (500.0, 0.5, 2000), (5.0, 0.3, 60)]
+)
+async def test_claims_run_ahead_of_the_bucket_but_requests_keep_to_it(
+    rate: float, claim_s: float, total: int
+) -> None:
+    """One burst per claim would cap the second case at 200/s; claiming what the bucket earns
+    while a claim runs, while held tasks still leave, keeps it at its rate; and no request
+    leaves without a token."""
+    clock = FakeClock()
+    store, pusher = SlowClaims(clock, claim_s), TimedPusher(clock)
+    w = World(pusher, clock=clock, store=store, settings=DispatchSettings(claim_batch=500))
+    await w.dispatcher.start(loop=True)
+    queue = await w.queue(
+        rate_limits=RateLimits(max_dispatches_per_second=rate, max_concurrent_dispatches=1000)
+    )
+    burst = queue.rate_limits.max_burst_size
+    for _ in range(total):
+        await w.task()
+    start = clock.monotonic()
+    while len(pusher.sent) < total and clock.monotonic() - start < 60:
+        clock.advance(0.01)
+        for _ in range(10):
+            await asyncio.sleep(0)
+    for sent, at in enumerate(pusher.times, start=1):
+        assert sent <= burst + rate * (at - start) + 1e-6  # never ahead of the bucket
+    elapsed = pusher.times[-1] - start
+    assert elapsed <= (total - burst) / rate + 4 * claim_s + 0.1  # and never far behind it
+    if rate * claim_s > burst / 2:
+        assert max(store.limits) > burst  # a claim asked for more than one burst
+    await w.dispatcher.stop()

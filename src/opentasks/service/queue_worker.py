@@ -35,6 +35,10 @@ _ERROR_PAUSE_SECONDS = 1.0
 _MAX_ERROR_PAUSE_SECONDS = 60.0
 # How often a worker counts again the attempts another node still has in flight on its queue.
 _FOREIGN_RECOUNT_SECONDS = 1.0
+# The longest claim time a worker plans for when it claims ahead of its bucket, and how much
+# each claim moves its estimate.
+_MAX_CLAIM_AHEAD_SECONDS = 1.0
+_CLAIM_TIME_WEIGHT = 0.2
 
 
 class QueueWorker:
@@ -48,6 +52,13 @@ class QueueWorker:
     fence the worker counts them at its first pass and again every second while any remain.
     ``full_bucket=False`` starts the bucket empty (a queue taken over: the previous holder may
     just have spent the burst).
+
+    A claim takes time (a database round trip or several), during which the bucket refills. So
+    a worker claims ahead: the tokens it has plus those its rate will earn while the claim runs
+    (its recent claims' time, estimated). Claimed tasks leave only with a token: those beyond
+    the tokens there are when the claim returns are held and let go as tokens come, so the
+    requests on the wire keep to the bucket exactly, while a fast queue is no longer bound to
+    one burst per claim.
     """
 
     def __init__(
@@ -84,6 +95,9 @@ class QueueWorker:
         self.executed = MinuteCount()  # attempts ended in the last minute
         self.senders = 0  # coroutines sending this queue's attempts, one attempt at a time each
         self.pending: deque[Task] = deque()  # claimed, waiting for a sender
+        self.held: deque[Task] = deque()  # claimed ahead, waiting for a token
+        self._releaser: asyncio.Task[None] | None = None
+        self.claim_seconds = 0.0  # how long claims take, recently (a moving average)
         self._wake = asyncio.Event()
         self._wake_at: datetime | None = None
         self._blocked_on_slots = False
@@ -113,8 +127,13 @@ class QueueWorker:
     async def stop(self, *, drop_pending: bool = True) -> None:
         """Stop claiming. Tasks claimed but not yet sent are sent all the same unless
         ``drop_pending`` (the queue is gone); dropped ones stay claimed until their leases end."""
+        if self._releaser is not None:
+            self._releaser.cancel()
         if drop_pending:
             self.pending.clear()
+            self.held.clear()
+        else:
+            self._let_go(len(self.held))
         if self._loop is not None:
             self._loop.cancel()
             await asyncio.gather(self._loop, return_exceptions=True)
@@ -192,7 +211,7 @@ class QueueWorker:
 
     def _free_slots(self) -> int:
         cap = self.queue.rate_limits.max_concurrent_dispatches
-        return cap - self.inflight - len(self.pending) - self.foreign
+        return cap - self.inflight - len(self.pending) - len(self.held) - self.foreign
 
     def _claim_threshold(self) -> int:
         cap = self.queue.rate_limits.max_concurrent_dispatches
@@ -233,7 +252,12 @@ class QueueWorker:
         """Claim and start what may go now. Returns (started, seconds to wait or None = until woken)."""
         self._blocked_on_slots = False
         if self.queue.state != QueueState.RUNNING:
+            self._let_go(len(self.held))  # claimed tasks go out, as those waiting for a sender do
             return 0, None
+        if self.held:
+            self._release_held()
+            if len(self.held) > self._earned_while_claiming():
+                return 0, None  # the releaser wakes the worker when the next claim is due
         if self.foreign or self._count_foreign:
             await self._recount_foreign()
         free = self._free_slots()
@@ -247,14 +271,51 @@ class QueueWorker:
             self.fenced = True  # the node's next successful round wakes this worker
             return 0, None
         monotonic = self._clock.monotonic()
-        tokens = self.bucket.available(monotonic)
-        if tokens <= 0:
+        # Held tasks take the first tokens. A claim asks for what is left of those there are,
+        # those earned while it runs, and as many again: what it brings must last until the
+        # next claim (started as soon as so few are held) returns, or tokens go unspent.
+        tokens = self.bucket.available(monotonic) - len(self.held)
+        limit = min(free, tokens + 2 * self._earned_while_claiming(), self._settings.claim_batch)
+        if limit <= 0:
             return 0, self.bucket.seconds_until_available(monotonic)
-        return await self._claim(min(free, tokens, self._settings.claim_batch))
+        return await self._claim(limit)
+
+    def _earned_while_claiming(self) -> int:
+        """Tokens the bucket will earn while the next claim runs, by the recent claims' time."""
+        return int(self.bucket.rate * min(self.claim_seconds, _MAX_CLAIM_AHEAD_SECONDS))
+
+    def _release_held(self) -> int:
+        """Let held tasks go with the tokens there are (how many went); the releaser lets the
+        others go as tokens come."""
+        monotonic = self._clock.monotonic()
+        count = min(len(self.held), self.bucket.available(monotonic))
+        if count > 0:
+            self.bucket.take(monotonic, count)
+            self._let_go(count)
+        if self.held and (self._releaser is None or self._releaser.done()):
+            self._releaser = asyncio.ensure_future(self._release_as_tokens_come())
+        return count
+
+    async def _release_as_tokens_come(self) -> None:
+        """Let held tasks go one token at a time, and wake the worker once so few are left that
+        they will be gone before a claim started now returns."""
+        while self.held:
+            await self._clock.sleep(self.bucket.seconds_until_available(self._clock.monotonic()))
+            monotonic = self._clock.monotonic()
+            count = min(len(self.held), self.bucket.available(monotonic))
+            if count > 0:
+                self.bucket.take(monotonic, count)
+                self._let_go(count)
+            if len(self.held) <= self._earned_while_claiming():
+                self._wake.set()
+
+    def _let_go(self, count: int) -> None:
+        for _ in range(count):
+            self.enqueue(self.held.popleft())
 
     async def _claim(self, limit: int) -> tuple[int, float | None]:
         """Claim up to ``limit`` due tasks and start them; (started, seconds to wait)."""
-        now = self._clock.now()
+        now, started = self._clock.now(), self._clock.monotonic()
         request = asyncio.ensure_future(
             self._store.claim_due_tasks(self.queue.name, now, limit, self._settings.lease_grace, self.fence)
         )
@@ -265,15 +326,18 @@ class QueueWorker:
             # left leased for a dispatch deadline.
             request.add_done_callback(self._send_orphans)
             raise
+        took = self._clock.monotonic() - started
+        self.claim_seconds += (took - self.claim_seconds) * _CLAIM_TIME_WEIGHT
         if claim.fenced:
             self.fenced = True  # the node's next round renews the lease or stops this worker
             return 0, None
         self.fenced = False
         # Charge the bucket when the tasks leave, not when the claim began: a slow commit must
         # not bunch requests on the wire beyond what the bucket allows.
-        self.bucket.take(self._clock.monotonic(), len(claim.tasks))
-        for task in claim.tasks:
-            self.enqueue(task)
+        self.held.extend(claim.tasks)
+        started = self._release_held()
+        if len(self.held) > self._earned_while_claiming():
+            return started, None  # the releaser wakes the worker when the next claim is due
         if len(claim.tasks) == limit:
             return len(claim.tasks), 0.0  # there may be more: look again straight away
         wait = (
