@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
 
 V2 = "google.cloud.tasks.v2"
 V2BETA3 = "google.cloud.tasks.v2beta3"
@@ -97,7 +98,7 @@ def descriptor_set() -> descriptor_pb2.FileDescriptorSet:
     if path is not None:
         try:
             return descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
-        except (OSError, ValueError):
+        except (OSError, DecodeError):
             pass
     built = package_descriptor_set()
     if path is not None:
