@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -94,7 +94,9 @@ class NodeReader:
         hint = f"did you mean {close[0]}?" if close else f"expected one of {', '.join(known)}."
         return self.fail(key_node, field_name, f"unknown field; {hint}")
 
-    def mapping(self, node: yaml.Node, field_name: str, normalize: Any = str) -> dict[str, Entry]:
+    def mapping(
+        self, node: yaml.Node, field_name: str, normalize: Callable[[str], str] = str
+    ) -> dict[str, Entry]:
         """The entries of a mapping by (normalized) key; a key given twice is an error."""
         if not isinstance(node, yaml.MappingNode):
             raise self.fail(node, field_name, f"expected a mapping of keys to values, not {_shown(node)}.")
@@ -134,7 +136,12 @@ class NodeReader:
     def scalar(self, node: yaml.Node, field_name: str) -> Any:
         if not isinstance(node, yaml.ScalarNode):
             raise self.fail(node, field_name, f"expected a single value, not {_shown(node)}.")
-        return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
+        try:
+            return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
+        except yaml.YAMLError as error:  # e.g. an unknown !tag
+            raise self.fail(
+                node, field_name, f"cannot read the value: {getattr(error, 'problem', error)}."
+            ) from None
 
     def typed(self, kind: str, node: yaml.Node, field_name: str) -> Any:
         """The value of ``node`` as ``kind``: int, float, str, bool, attempts or duration."""

@@ -95,15 +95,15 @@ class _QueueEntry:
         self.node = node
         self.resume = resume
         self.entries = reader.mapping(node, "queue[]")
+        if "name" not in self.entries:
+            raise reader.fail(node, "queue[].name", "every queue needs a name.")
+        self.name = reader.queue_name(self.entries["name"][1], "queue[].name", full_names=False)
         self.settings: dict[str, Any] = {}
         self.origins: dict[str, Origin] = {}
         self.state: str | None = None
 
     def read(self) -> DeclaredQueue:
         reader = self.reader
-        if "name" not in self.entries:
-            raise reader.fail(self.node, "queue[].name", "every queue needs a name.")
-        self.name = reader.queue_name(self.entries["name"][1], "queue[].name", full_names=False)
         for key, (key_node, _) in self.entries.items():
             if key not in _QUEUE_KEYS:
                 raise reader.unknown(key_node, f"{self.name}.{key}", _QUEUE_KEYS)
@@ -133,9 +133,17 @@ class _QueueEntry:
             raise self.reader.fail(
                 self.node, f"{self.name}.rate", "Refill rate must be specified for push-based queue."
             )
-        for key in ("rate", "bucket_size", "max_concurrent_requests", "target", "retry_parameters", "acl"):
+        fields = {
+            "rate": self._rate,
+            "bucket_size": self._bucket_size,
+            "max_concurrent_requests": self._max_concurrent_requests,
+            "target": self._target,
+            "retry_parameters": self._retry_parameters,
+            "acl": self._acl,
+        }
+        for key, read in fields.items():
             if key in self.entries:
-                getattr(self, f"_{key}")(*self.entries[key])
+                read(*self.entries[key])
         for path, value in PUSH_QUEUE_DEFAULTS.items():
             self.settings.setdefault(path, value)
         self._fit_backoffs()

@@ -1,9 +1,13 @@
 """The opentasks YAML format: what it declares, and how strictly it is read."""
 
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from opentasks.config_file import ConfigFileError, load
 
@@ -234,6 +238,14 @@ queues:
             "equal to RetryConfig.maxBackoff.",
         ),
         ("queues: [\n", "opentasks.yaml:2: not valid YAML"),
+        (
+            "queues:\n  - name: !secret q\n",
+            "opentasks.yaml:2: queues[].name: cannot read the value: could not determine a constructor",
+        ),
+        (
+            "queues:\n  - name: q\n    retry_config:\n      <<: 5\n",
+            "opentasks.yaml:4: q.retry_config: cannot merge: expected a mapping or list of mappings",
+        ),
     ],
 )
 def test_errors_name_file_line_and_field(tmp_path: Path, text: str, message: str) -> None:
@@ -252,3 +264,46 @@ def test_rates_above_cloud_tasks_limit_are_left_to_the_server(tmp_path: Path) ->
         write(tmp_path, "queues:\n  - name: q\n    rate_limits: {max_dispatches_per_second: 2000}\n")
     )
     assert config.queues[0].settings == {"rate_limits.max_dispatches_per_second": 2000.0}
+
+
+# Keys and values near the real ones, so that generated files reach deep into both readers.
+_KEYS = st.sampled_from(
+    [
+        "queues", "queue", "server", "project", "location", "name", "state", "rate_limits", "retry_config",
+        "max_dispatches_per_second", "max_attempts", "min_backoff", "max_backoff", "rate", "bucket_size",
+        "max_concurrent_requests", "retry_parameters", "task_retry_limit", "task_age_limit", "target", "mode",
+        "acl", "user_email", "port", "log_level", "<<", "total_storage_limit",
+    ]
+)  # fmt: skip
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=True),
+    st.sampled_from(["q", "5/s", "0", "1s", "2d", "pull", "push", "unlimited", "PAUSED", "v1.w", "", "-"]),
+    st.text(max_size=8),
+)
+_ANY = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=5),
+    max_leaves=25,
+)
+_SECTION = st.dictionaries(_KEYS, _SCALARS, max_size=4)
+_QUEUE = st.dictionaries(_KEYS, _SCALARS | _SECTION, max_size=5).map(lambda d: {"name": "q", **d})
+_DOCUMENTS = _ANY | st.builds(
+    lambda key, queues: {key: queues}, st.sampled_from(["queue", "queues"]), st.lists(_QUEUE, max_size=3)
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_DOCUMENTS)
+def test_any_document_is_read_or_refused_in_one_line(document: object) -> None:
+    """Whatever the file holds, reading it gives queues or a FILE:LINE error, never a crash."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "queues.yaml"
+        path.write_text(yaml.safe_dump(document))
+        try:
+            load(path)
+        except ConfigFileError as error:
+            assert str(error).startswith(f"{path}:")
+            assert "\n" not in str(error)
