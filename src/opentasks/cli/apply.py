@@ -51,43 +51,45 @@ class Step:
 
 def plan(client: tasks_v2.CloudTasksClient, remote: Remote, config: ConfigFile, *, prune: bool) -> list[Step]:
     """The changes that make the server match ``config`` (nothing is changed)."""
-    from google.api_core import exceptions  # noqa: PLC0415 - see the imports
-    from google.cloud import tasks_v2  # noqa: PLC0415
-
-    from opentasks.declarative import ConfigFileError  # noqa: PLC0415
+    from opentasks.declarative import ConfigFileError  # noqa: PLC0415 - see the imports
 
     steps = []
     declared_names: dict[str, DeclaredQueue] = {}
     for declared in config.queues:
         name = remote.queue(declared.name)
-        if name in declared_names:
-            first = declared_names[name].line
+        if name in declared_names:  # e.g. once by ID, once by full name
             raise ConfigFileError(
                 f"{config.path}:{declared.line}: {declared.name}: the queue is declared twice, "
-                f"at lines {first} and {declared.line}."
+                f"at lines {declared_names[name].line} and {declared.line}."
             )
         declared_names[name] = declared
-        try:
-            current = client.get_queue(name=name)
-        except exceptions.NotFound:
-            steps.append(
-                Step("create", name, [f"{p} = {_shown(v)}" for p, v in declared.settings.items()], declared)
-            )
-            if declared.state == "PAUSED":
-                steps.append(Step("pause", name, declared=declared))
-            continue
-        changed = {p: v for p, v in declared.settings.items() if _value(current, p) != v}
-        if changed:
-            details = [f"{p}: {_shown(_value(current, p))} -> {_shown(v)}" for p, v in changed.items()]
-            steps.append(Step("update", name, details, replace(declared, settings=changed)))
-        current_state = tasks_v2.Queue.State(current.state).name
-        if declared.state and declared.state != current_state:
-            action = "pause" if declared.state == "PAUSED" else "resume"
-            steps.append(Step(action, name, declared=declared))
+        steps += _queue_steps(client, name, declared)
     if prune:
-        for queue in client.list_queues(parent=remote.parent):
-            if queue.name not in declared_names:
-                steps.append(Step("delete", queue.name))
+        steps += [
+            Step("delete", queue.name)
+            for queue in client.list_queues(parent=remote.parent)
+            if queue.name not in declared_names
+        ]
+    return steps
+
+
+def _queue_steps(client: tasks_v2.CloudTasksClient, name: str, declared: DeclaredQueue) -> list[Step]:
+    """What makes the queue ``name`` match its declaration."""
+    from google.api_core import exceptions  # noqa: PLC0415 - see the imports
+    from google.cloud import tasks_v2  # noqa: PLC0415
+
+    try:
+        current = client.get_queue(name=name)
+    except exceptions.NotFound:
+        created = Step("create", name, [f"{p} = {_shown(v)}" for p, v in declared.settings.items()], declared)
+        return [created, Step("pause", name, declared=declared)] if declared.state == "PAUSED" else [created]
+    steps = []
+    changed = {p: v for p, v in declared.settings.items() if _value(current, p) != v}
+    if changed:
+        details = [f"{p}: {_shown(_value(current, p))} -> {_shown(v)}" for p, v in changed.items()]
+        steps.append(Step("update", name, details, replace(declared, settings=changed)))
+    if declared.state and declared.state != tasks_v2.Queue.State(current.state).name:
+        steps.append(Step("pause" if declared.state == "PAUSED" else "resume", name, declared=declared))
     return steps
 
 
@@ -156,16 +158,14 @@ def apply_file(
         click.echo(f"Nothing to change: the queues match {config.path}.")
         return steps
     deletions = [step.queue for step in steps if step.action == "delete"]
-    wipes_out = bool(deletions) and not any(
-        remote.queue(q.name).startswith(remote.parent + "/") for q in config.queues
-    )
+    wipe_out = None if safety.yes else _wipe_out(remote, config, deletions)
     if dry_run:
-        if wipes_out and not safety.yes:
-            click.echo(f"WARNING: {_wipe_out_message(remote, config, deletions)}", err=True)
+        if wipe_out:
+            click.echo(f"WARNING: {wipe_out}", err=True)
         click.echo(f"Dry run: {len(steps)} change(s) planned, none made.")
         return steps
-    if wipes_out and not safety.yes:
-        raise click.ClickException(_wipe_out_message(remote, config, deletions))
+    if wipe_out:
+        raise click.ClickException(wipe_out)
     if deletions and not safety.quiet and _interactive() and not _confirm(deletions):
         raise click.ClickException("Aborted by user.")
     _execute_reporting(client, remote, steps, config)
@@ -195,10 +195,13 @@ def _execute_reporting(
             ) from None
 
 
-def _wipe_out_message(remote: Remote, config: ConfigFile, deletions: list[str]) -> str:
-    location = remote.parent
+def _wipe_out(remote: Remote, config: ConfigFile, deletions: list[str]) -> str | None:
+    """Why ``deletions`` may not go ahead without --yes: they leave the location without a
+    queue (an empty or mistyped file, the wrong --project); None if they do not."""
+    if not deletions or any(remote.queue(q.name).startswith(remote.parent + "/") for q in config.queues):
+        return None
     return (
-        f"--prune would delete every queue of {location} ({len(deletions)}), as {config.path} "
+        f"--prune would delete every queue of {remote.parent} ({len(deletions)}), as {config.path} "
         "declares none there. Check the file, --project and --location; add --yes to delete them all."
     )
 
