@@ -38,12 +38,33 @@ def format_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., 
     )
 
 
+# The bytes fields of Cloud Tasks resources; gcloud shows them in URL-safe base64.
+_BYTES_FIELDS = frozenset({"body", "etag"})
+
+
 def resource_dict(message: Any) -> dict[str, Any]:
-    """A protobuf message as the REST API shows it: camelCase, enum names, no defaults."""
+    """A protobuf message as gcloud shows it: the REST API's JSON (camelCase, enum names, no
+    defaults) with bytes in URL-safe base64 (which the API reads too)."""
     from google.protobuf import json_format  # noqa: PLC0415 - cheap, already loaded by the call
 
-    data: dict[str, Any] = json_format.MessageToDict(message)
+    data: dict[str, Any] = _url_safe(json_format.MessageToDict(message))
     return data
+
+
+def _url_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: inner.translate(_URL_SAFE)
+            if key in _BYTES_FIELDS and isinstance(inner, str)
+            else _url_safe(inner)
+            for key, inner in value.items()
+        }
+    if isinstance(value, list):
+        return [_url_safe(inner) for inner in value]
+    return value
+
+
+_URL_SAFE = str.maketrans("+/", "-_")
 
 
 def pruned(value: Any) -> Any:

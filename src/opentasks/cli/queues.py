@@ -52,14 +52,16 @@ _SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "routing_override": ("app_engine_routing_override", lambda text: routing(text)),  # noqa: PLW0108 - defined below
     "log_sampling_ratio": ("stackdriver_logging_config.sampling_ratio", float),
 }
-# gcloud's `queues list` table, with the queue's task count and oldest task at the end.
-LIST_FORMAT = (
+# gcloud's `queues list` table; opentasks adds the queue's task count and oldest task.
+GCLOUD_LIST_FORMAT = (
     "table(name.basename():label=QUEUE_NAME, state,"
     ' rateLimits.maxConcurrentDispatches.yesno(no="unlimited").format("{0}").sub("-1", "unlimited")'
     ":label=MAX_NUM_OF_TASKS,"
     ' rateLimits.maxDispatchesPerSecond.yesno(no="unlimited"):label="MAX_RATE (/sec)",'
-    ' retryConfig.maxAttempts.yesno(no="unlimited").format("{0}").sub("-1", "unlimited"):label=MAX_ATTEMPTS,'
-    " stats.tasksCount:label=TASKS, stats.oldestEstimatedArrivalTime:label=OLDEST)"
+    ' retryConfig.maxAttempts.yesno(no="unlimited").format("{0}").sub("-1", "unlimited"):label=MAX_ATTEMPTS)'
+)
+LIST_FORMAT = GCLOUD_LIST_FORMAT.removesuffix(")") + (
+    ", stats.tasksCount:label=TASKS, stats.oldestEstimatedArrivalTime:label=OLDEST)"
 )
 
 
@@ -224,15 +226,17 @@ def describe(remote: Remote, queue: str, output_format: Projection | None, stats
 
 
 @queues.command(name="list")
+@click.option("--stats/--no-stats", default=True, show_default=True, help="Add the queues' stats.")
 @list_options(LIST_FORMAT)
 @remote_options
 @reports_errors
-def list_(remote: Remote, listing: ListOptions) -> None:
+def list_(remote: Remote, listing: ListOptions, stats: bool) -> None:
     """List the queues of the project and location, with their tasks and the oldest one's time."""
-    found = _with_stats(lambda: _pages(remote, listing, V2BETA3, {"read_mask": "*"}))
+    found = _with_stats(lambda: _pages(remote, listing, V2BETA3, {"read_mask": "*"})) if stats else None
     if found is None:
         found = (resource_dict(queue) for queue in _pages(remote, listing, CLOUD_TASKS, {}))
-    show_list(limited(found, listing), listing, LIST_FORMAT, lambda name: f"{remote.rest_url}/v2/{name}")
+    table = LIST_FORMAT if stats else GCLOUD_LIST_FORMAT
+    show_list(limited(found, listing), listing, table, lambda name: f"{remote.rest_url}/v2/{name}")
 
 
 def _pages(remote: Remote, listing: ListOptions, service: str, extra: dict[str, Any]) -> Iterator[Any]:

@@ -1,0 +1,113 @@
+"""`opentasks` prints what `gcloud tasks` prints, side by side against the same server (the real
+gcloud, pointed at the REST port; skipped where gcloud is not installed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from opentasks.testing import OPENTASKS, ServerProcess
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("gcloud") is None, reason="gcloud is not installed"),
+]
+PROJECT = "beside"
+LOCATION = ["--location", "us-central1"]
+TASK = f"projects/{PROJECT}/locations/us-central1/queues/first/tasks/h1"
+# gcloud applies --limit to what it fetched (one page of that size) before sorting: ask for all.
+LISTING = ["--format=csv(name.basename(),state)", "--sort-by=~name", "--limit=2"]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    with ServerProcess("memory://") as running:
+        opentasks(
+            running, "queues", "create", "first", "--max-attempts", "unlimited", "--log-sampling-ratio", "0.5"
+        )
+        opentasks(running, "queues", "create", "second", "--max-dispatches-per-second", "0.3333")
+        opentasks(running, "queues", "pause", "first")
+        opentasks(running, "tasks", "create-http-task", "h1", "--queue", "first", "--url", "https://example.com/a",
+                  "--header", "Z: 1", "--header", "A: 2", "--body-content", "??>~")  # fmt: skip
+        opentasks(
+            running, "tasks", "create-app-engine-task", "ae", "--queue", "first", "--relative-uri", "/ae"
+        )
+        opentasks(running, "queues", "add-iam-policy-binding", "first", "--member", "user:ada@example.com",
+                  "--role", "roles/cloudtasks.viewer")  # fmt: skip
+        yield running
+
+
+@pytest.fixture(scope="module")
+def gcloud_env(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """gcloud pointed at the server's REST port, with a configuration of its own."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CLOUDSDK_")},
+        "CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDTASKS": f"{server.rest_url}/",
+        "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "true",
+        "CLOUDSDK_CORE_PROJECT": PROJECT,
+        "CLOUDSDK_CONFIG": str(tmp_path_factory.mktemp("gcloud")),
+        "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
+        "CLOUDSDK_COMPONENT_MANAGER_DISABLE_UPDATE_CHECK": "1",
+    }
+
+
+def opentasks(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENTASKS_", "CLOUDSDK_"))}
+    env["OPENTASKS_REST_URL"] = server.rest_url  # what --uri prints (else guessed from the gRPC port)
+    return subprocess.run(
+        [OPENTASKS, *args, "--endpoint", server.address, "--project", PROJECT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+
+
+def gcloud(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["gcloud", "tasks", *args], capture_output=True, text=True, timeout=120, check=True, env=env
+    )
+
+
+@pytest.mark.parametrize(
+    ("gcloud_args", "opentasks_args"),
+    [
+        (["queues", "list", *LOCATION], ["queues", "list", "--no-stats"]),
+        (["queues", "describe", "first", *LOCATION], ["queues", "describe", "first", "--no-stats"]),
+        (["list", "--queue", "first", *LOCATION], ["tasks", "list", "--queue", "first"]),
+        (["describe", "h1", "--queue", "first", *LOCATION], ["tasks", "describe", "h1", "--queue", "first"]),
+        (["describe", TASK, "--response-view=full"], ["tasks", "describe", TASK, "--response-view=full"]),
+        (["queues", "get-iam-policy", "first", *LOCATION], ["queues", "get-iam-policy", "first"]),
+        (["locations", "list"], ["locations", "list"]),
+        (["queues", "list", *LOCATION, *LISTING], ["queues", "list", *LISTING]),
+        (
+            ["list", "--queue", "first", *LOCATION, "--uri"],
+            ["tasks", "list", "--queue", "first", "--uri"],
+        ),
+    ],
+    ids=lambda args: " ".join(args[:2]),
+)  # fmt: skip
+def test_same_output(
+    server: ServerProcess, gcloud_env: dict[str, str], gcloud_args: list[str], opentasks_args: list[str]
+) -> None:
+    theirs, ours = gcloud(gcloud_env, *gcloud_args), opentasks(server, *opentasks_args)
+    assert (ours.stdout, ours.stderr) == (theirs.stdout, theirs.stderr)
+
+
+def test_same_messages_for_changes(server: ServerProcess, gcloud_env: dict[str, str]) -> None:
+    theirs = gcloud(gcloud_env, "queues", "create", "by-gcloud", *LOCATION)
+    ours = opentasks(server, "queues", "create", "by-opentasks")
+    assert (ours.stdout, ours.stderr.replace("by-opentasks", "by-gcloud")) == (theirs.stdout, theirs.stderr)
+    for verb in ("pause", "resume", "purge", "delete"):
+        theirs = gcloud(gcloud_env, "queues", verb, "by-gcloud", *LOCATION, "--quiet")
+        ours = opentasks(server, "queues", verb, "by-opentasks", "--quiet")
+        assert (ours.stdout, ours.stderr.replace("by-opentasks", "by-gcloud")) == (
+            theirs.stdout,
+            theirs.stderr,
+        )
