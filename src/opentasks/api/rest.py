@@ -253,6 +253,21 @@ def find_route(
     raise NotFound(f"No Cloud Tasks {version} method is served at {method} /{version}/{path}.")
 
 
+_API_VERSION = re.compile(r"v\d+(?:(?:alpha|beta)\d*)?", re.ASCII)
+
+
+def unknown_path(method: str, path: str, served: tuple[str, ...]) -> NotFound:
+    """The error for a path outside every served version; an API version this server does not
+    serve (``/v2beta2/``, which ``gcloud alpha tasks`` calls) is named as such."""
+    version = path.lstrip("/").partition("/")[0]
+    if _API_VERSION.fullmatch(version) and version not in served:
+        return NotFound(
+            f"No Cloud Tasks {version} method is served at {method} {path}: this server serves the "
+            f"Cloud Tasks API versions {', '.join(served)}."
+        )
+    return NotFound(f"No Cloud Tasks v2 method is served at {method} {path}.")
+
+
 def buffer_target(method: str, path: str) -> tuple[str, str] | None:
     """(queue name, task ID or '') when ``method path`` is a BufferTask call, else None."""
     segments, verb = split_path(path)
@@ -308,7 +323,7 @@ class RestApi:
         return app
 
     async def unknown(self, request: web.Request) -> web.Response:
-        return _error(NotFound(f"No Cloud Tasks v2 method is served at {request.method} {request.path}."))
+        return _error(unknown_path(request.method, request.path, tuple(self._versions)))
 
     async def handle(self, request: web.Request) -> web.Response:
         call.bind(request.headers.items())
