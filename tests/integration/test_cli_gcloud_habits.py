@@ -180,8 +180,12 @@ def test_list_flags_and_formats(server: ServerProcess) -> None:
     assert cli(server, *base, "--format", "none").stdout == ""
     as_yaml = list(yaml.safe_load_all(cli(server, *base, "--format", "yaml", "--limit", "2").stdout))
     assert len(as_yaml) == 2 and all(doc["name"].startswith(PARENT) for doc in as_yaml)
-    empty = cli(server, *base, "--filter", "name:nothing-like-this")
+    nothing = ("--filter", "name:nothing-like-this")
+    empty = cli(server, *base, *nothing)
     assert (empty.stdout, empty.stderr) == ("", "Listed 0 items.\n")
+    silent = cli(server, *base, *nothing, "--format", "value(name)")
+    assert (silent.stdout, silent.stderr) == ("", "")
+    assert cli(server, *base, *nothing, "--format", "json").stdout == "[]\n"
     queues = cli(
         server,
         "queues",

@@ -177,7 +177,7 @@ def show_list(
         for row in rows:
             click.echo(uri_of(str(row.get("name", ""))))
         return
-    if not rows and (listing.projection is None or listing.projection.kind in ("table", "csv", "value")):
+    if not rows and (listing.projection is None or listing.projection.kind == "table"):
         click.echo("Listed 0 items.", err=True)
         return
     base = parse_format(default)
