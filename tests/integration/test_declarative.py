@@ -209,8 +209,9 @@ def test_prune_refuses_a_wipe_out_and_asks_on_a_terminal(tmp_path: Path) -> None
 
         code, output = apply_on_terminal(server, keep, b"n\n", "--prune")
         assert code == 1, output
-        assert "You are about to delete 2 queue(s): [us-central1/other], [us-central1/stray]" in output
-        assert "Aborted by user." in output
+        assert "Are you sure you want to delete: [us-central1/other], [us-central1/stray]" in output
+        assert "--queue-tombstone" in output
+        assert "ERROR: Aborted by user." in output
         assert names() == ["keep", "other", "stray"]
 
         code, output = apply_on_terminal(server, keep, b"y\n", "--prune")
@@ -219,6 +220,12 @@ def test_prune_refuses_a_wipe_out_and_asks_on_a_terminal(tmp_path: Path) -> None
         assert names() == ["keep"]
 
         client.create_queue(parent=parent, queue={"name": f"{parent}/queues/late"})
+        code, output = apply_on_terminal(server, keep, b"n\n", "--prune", "-q")
+        assert code == 0, output
+        assert "(Y/n)" not in output
+        assert names() == ["keep"]
+
+        client.create_queue(parent=parent, queue={"name": f"{parent}/queues/later"})
         unattended = apply(server, keep, "--prune")  # no terminal: no question, as gcloud
         assert unattended.returncode == 0, unattended.stderr
         assert "continue" not in unattended.stderr

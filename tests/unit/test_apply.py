@@ -8,12 +8,13 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 from google.api_core import exceptions
 from google.cloud import tasks_v2
 
-from opentasks.cli.remote import Remote
+from opentasks.cli.remote import Remote, fail
 
 # The module (``opentasks.cli.apply`` the attribute is the command).
 apply_module = importlib.import_module("opentasks.cli.apply")
@@ -60,42 +61,57 @@ def server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
     return fake
 
 
-def run(tmp_path: Path, text: str, *flags: str, terminal: bool = False, answer: str = "") -> Result:
+def run(tmp_path: Path, text: str, *flags: str, answer: str | None = None) -> Result:
+    """Run ``apply`` on ``text``; ``answer`` is what a person on a terminal says, if asked."""
     path = tmp_path / "queues.yaml"
     path.write_text(text)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(apply_module, "_interactive", lambda: terminal)
+        patch.setattr(apply_module, "confirm", lambda remote, question: ask(remote, question, answer))
         args = ["-f", str(path), "--project", "p", "--location", "l", *flags]
-        return CliRunner().invoke(apply_module.apply, args, input=answer)
+        return CliRunner().invoke(apply_module.apply, args)
+
+
+def ask(remote: Remote, question: str, answer: str | None) -> None:
+    """Stands for opentasks.cli.prompts.confirm (run on a pseudo-terminal by the integration
+    tests): prints the question unless quiet, and a "no" aborts."""
+    if remote.quiet or answer is None:
+        return
+    click.echo(question, err=True)
+    if answer == "n":
+        fail("Aborted by user.", 1)
 
 
 KEEP = "queues:\n  - name: keep\n"
 
 
-def test_prune_asks_on_a_terminal_and_no_changes_nothing(tmp_path: Path, server: FakeServer) -> None:
-    result = run(tmp_path, KEEP + "  - name: new\n", "--prune", terminal=True, answer="n\n")
+def test_prune_asks_and_no_changes_nothing(tmp_path: Path, server: FakeServer) -> None:
+    result = run(tmp_path, KEEP + "  - name: new\n", "--prune", answer="n")
     assert result.exit_code == 1
-    assert "You are about to delete 1 queue(s): [l/stray]" in result.output
-    assert "--queue-tombstone" in result.output and "Do you want to continue (Y/n)?" in result.output
+    assert "Are you sure you want to delete: [l/stray]" in result.output
+    assert "--queue-tombstone" in result.output
     assert "Aborted by user." in result.output
     assert server.changes == []  # not even the creation: the answer comes before any change
 
 
-def test_prune_goes_ahead_on_yes_or_enter(tmp_path: Path, server: FakeServer) -> None:
-    result = run(tmp_path, KEEP, "--prune", terminal=True, answer="maybe\n\n")
+def test_prune_goes_ahead_on_yes(tmp_path: Path, server: FakeServer) -> None:
+    result = run(tmp_path, KEEP, "--prune", answer="y")
     assert result.exit_code == 0, result.output
-    assert "Please enter 'y' or 'n':" in result.output
+    assert "Are you sure you want to delete: [l/stray]" in result.output
     assert server.changes == ["delete stray"]
 
 
-@pytest.mark.parametrize(("flags", "terminal"), [(("-q",), True), (("--quiet",), True), ((), False)])
-def test_no_question_when_quiet_or_without_a_terminal(
-    tmp_path: Path, server: FakeServer, flags: tuple[str, ...], terminal: bool
-) -> None:
-    result = run(tmp_path, KEEP, "--prune", *flags, terminal=terminal)
+@pytest.mark.parametrize("flag", ["-q", "--quiet"])
+def test_no_question_when_quiet(tmp_path: Path, server: FakeServer, flag: str) -> None:
+    result = run(tmp_path, KEEP, "--prune", flag, answer="n")
     assert result.exit_code == 0, result.output
-    assert "continue" not in result.output
+    assert "Are you sure" not in result.output
     assert server.changes == ["delete stray"]
+
+
+def test_no_question_without_deletions(tmp_path: Path, server: FakeServer) -> None:
+    result = run(tmp_path, KEEP + "  - name: stray\n", "--prune", answer="n")
+    assert result.exit_code == 0, result.output
+    assert "Nothing to change" in result.output
 
 
 @pytest.mark.parametrize(
@@ -104,7 +120,7 @@ def test_no_question_when_quiet_or_without_a_terminal(
 def test_prune_refuses_to_delete_every_queue_of_the_location(
     tmp_path: Path, server: FakeServer, text: str
 ) -> None:
-    result = run(tmp_path, text, "--prune", "-q")
+    result = run(tmp_path, text, "--prune", answer="y")
     assert result.exit_code == 1
     assert "--prune would delete every queue of projects/" in result.output
     assert "add --yes to delete them all" in result.output
@@ -112,13 +128,13 @@ def test_prune_refuses_to_delete_every_queue_of_the_location(
 
 
 def test_yes_allows_deleting_every_queue(tmp_path: Path, server: FakeServer) -> None:
-    result = run(tmp_path, "", "--prune", "--yes")
+    result = run(tmp_path, "", "--prune", "--yes", answer="y")
     assert result.exit_code == 0, result.output
     assert sorted(server.changes) == ["delete keep", "delete stray"]
 
 
 def test_a_dry_run_warns_of_a_wipe_out_and_changes_nothing(tmp_path: Path, server: FakeServer) -> None:
-    result = run(tmp_path, "", "--prune", "--dry-run", terminal=True)
+    result = run(tmp_path, "", "--prune", "--dry-run", answer="n")
     assert result.exit_code == 0
     assert "WARNING: --prune would delete every queue" in result.output
     assert "Dry run: 2 change(s) planned, none made." in result.output

@@ -7,15 +7,14 @@ on a terminal (``-q`` skips the question), and it refuses to delete every queue 
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from opentasks.cli.remote import Remote, remote_options, reports_errors
+from opentasks.cli.prompts import QUEUE_DELETE_WARNING, confirm
+from opentasks.cli.remote import Remote, fail, remote_options, reports_errors, short_name
 
 if TYPE_CHECKING:
     from google.cloud import tasks_v2
@@ -24,14 +23,6 @@ if TYPE_CHECKING:
 
 # The client library, the YAML reader and the domain are imported when a command runs: every
 # `opentasks` call imports this module, and should start fast.
-
-QUEUE_TOMBSTONE_NOTE = (
-    "Deleted queues can not be re-created for a duration of up to 7 days. On opentasks the name stays "
-    "reserved for 7 days unless the server was started with another --queue-tombstone "
-    "(OPENTASKS_QUEUE_TOMBSTONE)."
-)
-# Whether the shared --endpoint/--project/... options also give -q/--quiet (as Remote.quiet).
-_REMOTE_HAS_QUIET = "quiet" in {f.name for f in fields(Remote)}
 
 
 @dataclass
@@ -121,33 +112,21 @@ def execute(
             client.delete_queue(name=step.queue)
 
 
-@dataclass(frozen=True)
-class Safety:
-    """How careful ``apply`` is with deletions.
-
-    Attributes:
-        yes: deleting every queue of the location is intended (else it is refused).
-        quiet: do not ask on a terminal before deleting.
-    """
-
-    yes: bool = False
-    quiet: bool = True
-
-
 def apply_file(
     remote: Remote,
     config: ConfigFile,
     *,
     dry_run: bool = False,
     prune: bool = False,
-    safety: Safety | None = None,
+    yes: bool = False,
 ) -> list[Step]:
     """Plan, print and (unless ``dry_run``) carry out the changes for ``config``.
 
-    Raises :class:`ConfigFileError` (``FILE:LINE: FIELD: message``) when the server refuses a
-    declared setting, and :class:`click.ClickException` when a deletion is refused or declined.
+    Deleting every queue of the location needs ``yes``; other deletions are confirmed on a
+    terminal unless ``remote.quiet``. Raises :class:`ConfigFileError` (``FILE:LINE: FIELD:
+    message``) when the server refuses a declared setting, and :class:`click.ClickException`
+    when a deletion is refused.
     """
-    safety = safety or Safety()
     client = remote.client()
     steps = plan(client, remote, config, prune=prune)
     for note in config.notes:
@@ -158,7 +137,7 @@ def apply_file(
         click.echo(f"Nothing to change: the queues match {config.path}.")
         return steps
     deletions = [step.queue for step in steps if step.action == "delete"]
-    wipe_out = None if safety.yes else _wipe_out(remote, config, deletions)
+    wipe_out = None if yes else _wipe_out(remote, config, deletions)
     if dry_run:
         if wipe_out:
             click.echo(f"WARNING: {wipe_out}", err=True)
@@ -166,8 +145,9 @@ def apply_file(
         return steps
     if wipe_out:
         raise click.ClickException(wipe_out)
-    if deletions and not safety.quiet and _interactive() and not _confirm(deletions):
-        raise click.ClickException("Aborted by user.")
+    if deletions:
+        shown = ", ".join(f"[{short_name(name)}]" for name in deletions)
+        confirm(remote, f"{QUEUE_DELETE_WARNING} Are you sure you want to delete: {shown}")
     _execute_reporting(client, remote, steps, config)
     click.echo(f"Applied {len(steps)} change(s).")
     return steps
@@ -206,48 +186,6 @@ def _wipe_out(remote: Remote, config: ConfigFile, deletions: list[str]) -> str |
     )
 
 
-def _interactive() -> bool:
-    """Whether a person can answer a question (stdin is a terminal)."""
-    return sys.stdin.isatty()
-
-
-def _confirm(deletions: list[str]) -> bool:
-    """Ask as ``gcloud`` does (default yes); end of input means yes."""
-    shown = ", ".join(f"[{_short(name)}]" for name in deletions)
-    click.echo(
-        f"You are about to delete {len(deletions)} queue(s): {shown}\n\n"
-        f"{QUEUE_TOMBSTONE_NOTE} Do you want to continue (Y/n)?  ",
-        err=True,
-        nl=False,
-    )
-    while True:
-        answer = sys.stdin.readline()
-        if not answer:
-            click.echo(err=True)
-            return True
-        answer = answer.strip().lower()
-        if answer in ("", "y", "yes"):
-            return True
-        if answer in ("n", "no"):
-            return False
-        click.echo("Please enter 'y' or 'n':  ", err=True, nl=False)
-
-
-def _short(queue: str) -> str:
-    """``projects/p/locations/l/queues/q`` -> ``l/q`` (gcloud's short form)."""
-    parts = queue.split("/")
-    return f"{parts[3]}/{parts[5]}" if len(parts) == 6 else queue
-
-
-def _quiet_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``-q/--quiet``, unless the shared remote options already give it."""
-    if _REMOTE_HAS_QUIET:
-        return command
-    return click.option(
-        "-q", "--quiet", is_flag=True, help="Do not ask before deleting queues on a terminal."
-    )(command)
-
-
 @click.command(name="apply")
 @click.option(
     "-f",
@@ -266,23 +204,23 @@ def _quiet_option(command: Callable[..., Any]) -> Callable[..., Any]:
     is_flag=True,
     help="With --prune: allow deleting every queue of the location (refused otherwise).",
 )
-@_quiet_option
 @remote_options
 @reports_errors
-def apply(*, remote: Remote, path: Path, dry_run: bool, prune: bool, yes: bool, quiet: bool = False) -> None:
+def apply(*, remote: Remote, path: Path, dry_run: bool, prune: bool, yes: bool) -> None:
     """Create or update the queues a file declares (idempotent; never deletes unless --prune)."""
     from opentasks.config import ConfigError  # noqa: PLC0415 - see the imports
     from opentasks.config_file import load  # noqa: PLC0415
 
-    quiet = quiet or bool(getattr(remote, "quiet", False))
     try:
         config = load(path)
         remote = replace(
             remote, project=config.project or remote.project, location=config.location or remote.location
         )
-        apply_file(remote, config, dry_run=dry_run, prune=prune, safety=Safety(yes=yes, quiet=quiet))
+        apply_file(remote, config, dry_run=dry_run, prune=prune, yes=yes)
     except ConfigError as error:
-        raise click.ClickException(str(error)) from None
+        fail(str(error))
+    except click.ClickException as error:
+        fail(error.format_message())
 
 
 def _value(queue: tasks_v2.Queue, path: str) -> Any:
