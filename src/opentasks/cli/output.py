@@ -15,6 +15,11 @@ import click
 from opentasks.cli.filters import Filter, parse_filter
 from opentasks.cli.projection import Column, Projection, parse_format, stringify
 
+_SAYS = {
+    "none": "none: only the message on stderr",
+    "yaml": "yaml",
+}
+
 
 def format_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--format``: a gcloud format name with an optional projection, as the command receives
@@ -28,13 +33,14 @@ def format_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., 
         except ValueError as error:
             raise click.BadParameter(str(error), ctx, param) from None
 
+    says = _SAYS.get(default, "a table, as gcloud")
     return click.option(
         "--format",
         "output_format",
         default=None,
         callback=convert,
         metavar="FORMAT",
-        help=f"yaml, json, none, table(KEY,...), csv(KEY,...) or value(KEY,...)  [default: {default}]",
+        help=f"yaml, json, none, table(KEY,...), csv(KEY,...) or value(KEY,...)  [default: {says}]",
     )
 
 
