@@ -130,6 +130,7 @@ def test_queue_create_and_update_with_flags(gcloud: Gcloud, client: tasks_v2.Clo
         "--min-backoff=1s", "--max-backoff=10s", "--max-doublings=2", "--max-retry-duration=100s",
         "--http-uri-override=scheme:https,host:example.com,port:8443,path:/p,query:a=b,mode:always",
         "--http-method-override=PUT", "--http-header-override=X-A:1", "--log-sampling-ratio=0.25",
+        f"--http-oidc-service-account-email-override={ACCOUNT}", "--http-oidc-token-audience-override=aud",
     )  # fmt: skip
     assert "Created queue [us-central1/g-queue]." in created
     queue = client.get_queue(name=f"{PARENT}/queues/g-queue")
@@ -145,6 +146,7 @@ def test_queue_create_and_update_with_flags(gcloud: Gcloud, client: tasks_v2.Clo
     assert override.uri_override_enforce_mode == override.UriOverrideEnforceMode.ALWAYS
     assert target.http_method == tasks_v2.HttpMethod.PUT
     assert [(h.header.key, h.header.value) for h in target.header_overrides] == [("X-A", "1")]
+    assert (target.oidc_token.service_account_email, target.oidc_token.audience) == (ACCOUNT, "aud")
     assert queue.stackdriver_logging_config.sampling_ratio == 0.25
 
     updated = queue_command(
@@ -377,3 +379,20 @@ def test_refusals_are_cloud_tasks_errors(gcloud: Gcloud, client: tasks_v2.CloudT
     assert list(client.list_tasks(parent=f"{PARENT}/queues/g-errors")) == []
     with pytest.raises(exceptions.NotFound):
         client.get_queue(name=f"{PARENT}/queues/g-fast")
+
+
+def test_a_server_that_requires_a_token_takes_gcloud_access_token_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token")
+    with ServerProcess("memory://", "--api-token", "s3cret-token") as secured:
+        env = gcloud_env(secured, tmp_path / "config")
+        without = Gcloud(env)
+        with_token = Gcloud(
+            {key: value for key, value in env.items() if key != "CLOUDSDK_AUTH_DISABLE_CREDENTIALS"}
+            | {"CLOUDSDK_AUTH_ACCESS_TOKEN_FILE": str(token_file)}
+        )
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            created = pool.submit(with_token, "tasks", "queues", "create", "g-secured", *WHERE)
+            refused = pool.submit(without, "tasks", "queues", "list", *WHERE, ok=False)
+        assert "Created queue [us-central1/g-secured]." in created.result().stderr
+        assert "UNAUTHENTICATED: Request is missing an API credential." in refused.result().stderr
