@@ -117,8 +117,8 @@ def _fields_by_key(message_type: Any) -> Mapping[str, Any]:
 
 def _oneof_conflict(field: Any, key: str, seen: dict[str, str], prefix: str) -> str | None:
     """Two members of one oneof set in the same object (a proto3 ``optional`` is no real oneof)."""
-    oneof = field.containing_oneof
-    if oneof is None or len(oneof.fields) < 2:
+    oneof = _real_oneof(field)
+    if oneof is None:
         return None
     if oneof.name in seen:
         where = f" at '{prefix}'" if prefix else ""
@@ -128,6 +128,12 @@ def _oneof_conflict(field: Any, key: str, seen: dict[str, str], prefix: str) -> 
         )
     seen[oneof.name] = key
     return None
+
+
+@functools.cache
+def _real_oneof(field: Any) -> Any:
+    oneof = field.containing_oneof
+    return oneof if oneof is not None and len(oneof.fields) >= 2 else None
 
 
 def _check_field(field: Any, value: Any, path: str) -> str | None:
@@ -144,6 +150,7 @@ def _check_field(field: Any, value: Any, path: str) -> str | None:
     return _check_value(field, value, path)
 
 
+@functools.cache
 def _is_map(field: Any) -> bool:
     return field.message_type is not None and bool(field.message_type.GetOptions().map_entry)
 
