@@ -29,7 +29,7 @@ def server() -> Iterator[ServerProcess]:
         opentasks(
             running, "queues", "create", "first", "--max-attempts", "unlimited", "--log-sampling-ratio", "0.5"
         )
-        opentasks(running, "queues", "create", "second", "--max-dispatches-per-second", "0.3333")
+        opentasks(running, "queues", "create", "second", "--max-dispatches-per-second", "0.333333333333")
         opentasks(running, "queues", "pause", "first")
         opentasks(running, "tasks", "create-http-task", "h1", "--queue", "first", "--url", "https://example.com/a",
                   "--header", "Z: 1", "--header", "A: 2", "--body-content", "??>~")  # fmt: skip

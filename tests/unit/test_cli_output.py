@@ -57,7 +57,8 @@ def test_the_queues_list_table_is_gcloud_s() -> None:
             ["PROJECTS/P/LOCATIONS/L/QUEUES/X", "1"],
             None,
         ),
-        ("value(rateLimits)", ['{"maxConcurrentDispatches":1000,"maxDispatchesPerSecond":0.5}'], None),
+        ("value(rateLimits)", ["maxConcurrentDispatches=1000;maxDispatchesPerSecond=0.5"], None),
+        ("table(rateLimits)", ['{"maxConcurrentDispatches": 1000, "maxDispatchesPerSecond": 0.5}'], None),
     ],
 )
 def test_projections(text: str, cells: list[str], titles: list[str] | None) -> None:
@@ -66,6 +67,20 @@ def test_projections(text: str, cells: list[str], titles: list[str] | None) -> N
     if titles is not None:
         assert projection.titles() == titles
     assert projection.heading == ("no-heading" not in text)
+
+
+@pytest.mark.parametrize(
+    ("number", "shown"),
+    [
+        (0.333333333333, "0.333333"),
+        (499.99999, "500.0"),
+        (7.0, "7.0"),
+        (1e-05, "1e-05"),
+        (123456789.0, "123456789.0"),
+    ],
+)
+def test_floats_print_as_gcloud_prints_them(number: float, shown: str) -> None:
+    assert parse_format("value(rate)").cells({"rate": number}) == [shown]
 
 
 @pytest.mark.parametrize("text", ["tabel(name)", "value()", "csv", "value(name.nope())", "value(a b)"])

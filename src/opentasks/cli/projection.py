@@ -118,7 +118,7 @@ class Projection:
     heading: bool = True
 
     def cells(self, resource: dict[str, Any]) -> list[str]:
-        return [stringify(column.value(resource)) for column in self.columns]
+        return [stringify(column.value(resource), self.kind) for column in self.columns]
 
     def titles(self) -> list[str]:
         return [column.title for column in self.columns]
@@ -151,15 +151,29 @@ def parse_format(text: str) -> Projection:
     return Projection(kind, columns, heading="no-heading" not in attributes)
 
 
-def stringify(value: Any) -> str:
-    """A value as gcloud prints it in a cell: nothing for None, JSON for lists and maps."""
+def stringify(value: Any, kind: str = "table") -> str:
+    """A value as gcloud's printers write it in a cell: nothing for None, floats to 6 significant
+    digits; in csv and value, maps as ``k=v;k=v`` and lists as ``a;b``."""
     if value is None:
         return ""
-    if isinstance(value, bool):
-        return str(value)
+    if isinstance(value, float):
+        return _float(value)
+    if kind in ("csv", "value") and isinstance(value, dict):
+        return ";".join(f"{key}={inner}" for key, inner in sorted(value.items()))
+    if kind in ("csv", "value") and isinstance(value, list):
+        return ";".join(str(inner) if inner else "" for inner in value)
     if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+        return json.dumps(value, sort_keys=True)
     return str(value)
+
+
+def _float(number: float) -> str:
+    """gcloud's TransformFloat: 6 significant digits, and no exponent below 1e9."""
+    text = f"{number:.6}"
+    exponent = text.find("e+")
+    if exponent >= 0 and int(text[exponent + 2 :]) < 9:
+        return f"{number:.1f}"
+    return text
 
 
 def _transform(name: str, text: str) -> Transform:
