@@ -4,6 +4,7 @@ gcloud, pointed at the REST port; skipped where gcloud is not installed)."""
 from __future__ import annotations
 
 import os
+import pty
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -111,3 +112,26 @@ def test_same_messages_for_changes(server: ServerProcess, gcloud_env: dict[str, 
             theirs.stdout,
             theirs.stderr,
         )
+
+
+def test_same_question_before_a_purge(server: ServerProcess, gcloud_env: dict[str, str]) -> None:
+    asking = {k: v for k, v in gcloud_env.items() if k != "CLOUDSDK_CORE_DISABLE_PROMPTS"}
+    gcloud_says = on_terminal(["gcloud", "tasks", "queues", "purge", "first", *LOCATION], asking)
+    ours = on_terminal(
+        [OPENTASKS, "queues", "purge", "first", "--endpoint", server.address, "--project", PROJECT], asking
+    )
+    assert (ours.returncode, gcloud_says.returncode) == (1, 1)
+    assert ours.stderr.splitlines()[0] == gcloud_says.stderr.splitlines()[0]
+
+
+def on_terminal(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run with standard input on a terminal, answering no."""
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, b"n\n")
+        return subprocess.run(
+            command, stdin=terminal, capture_output=True, text=True, timeout=120, env=env, check=False
+        )
+    finally:
+        os.close(terminal)
+        os.close(controller)

@@ -24,10 +24,11 @@ def confirm(remote: Remote, question: str) -> None:
     """Ask ``question``; a "no" exits with ``Aborted by user.`` (status 1)."""
     if remote.quiet or not sys.stdin.isatty():
         return
-    click.echo(f"{question}\n", err=True)
+    prompt = f"{question} (Y/n)?  "
     while True:
-        click.echo("Do you want to continue (Y/n)?  ", nl=False, err=True)
+        click.echo(prompt, nl=False, err=True)
         answer = sys.stdin.readline()
+        click.echo("", err=True)
         if not answer:  # end of input: as gcloud, take it as no
             break
         answer = answer.strip().lower()
@@ -35,6 +36,5 @@ def confirm(remote: Remote, question: str) -> None:
             return
         if answer in ("n", "no"):
             break
-        click.echo("Please enter 'y' or 'n':", err=True)
-    click.echo("", err=True)
+        prompt = "Please enter 'y' or 'n':  "
     fail("Aborted by user.", 1)
