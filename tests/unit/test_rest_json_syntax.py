@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from opentasks.api import messages as pb
-from opentasks.api.json_errors import parse_json
+from opentasks.api.json_errors import load_json, parse_json
 from opentasks.api.rest import unknown_path
 from opentasks.errors import InvalidArgument
 
@@ -246,3 +246,26 @@ def test_an_unserved_api_version_is_named() -> None:
     assert unknown_path("GET", "/favicon.ico", ("v2",)).message == (
         "No Cloud Tasks v2 method is served at GET /favicon.ico."
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{bad", "Expected an object key in double quotes. Line 1, column 2."),
+        ('{"a" 1}', "Expected : between key:value pair. Line 1, column 6."),
+        ('{"a": 1 "b": 2}', "Expected , or a closing bracket after a value. Line 1, column 9."),
+        ('{"a": 1}x', "Unexpected data after the JSON value. Line 1, column 9."),
+        ('{"a": "x', "Closing quote expected in string. Line 1, column 7."),
+        ('{"a":\n tru}', "Unexpected token. Line 2, column 2."),
+        ('{"a": "\\q"}', "Invalid escape sequence in string. Line 1, column 8."),
+        (
+            '{"a": NaN}',
+            'Unexpected token "NaN": JSON has no such literal; a number field takes the string "NaN".',
+        ),
+        ("[" * 100_000, "The JSON is nested too deeply."),
+    ],
+)
+def test_json_syntax_errors_in_googles_words(text: str, expected: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        load_json(text)
+    assert caught.value.message == f"Invalid JSON payload received. {expected}"

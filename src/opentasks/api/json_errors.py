@@ -75,6 +75,47 @@ _INTEGER_RANGES = {
 }
 
 
+# json's own reasons for a syntax error, in Google's parser's words.
+_SYNTAX_REASONS = {
+    "Expecting value": "Unexpected token.",
+    "Expecting ',' delimiter": "Expected , or a closing bracket after a value.",
+    "Expecting ':' delimiter": "Expected : between key:value pair.",
+    "Expecting property name enclosed in double quotes": "Expected an object key in double quotes.",
+    "Unterminated string starting at": "Closing quote expected in string.",
+    "Invalid control character at": "Invalid control character in string.",
+    "Invalid \\escape": "Invalid escape sequence in string.",
+    "Invalid \\uXXXX escape": "Invalid \\u escape sequence in string.",
+    "Extra data": "Unexpected data after the JSON value.",
+}
+
+
+class _BareConstant(ValueError):
+    """NaN, Infinity or -Infinity outside a string: Python's json takes them, JSON does not."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _BareConstant(name)
+
+
+def load_json(text: str) -> Any:
+    """``text`` as JSON (strictly: no bare NaN or Infinity), or InvalidArgument in Google's words
+    with the line and column of the error."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise InvalidArgument("Invalid JSON payload received. The JSON is nested too deeply.") from None
+    except _BareConstant as error:
+        raise InvalidArgument(
+            f'Invalid JSON payload received. Unexpected token "{error}": JSON has no such literal; '
+            f'a number field takes the string "{error}".'
+        ) from None
+    except json.JSONDecodeError as error:
+        reason = _SYNTAX_REASONS.get(error.msg, "Unexpected token.")
+        raise InvalidArgument(
+            f"Invalid JSON payload received. {reason} Line {error.lineno}, column {error.colno}."
+        ) from None
+
+
 def parse_json(data: dict[str, Any], message: PB, *, prefix: str = "", query: bool = False) -> None:
     """Merge ``data`` (proto3 JSON) into ``message``, or raise InvalidArgument naming the field.
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,7 +26,7 @@ from opentasks.api import messages_v2beta3 as pb_v2beta3
 from opentasks.api.auth import ApiAuth
 from opentasks.api.cloud_tasks_grpc import CloudTasksApi
 from opentasks.api.content_encoding import decode_body
-from opentasks.api.json_errors import parse_json
+from opentasks.api.json_errors import load_json, parse_json
 from opentasks.api.messages import PB
 from opentasks.api.status import grpc_code, http_status, rpc_status
 from opentasks.errors import (
@@ -520,12 +519,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         ) from None
     if not text.strip():
         return {}
-    try:
-        body = json.loads(text)
-    except RecursionError:
-        raise InvalidArgument("Invalid JSON payload received. The JSON is nested too deeply.") from None
-    except ValueError as error:
-        raise InvalidArgument(f"Invalid JSON payload received. {_one_line(error)}.") from None
+    body = load_json(text)
     if not isinstance(body, dict):
         raise InvalidArgument("Invalid JSON payload received. The body must be a JSON object.")
     return body
