@@ -162,6 +162,15 @@ def test_queue_create_and_update_with_flags(gcloud: Gcloud, client: tasks_v2.Clo
     assert queue.http_target.uri_override.host == "example.com"
     assert gcloud.json("tasks", "queues", "describe", "g-queue", *WHERE) == as_json(queue)
 
+    queue_command(
+        gcloud, "update", "g-queue", "--clear-max-attempts", "--clear-max-concurrent-dispatches",
+        "--clear-routing-override", "--clear-log-sampling-ratio",
+    )  # fmt: skip
+    queue = client.get_queue(name=f"{PARENT}/queues/g-queue")
+    assert (queue.retry_config.max_attempts, queue.rate_limits.max_concurrent_dispatches) == (100, 1000)
+    assert "app_engine_routing_override" not in queue and "stackdriver_logging_config" not in queue
+    assert queue.rate_limits.max_dispatches_per_second == 8 and queue.retry_config.max_doublings == 2
+
 
 def test_queue_pause_resume_purge_list_delete(gcloud: Gcloud, client: tasks_v2.CloudTasksClient) -> None:
     name = make_queue(client, "g-states")
