@@ -53,6 +53,20 @@ def cli(
     return run
 
 
+def paused_queue(server: ServerProcess, queue: str) -> None:
+    """Set-up through the API (the commands under test run as subprocesses)."""
+    client = server.client()
+    client.create_queue(parent=PARENT, queue={"name": f"{PARENT}/queues/{queue}"})
+    client.pause_queue(name=f"{PARENT}/queues/{queue}")
+
+
+def http_task(server: ServerProcess, queue: str, task: str) -> None:
+    name = f"{PARENT}/queues/{queue}"
+    server.client().create_task(
+        parent=name, task={"name": f"{name}/tasks/{task}", "http_request": {"url": "https://example.com/"}}
+    )
+
+
 def on_terminal(server: ServerProcess, answer: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run with standard input on a terminal, typing ``answer``."""
     controller, terminal = pty.openpty()
@@ -95,8 +109,7 @@ def test_create_says_so_on_stderr_and_prints_the_resource_only_with_format(serve
 def test_describe_sorts_keys_omits_empty_fields_and_hides_the_body_in_basic_view(
     server: ServerProcess,
 ) -> None:
-    cli(server, "queues", "create", "described")
-    cli(server, "queues", "pause", "described")
+    paused_queue(server, "described")
     headers = [f"--header=X-{letter}: {letter}" for letter in "zyxabc"]
     cli(
         server,
@@ -127,8 +140,7 @@ def test_describe_sorts_keys_omits_empty_fields_and_hides_the_body_in_basic_view
 
 
 def test_list_flags_and_formats(server: ServerProcess) -> None:
-    cli(server, "queues", "create", "listed")
-    cli(server, "queues", "pause", "listed")
+    paused_queue(server, "listed")
     for name in ("b", "c", "a"):
         cli(
             server,
@@ -230,9 +242,8 @@ def test_tasks_list_has_gcloud_columns_and_queues_list_spells_unlimited(server: 
 
 
 def test_full_task_names_need_no_queue(server: ServerProcess) -> None:
-    cli(server, "queues", "create", "named")
-    cli(server, "queues", "pause", "named")
-    cli(server, "tasks", "create-http-task", "t", "--queue", "named", "--url", "https://example.com/")
+    paused_queue(server, "named")
+    http_task(server, "named", "t")
     full = f"{PARENT}/queues/named/tasks/t"
     assert yaml.safe_load(cli(server, "tasks", "run", full).stdout)["name"] == full
     assert cli(server, "tasks", "delete", full).stderr == "Deleted task [t].\n"
@@ -293,8 +304,7 @@ def test_queue_settings_and_per_field_clears(server: ServerProcess) -> None:
 
 
 def test_http_task_flags_and_the_schedule_time_help_example(server: ServerProcess) -> None:
-    cli(server, "queues", "create", "timed")
-    cli(server, "queues", "pause", "timed")
+    paused_queue(server, "timed")
     example = SCHEDULE_TIME_HELP.split("such as ", 1)[1].split(" ", 1)[0]
     assert example in cli(server, "tasks", "create-http-task", "--help").stdout.replace("\n", " ")
     for index, when in enumerate([example, "+10m", "+PT1H"]):
@@ -395,8 +405,7 @@ def test_buffer_iam_locations_and_cmek(server: ServerProcess) -> None:
 
 
 def test_destructive_commands_ask_on_a_terminal(server: ServerProcess) -> None:
-    cli(server, "queues", "create", "guarded")
-    cli(server, "queues", "pause", "guarded")
+    paused_queue(server, "guarded")
     declined = on_terminal(server, "n\n", "queues", "delete", "guarded")
     assert declined.returncode == 1, declined.stderr
     assert "Are you sure you want to delete: [us-central1/guarded]" in declined.stderr
@@ -406,7 +415,7 @@ def test_destructive_commands_ask_on_a_terminal(server: ServerProcess) -> None:
     )
     cli(server, "queues", "describe", "guarded")  # still there
     for name in ("a1", "a2", "keep"):
-        cli(server, "tasks", "create-http-task", name, "--queue", "guarded", "--url", "https://example.com/")
+        http_task(server, "guarded", name)
     purge = on_terminal(server, "n\n", "queues", "purge", "guarded")
     assert purge.returncode == 1 and "Are you sure you want to purge: [us-central1/guarded]" in purge.stderr
     deleted = on_terminal(server, "y\n", "tasks", "delete", "--queue", "guarded", "--filter", "name~/a")
