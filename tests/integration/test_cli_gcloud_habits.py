@@ -423,7 +423,9 @@ def test_destructive_commands_ask_on_a_terminal(server: ServerProcess) -> None:
     assert "2 tasks of [us-central1/guarded] match" in deleted.stderr
     remaining = cli(server, "tasks", "list", "--queue", "guarded", "--format", "value(name.basename())")
     assert remaining.stdout == "keep\n"
-    quiet = on_terminal(server, "", "queues", "delete", "guarded", "-q")
+    purged = on_terminal(server, "", "queues", "purge", "guarded", "-q")
+    assert (purged.returncode, purged.stderr) == (0, "Purged queue [us-central1/guarded].\n")
+    quiet = on_terminal(server, "", "-q", "queues", "delete", "guarded")  # -q also goes first
     assert quiet.returncode == 0
     assert quiet.stderr == "Deleted queue [us-central1/guarded].\n"
 

@@ -25,6 +25,7 @@ COMMANDS = {
     "nodes": "opentasks.cli.nodes:nodes",
 }
 TRACEBACK = "OPENTASKS_TRACEBACK"
+QUIET = "opentasks.quiet"  # -q before the command; the commands' remote options read it
 
 
 class LazyGroup(click.Group):
@@ -73,5 +74,8 @@ def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     callback=_version,
     help="Show the version and exit.",
 )
-def main() -> None:
+@click.option("-q", "--quiet", is_flag=True, help="Ask no confirmation (as -q after the command).")
+@click.pass_context
+def main(ctx: click.Context, quiet: bool) -> None:
     """opentasks: a self-hosted, durable Google Cloud Tasks (API v2) server and its client."""
+    ctx.meta[QUIET] = quiet

@@ -206,6 +206,7 @@ def remote_options(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(
         endpoint: str, project: str, location: str, api_token: str, quiet: bool, **kwargs: Any
     ) -> Any:
+        quiet = quiet or bool(click.get_current_context().meta.get("opentasks.quiet"))  # `opentasks -q …`
         return command(remote=Remote(endpoint, project, location, api_token, quiet), **kwargs)
 
     return wrapper
