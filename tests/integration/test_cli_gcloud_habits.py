@@ -470,3 +470,14 @@ def test_a_client_call_does_not_import_the_client_library(server: ServerProcess,
         [python, "-c", probe], capture_output=True, text=True, env=env, timeout=60, check=True
     )
     assert second.stdout.strip() == "[]"
+
+
+def test_a_command_waits_briefly_for_a_server_that_is_starting() -> None:
+    """As in a script that starts the server in the background and then calls it."""
+    starting = ServerProcess("memory://")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENTASKS_", "CLOUDSDK_"))}
+    command = [OPENTASKS, "queues", "list", "--endpoint", starting.address, "--format", "json"]
+    waiting = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    with starting:
+        out, err = waiting.communicate(timeout=60)
+    assert (waiting.returncode, out, err) == (0, "[]\n", "")

@@ -35,6 +35,7 @@ API_TOKEN = "OPENTASKS_API_TOKEN"
 DEFAULT_ENDPOINT = "127.0.0.1:8123"
 DEFAULT_PROJECT = "my-project"
 CALL_TIMEOUT_S = 60.0
+CONNECT_TIMEOUT_S = 5.0
 CLOUD_TASKS = f"{wire.V2}.CloudTasks"
 LOCATIONS = "google.cloud.location.Locations"
 
@@ -86,9 +87,28 @@ class Remote:
         )
         metadata = [("authorization", f"Bearer {self.api_token}")] if self.api_token else None
         try:
-            return stub(message, timeout=CALL_TIMEOUT_S, metadata=metadata)
+            try:
+                return stub(message, timeout=CALL_TIMEOUT_S, metadata=metadata)
+            except grpc.RpcError as error:
+                if not self._came_up(error):
+                    raise
+                return stub(message, timeout=CALL_TIMEOUT_S, metadata=metadata)
         except grpc.RpcError as error:
             raise _refused(self.endpoint, error) from None
+
+    def _came_up(self, error: grpc.RpcError) -> bool:
+        """After a call that never reached a server (nothing listened): whether one answers
+        within ``CONNECT_TIMEOUT_S``, as when a script starts the server just before. The call was
+        not sent, so it can be sent again."""
+        if not isinstance(error, grpc.Call) or error.code() != grpc.StatusCode.UNAVAILABLE:
+            return False
+        if "failed to connect" not in (error.details() or "") or speaks_http1(self.endpoint):
+            return False
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=CONNECT_TIMEOUT_S)
+        except grpc.FutureTimeoutError:
+            return False
+        return True
 
     @functools.cached_property
     def _channel(self) -> grpc.Channel:
