@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from typing import Any
 
 import click
@@ -36,18 +35,14 @@ from opentasks.cli.remote import (
 V2BETA3 = f"{wire.V2BETA3}.CloudTasks"
 
 
-def _duration_json(value: timedelta) -> str:
-    return seconds(value)
-
-
 # flag (without --) -> (Queue field path, conversion to the JSON form)
 _SETTINGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "max_dispatches_per_second": ("rate_limits.max_dispatches_per_second", float),
     "max_concurrent_dispatches": ("rate_limits.max_concurrent_dispatches", int),
     "max_attempts": ("retry_config.max_attempts", int),
-    "max_retry_duration": ("retry_config.max_retry_duration", _duration_json),
-    "min_backoff": ("retry_config.min_backoff", _duration_json),
-    "max_backoff": ("retry_config.max_backoff", _duration_json),
+    "max_retry_duration": ("retry_config.max_retry_duration", seconds),
+    "min_backoff": ("retry_config.min_backoff", seconds),
+    "max_backoff": ("retry_config.max_backoff", seconds),
     "max_doublings": ("retry_config.max_doublings", int),
     "routing_override": ("app_engine_routing_override", lambda text: routing(text)),  # noqa: PLW0108 - defined below
     "log_sampling_ratio": ("stackdriver_logging_config.sampling_ratio", float),
