@@ -198,3 +198,14 @@ def test_no_traceback_for_an_unexpected_error(monkeypatch: pytest.MonkeyPatch) -
     result = CliRunner().invoke(main, ["boom"])
     assert result.exit_code == 1
     assert result.output == "ERROR: RuntimeError: it broke (set OPENTASKS_TRACEBACK=1 for the traceback)\n"
+
+
+@pytest.mark.parametrize("version", [wire.V2, wire.V2BETA3])
+def test_every_rpc_the_commands_call_resolves_to_the_package_s_messages(version: str) -> None:
+    for rpc, response in wire._RESPONSES.items():
+        method = wire.method(f"{version}.CloudTasks", rpc)
+        assert method.input.DESCRIPTOR.name == f"{rpc}Request"
+        expected = response if "." in response else f"{version}.{response}"
+        assert method.output.DESCRIPTOR.full_name == expected
+    location = wire.method("google.cloud.location.Locations", "GetLocation")
+    assert location.output.DESCRIPTOR.full_name == "google.cloud.location.Location"
