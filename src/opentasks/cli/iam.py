@@ -98,7 +98,7 @@ def remove_iam_policy_binding(
     bindings = policy.get("bindings", [])
     binding = next((b for b in bindings if b.get("role") == role and member in b.get("members", [])), None)
     if binding is None:
-        fail("Policy binding with the specified principal, role, and condition not found!")
+        fail("Policy binding with the specified principal and role not found!")
     binding["members"].remove(member)
     policy["bindings"] = [b for b in bindings if b.get("members")]
     _set(remote, name, policy, output_format)
