@@ -208,6 +208,10 @@ def test_list_flags_and_formats(server: ServerProcess) -> None:
         "value(name.basename(),state)",
     )
     assert queues.stdout == "listed\tPAUSED\n"
+    one = cli(server, "queues", "list", "--filter", "name:listed", "--page-size", "1", "--uri")
+    assert one.stdout == f"{server.rest_url}/v2/{PARENT}/queues/listed\n"
+    located = cli(server, "locations", "list", "--page-size", "1", "--limit", "1", "--format", "value(name)")
+    assert located.stdout == f"{PARENT}\n"
     bad = cli(server, *base, "--format", "value()", ok=False)
     assert bad.returncode == 2 and "--format" in bad.stderr
 
@@ -356,7 +360,7 @@ def test_http_task_flags_and_the_schedule_time_help_example(server: ServerProces
     assert bad.returncode == 2 and "'--schedule-time'" in bad.stderr
 
 
-def test_buffer_iam_locations_and_cmek(server: ServerProcess) -> None:
+def test_buffer_iam_locations_and_cmek(server: ServerProcess, tmp_path: Path) -> None:
     cli(
         server, "queues", "create", "buffered", "--http-uri-override", "scheme:https,host:example.com,path:/b"
     )
@@ -395,6 +399,11 @@ def test_buffer_iam_locations_and_cmek(server: ServerProcess) -> None:
     )
     assert again.returncode == 1 and "not found" in again.stderr
     assert "bindings" not in yaml.safe_load(cli(server, "queues", "get-iam-policy", "buffered").stdout)
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(f"bindings:\n- members: [{member}]\n  role: {role}\n")
+    replaced = cli(server, "queues", "set-iam-policy", "buffered", str(policy_file), "--format", "json")
+    assert json.loads(replaced.stdout)["bindings"] == [{"members": [member], "role": role}]
+    assert replaced.stderr == "Updated IAM policy for queue [buffered].\n"
     assert cli(server, "locations", "list", "--format", "value(locationId)").stdout == "us-central1\n"
     location = yaml.safe_load(cli(server, "locations", "describe", "us-central1").stdout)
     assert location["name"] == PARENT
