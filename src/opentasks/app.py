@@ -29,6 +29,7 @@ from opentasks.clock import Clock, SystemClock
 from opentasks.config import ConfigError, Settings, StorageUrl, default_data_dir
 from opentasks.credentials.keys import KeyRing
 from opentasks.credentials.tokens import TokenMinter
+from opentasks.domain.history import HistoryPolicy
 from opentasks.domain.limits import Limits
 from opentasks.domain.ownership import LeaseTiming
 from opentasks.domain.routing import AppEngineRoutes
@@ -93,7 +94,17 @@ def tombstone_policy(settings: Settings) -> TombstonePolicy:
         task=settings.task_tombstone,
         queue=settings.queue_tombstone,
         queue_yaml_task=settings.queue_yaml_task_tombstone,
+        history=history_policy(settings),
     )
+
+
+def history_policy(settings: Settings) -> HistoryPolicy:
+    return HistoryPolicy(settings.history_retention, settings.history_response_bytes)
+
+
+def _kept_response_bytes(settings: Settings) -> int | None:
+    policy = history_policy(settings)
+    return policy.response_bytes if policy.enabled else None
 
 
 def app_engine_routes(settings: Settings) -> AppEngineRoutes:
@@ -133,7 +144,7 @@ def build_dispatcher(
     return Dispatcher(
         store,
         clock,
-        Http1Pusher(targets, clock=clock),
+        Http1Pusher(targets, clock=clock, keep_response_bytes=_kept_response_bytes(settings)),
         tombstones=tombstone_policy(settings),
         settings=dispatch_settings,
         credentials=minter,

@@ -252,6 +252,16 @@ class Settings:
     queue_yaml_task_tombstone: timedelta = _duration_option(
         "9d", "How long task names stay reserved in queues applied from an App Engine queue.yaml."
     )
+    history_retention: timedelta = _duration_option(
+        "7d",
+        "How long tasks that finished (succeeded, failed for good, deleted, purged) and every "
+        "attempt are kept for the dashboard and `opentasks tasks failed`; 0 keeps none.",
+    )
+    history_response_bytes: int = _option(
+        4096,
+        "Bytes of each answer's body kept with its attempt (its headers are kept too); 0 keeps none.",
+        kind="int",
+    )
     max_rate_per_queue: float = _option(
         500.0, "Highest maxDispatchesPerSecond a queue may ask for (Cloud Tasks: 500).", kind="float"
     )
@@ -409,9 +419,7 @@ class Settings:
         if self.max_rate_per_queue <= 0:
             raise ConfigError("--max-rate-per-queue must be a positive number of dispatches per second.")
         self._check_node()
-        windows = (self.task_tombstone, self.queue_tombstone, self.queue_yaml_task_tombstone)
-        if min(windows) < timedelta(0):
-            raise ConfigError("Tombstone windows must not be negative.")
+        self._check_windows()
         for label, url in (("--app-engine-url", self.app_engine_url), *self.app_engine_services):
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"{label}: '{url}' must start with http:// or https://.")
@@ -421,6 +429,15 @@ class Settings:
                 "authentication: set --api-token (or OPENTASKS_API_TOKENS). To run without it "
                 "anyway (e.g. behind an authenticating proxy), pass --insecure-no-auth."
             )
+
+    def _check_windows(self) -> None:
+        windows = (self.task_tombstone, self.queue_tombstone, self.queue_yaml_task_tombstone)
+        if min(windows) < timedelta(0):
+            raise ConfigError("Tombstone windows must not be negative.")
+        if self.history_retention < timedelta(0):
+            raise ConfigError("--history-retention must not be negative (0 keeps no history).")
+        if not 0 <= self.history_response_bytes <= 1_048_576:
+            raise ConfigError("--history-response-bytes must be between 0 and 1048576.")
 
     def _check_node(self) -> None:
         if self.node_lease < timedelta(seconds=1):

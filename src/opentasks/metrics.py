@@ -30,12 +30,12 @@ from prometheus_client import (
 )
 
 from opentasks.clock import Clock
+from opentasks.domain.history import FinishReason
 from opentasks.domain.names import QueueName
 from opentasks.domain.queue import Queue, QueueState
 from opentasks.domain.stats import QueueStats
 from opentasks.service.observers import (
     AttemptFinished,
-    FinishReason,
     Observer,
     QueueChange,
     QueueChanged,
@@ -203,7 +203,9 @@ class Metrics(Observer):
 
 # Written at 0 before they happen, so that rate() and increase() count a queue's first event.
 OUTCOMES = ("2xx", "3xx", "4xx", "5xx", "timeout", "unreachable", "refused")
-REASONS = tuple(reason.value for reason in FinishReason)
+REASONS = tuple(
+    reason.value for reason in FinishReason if reason is not FinishReason.PURGED
+)  # purges publish none
 
 
 def _escape(value: str) -> str:

@@ -17,7 +17,10 @@ StoreFactory = Callable[[], Store]
 
 PG_DSN = os.environ.get("OPENTASKS_TEST_PG") or "postgresql://postgres@127.0.0.1:5432/opentasks_test"
 """The test database (created if missing); OPENTASKS_TEST_PG names another one."""
-PG_TABLES = "tasks, task_tombstones, queue_owners, queues, queue_tombstones, nodes, opentasks_secrets"
+PG_TABLES = (
+    "tasks, task_tombstones, queue_owners, queues, queue_tombstones, nodes, opentasks_secrets,"
+    " finished_tasks, attempts"
+)
 
 
 def with_database(dsn: str, database: str) -> str:

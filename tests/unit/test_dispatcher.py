@@ -11,6 +11,7 @@ import pytest
 from opentasks.clock import FakeClock
 from opentasks.credentials.keys import KeyRing
 from opentasks.credentials.tokens import TokenMinter
+from opentasks.domain.history import FAILED_REASONS, FinishReason, HistoryPolicy
 from opentasks.domain.names import LocationName, QueueName
 from opentasks.domain.outbound import OutboundRequest
 from opentasks.domain.ownership import LeaseTiming
@@ -476,3 +477,35 @@ async def test_claims_run_ahead_of_the_bucket_but_requests_keep_to_it(
     if rate * claim_s > burst / 2:
         assert max(store.limits) > burst  # a claim asked for more than one burst
     await w.dispatcher.stop()
+
+
+async def test_every_attempt_and_every_end_is_kept(world: World) -> None:
+    await world.queue(retry_config=RetryConfig(max_attempts=2, min_backoff=timedelta(seconds=1)))
+    answer = AttemptOutcome(http_status=500, response_headers=(("X-Why", "db down"),), response_body=b"oops")
+    world.pusher.scripts["https://h/bad"] = [answer]
+    doomed = await world.task("https://h/bad", name=f"{Q}/tasks/doomed")
+    fine = await world.task("https://h/ok", name=f"{Q}/tasks/fine")
+    await world.step()
+    world.clock.advance(1)
+    await world.step()
+    ends, attempts = await world.store.task_history(doomed.name, world.clock.now())
+    assert [(a.attempt, a.http_status, a.response_headers, a.response_body) for a in attempts] == [
+        (1, 500, (("X-Why", "db down"),), b"oops"),
+        (2, 500, (("X-Why", "db down"),), b"oops"),
+    ]
+    assert [(e.reason, e.finish_time) for e in ends] == [(FinishReason.MAX_ATTEMPTS, world.clock.now())]
+    failed = await world.store.finished_tasks(Q, world.clock.now(), reasons=FAILED_REASONS)
+    assert [f.task.name for f in failed.tasks] == [doomed.name]
+    ends, attempts = await world.store.task_history(fine.name, world.clock.now())
+    assert [e.reason for e in ends] == [FinishReason.SUCCEEDED]
+    assert len(attempts) == 1
+
+
+async def test_no_history_is_kept_when_it_is_off() -> None:
+    off = TombstonePolicy(history=HistoryPolicy(retention=timedelta(0)))
+    w = World(tombstones=off)
+    await w.dispatcher.start(loop=False)
+    await w.queue()
+    task = await w.task("https://h/ok")
+    await w.step()
+    assert await w.store.task_history(task.name, w.clock.now()) == ([], [])

@@ -344,3 +344,22 @@ async def test_the_pool_closes_connections_left_idle() -> None:
     assert first.closed
     assert pool.idle_connections() == 0
     pool.close()
+
+
+async def test_answers_are_kept_for_history_only_when_asked(
+    scripted: tuple[Script, str], pusher_type: PusherType
+) -> None:
+    script, base = scripted
+    answer = b"HTTP/1.1 500 Oops\r\nX-Why: db down\r\nContent-Length: 11\r\n\r\nhello world"
+    script.answers = {"/x": (answer, False)}
+    keeping = pusher_type(keep_response_bytes=5)
+    plain = pusher_type()
+    try:
+        kept = await keeping.push(post(base + "/x"))
+        assert ("X-Why", "db down") in kept.response_headers
+        assert kept.response_body == b"hello"
+        forgotten = await plain.push(post(base + "/x"))
+        assert (forgotten.http_status, forgotten.response_headers, forgotten.response_body) == (500, (), b"")
+    finally:
+        await keeping.close()
+        await plain.close()

@@ -76,7 +76,7 @@ def after_attempt(
         schedule_time=later(retry_from or now, retry_delay(claimed, outcome, config)),
         response_count=claimed.response_count + answered,
         execution_count=claimed.execution_count + (answered and outcome.http_status < 500),
-        previous_outcome=outcome if outcome.retry_after is None else replace(outcome, retry_after=None),
+        previous_outcome=_stored(outcome),
         last_attempt=replace(
             last, response_time=now if answered else None, response_status=response_status(outcome)
         ),
@@ -169,3 +169,10 @@ def _service_headers(
     if retry is not None and claimed.dispatch_count > 1:
         headers[f"{prefix}TaskPreviousResponse"], headers[f"{prefix}TaskRetryReason"] = retry
     return headers
+
+
+def _stored(outcome: AttemptOutcome) -> AttemptOutcome:
+    """``outcome`` as a task keeps it: what the retry headers need, not what the answer said."""
+    if outcome.retry_after is None and not outcome.response_headers and not outcome.response_body:
+        return outcome
+    return AttemptOutcome(http_status=outcome.http_status, failure=outcome.failure, detail=outcome.detail)

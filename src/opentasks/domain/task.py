@@ -87,12 +87,17 @@ class AttemptOutcome(msgspec.Struct, frozen=True, omit_defaults=True):
 
     ``retry_after`` is the handler's ``Retry-After`` on a 429 or 503 answer (zero or more), a
     lower bound on the task's next schedule time (see ``attempt.after_attempt``).
+    ``response_headers`` and ``response_body`` are the answer's headers and the start of its
+    body, as much as the pusher was asked to keep.
     """
 
     http_status: int = 0
     failure: AttemptFailure = AttemptFailure.NONE
     detail: str = ""
     retry_after: timedelta | None = None
+    # What the answer said, kept in history with the attempt (never stored with the task).
+    response_headers: tuple[tuple[str, str], ...] = ()
+    response_body: bytes = b""
 
     @property
     def succeeded(self) -> bool:

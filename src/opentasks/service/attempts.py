@@ -20,6 +20,7 @@ from msgspec.structs import replace
 from opentasks.clock import Clock
 from opentasks.credentials.base import CredentialError, Credentials
 from opentasks.domain.attempt import after_attempt
+from opentasks.domain.history import FinishReason, attempt_record
 from opentasks.domain.limits import MAX_RETRY_DELAY, later
 from opentasks.domain.outbound import OutboundRequest, outbound_request
 from opentasks.domain.queue import Queue, RetryConfig
@@ -30,7 +31,6 @@ from opentasks.service.observers import (
     ATTEMPT_FINISHED,
     TASK_FINISHED,
     AttemptFinished,
-    FinishReason,
     Observers,
     TaskFinished,
     stop_reason,
@@ -109,6 +109,7 @@ class AttemptRunner:
         self._credentials = credentials
         self._targets = targets
         self.results = ResultWriter(store, clock, tombstones)
+        self._keep_history = tombstones.history.enabled
         # What tasks and handlers can cause again and again is logged at most every 10 s.
         self.alerts = ThrottledLog(DISPATCH_LOG, clock.monotonic, interval_s=ALERT_INTERVAL_S)
         self.jobs: set[asyncio.Task[Any]] = set()
@@ -165,7 +166,7 @@ class AttemptRunner:
             )
         try:
             after = self._next_state(claimed, outcome, queue.retry_config, retry_from)
-            self.results.add(AttemptResult(claimed.name, claimed.dispatch_count, after, claimed.named))
+            self.results.add(self._result(claimed, outcome, after, queue.retry_config, started))
             if after is None and TASK_FINISHED in self._observers.wanted:
                 self._publish_finished(claimed, outcome, queue.retry_config)
         except Exception:  # the lease expiry dispatches the task again
@@ -182,11 +183,30 @@ class AttemptRunner:
             delay = max(0.0, (last.dispatch_time - last.schedule_time).total_seconds())
         self._observers.attempt_finished(AttemptFinished(claimed, outcome, response_seconds, delay))
 
+    def _result(
+        self,
+        claimed: Task,
+        outcome: AttemptOutcome,
+        after: Task | None,
+        queue_retry: RetryConfig,
+        started: float,
+    ) -> AttemptResult:
+        """The result for the store; with the attempt's record and the task's end when history is kept."""
+        if not self._keep_history:
+            return AttemptResult(claimed.name, claimed.dispatch_count, after, claimed.named)
+        took = timedelta(seconds=self._clock.monotonic() - started)
+        return AttemptResult(
+            claimed.name,
+            claimed.dispatch_count,
+            after,
+            claimed.named,
+            attempt=attempt_record(claimed, outcome, took),
+            finish=None if after is not None else _finish_reason(claimed, outcome, queue_retry),
+            finish_time=None if after is not None else self._clock.now(),
+        )
+
     def _publish_finished(self, claimed: Task, outcome: AttemptOutcome, queue_retry: RetryConfig) -> None:
-        if outcome.succeeded:
-            reason = FinishReason.SUCCEEDED
-        else:
-            reason = stop_reason(claimed.retry_config or queue_retry, claimed.dispatch_count)
+        reason = _finish_reason(claimed, outcome, queue_retry)
         self._observers.task_finished(TaskFinished(claimed.name, reason, claimed.dispatch_count, outcome))
 
     async def _send(self, claimed: Task, queue: Queue) -> AttemptOutcome:
@@ -245,6 +265,12 @@ class AttemptRunner:
             raise CredentialError("This server signs no requests (no credentials are configured).")
         authorization = self._credentials.authorization(request, self._clock.now())
         return replace(request, headers={**request.headers, "Authorization": authorization})
+
+
+def _finish_reason(claimed: Task, outcome: AttemptOutcome, queue_retry: RetryConfig) -> FinishReason:
+    if outcome.succeeded:
+        return FinishReason.SUCCEEDED
+    return stop_reason(claimed.retry_config or queue_retry, claimed.dispatch_count)
 
 
 class ResultWriter:

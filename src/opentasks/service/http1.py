@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import httptools
 from yarl import URL
 
+MAX_HEADER_BYTES = 8192  # of an answer's headers kept when asked to keep them
 IDLE_TIMEOUT_S = 15.0  # how long an unused connection is kept (aiohttp's keep-alive default)
 # Methods that carry no Content-Length when their body is empty (as aiohttp sends them).
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -81,10 +82,13 @@ def request_head(method: str, target: Target, headers: dict[str, str], body: byt
 
 
 class Answer(NamedTuple):
-    """What an attempt learns of a response."""
+    """What an attempt learns of a response: its status, ``Retry-After``, and (when asked to
+    keep them) its headers and the start of its body."""
 
     status: int
     retry_after: str | None
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
 
 
 class ConnectionClosed(ConnectionError):
@@ -95,7 +99,9 @@ class Exchange(asyncio.Protocol):
     """One connection: sends a request, parses the answer, and tells whether it can be reused.
 
     Reads at most ``max_body`` bytes of an answer's body; a longer answer ends the exchange at
-    once and the connection is dropped rather than read.
+    once and the connection is dropped rather than read. With ``keep`` (bytes of body, 0 or
+    more) an exchange also keeps the answer's headers (up to ``MAX_HEADER_BYTES``) and the start
+    of its body.
     """
 
     def __init__(self, origin: Origin, max_body: int) -> None:
@@ -104,6 +110,7 @@ class Exchange(asyncio.Protocol):
         self.idle_since = 0.0
         self.reusable = False  # true only between two exchanges on a healthy connection
         self._max_body = max_body
+        self._keep: int | None = None
         self._parser: Any = None
         self._answer: asyncio.Future[Answer] | None = None
         self._head_only = False
@@ -113,6 +120,9 @@ class Exchange(asyncio.Protocol):
     def _reset(self) -> None:
         self._status = 0
         self._retry_after: str | None = None
+        self._headers: list[tuple[str, str]] | None = None if self._keep is None else []
+        self._header_bytes = 0
+        self._body = bytearray()
         self._body_left = self._max_body
         self._framed = False  # the answer says where its body ends (length or chunks)
         self._got_bytes = False
@@ -125,10 +135,13 @@ class Exchange(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's are no subclasses
 
-    def exchange(self, head: bytes, body: bytes, *, head_only: bool) -> asyncio.Future[Answer]:
+    def exchange(
+        self, head: bytes, body: bytes, *, head_only: bool, keep: int | None = None
+    ) -> asyncio.Future[Answer]:
         """Send one request; the future ends with the answer or the error that ended it."""
         assert self.transport is not None and self._answer is None
         self.reusable = False
+        self._keep = keep
         self._reset()
         self._head_only = head_only
         if self._parser is None:
@@ -161,6 +174,10 @@ class Exchange(asyncio.Protocol):
             self._retry_after = value.decode("latin-1")
         elif lower in (b"content-length", b"transfer-encoding"):
             self._framed = True
+        if self._headers is not None:
+            self._header_bytes += len(name) + len(value)
+            if self._header_bytes <= MAX_HEADER_BYTES:
+                self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         self._status = self._parser.get_status_code()
@@ -174,6 +191,8 @@ class Exchange(asyncio.Protocol):
             self._finish(reusable=self._keep_alive())
 
     def on_body(self, body: bytes) -> None:
+        if self._keep and len(self._body) < self._keep:
+            self._body += body[: self._keep - len(self._body)]
         self._body_left -= len(body)
         if self._body_left < 0 and self._answer is not None:
             self._finish(reusable=False)
@@ -196,7 +215,8 @@ class Exchange(asyncio.Protocol):
         if not self.reusable:
             self.close()
         if not answer.done():
-            answer.set_result(Answer(self._status, self._retry_after))
+            kept = () if self._headers is None else tuple(self._headers)
+            answer.set_result(Answer(self._status, self._retry_after, kept, bytes(self._body)))
 
     def _fail(self, error: Exception) -> None:
         answer, self._answer = self._answer, None

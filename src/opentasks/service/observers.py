@@ -13,25 +13,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from opentasks.domain.history import FinishReason
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.queue import RetryConfig
 from opentasks.domain.task import AttemptFailure, AttemptOutcome, Task
 from opentasks.throttled_log import ThrottledLog
 
 _log = logging.getLogger(__name__)
-
-
-class FinishReason(Enum):
-    """Why a task left its queue."""
-
-    SUCCEEDED = "succeeded"
-    MAX_ATTEMPTS = "max_attempts"  # failed for good: out of attempts
-    MAX_RETRY_DURATION = "max_retry_duration"  # failed for good: out of time
-    DELETED = "deleted"  # DeleteTask or BatchDeleteTasks
-
-    @property
-    def failed(self) -> bool:
-        return self in (FinishReason.MAX_ATTEMPTS, FinishReason.MAX_RETRY_DURATION)
 
 
 class QueueChange(Enum):

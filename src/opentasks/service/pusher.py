@@ -39,6 +39,7 @@ from opentasks.domain.outbound import OutboundRequest
 from opentasks.domain.target_policy import TargetDenied, TargetPolicy
 from opentasks.domain.task import AttemptFailure, AttemptOutcome
 from opentasks.service.http1 import (
+    MAX_HEADER_BYTES,
     Answer,
     ConnectionClosed,
     ConnectionPool,
@@ -242,7 +243,9 @@ class AiohttpPusher:
         dns_timeout_s: float = DNS_TIMEOUT_S,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         clock: Clock | None = None,
+        keep_response_bytes: int | None = None,
     ) -> None:
+        self._keep = keep_response_bytes
         self._session: aiohttp.ClientSession | None = None
         self._resolver: GuardedResolver | None = None
         self._targets = targets or TargetPolicy()
@@ -295,27 +298,46 @@ class AiohttpPusher:
                 # connection check alone cannot tell an IP literal from a resolved name).
                 middlewares=self._hop_checks if request.follow_redirects else None,
             ) as response:
-                await self._discard_body(response)
-                return AttemptOutcome(http_status=response.status, retry_after=self._retry_after(response))
+                kept = await self._discard_body(response)
+                return AttemptOutcome(
+                    http_status=response.status,
+                    retry_after=self._retry_after(response),
+                    response_headers=self._kept_headers(response),
+                    response_body=kept,
+                )
         except TimeoutError:
             return AttemptOutcome(failure=AttemptFailure.TIMEOUT)
         except aiohttp.TooManyRedirects as error:
             return AttemptOutcome(http_status=error.history[-1].status if error.history else 310)
 
-    async def _discard_body(self, response: aiohttp.ClientResponse) -> None:
+    async def _discard_body(self, response: aiohttp.ClientResponse) -> bytes:
         """Read the answer to its end if it is short (so the connection can be reused), else
-        drop the connection: nothing of the body is kept, and a handler streaming an endless
-        body must not hold the attempt or grow the server."""
-        left = self._max_response_bytes
+        drop the connection: a handler streaming an endless body must not hold the attempt or
+        grow the server. Returns the start of the body if asked to keep it."""
+        left, kept = self._max_response_bytes, bytearray()
         if response.content_length is not None and response.content_length > left:
             response.close()
-            return
+            return b""
         while left >= 0:
             chunk = await response.content.readany()
+            if self._keep and len(kept) < self._keep:
+                kept += chunk[: self._keep - len(kept)]
             if not chunk:
-                return  # at its end: the connection goes back to the pool
+                return bytes(kept)  # at its end: the connection goes back to the pool
             left -= len(chunk)
         response.close()
+        return bytes(kept)
+
+    def _kept_headers(self, response: aiohttp.ClientResponse) -> tuple[tuple[str, str], ...]:
+        if self._keep is None:
+            return ()
+        kept, size = [], 0
+        for name, value in response.raw_headers:
+            size += len(name) + len(value)
+            if size > MAX_HEADER_BYTES:
+                break
+            kept.append((name.decode("latin-1"), value.decode("latin-1")))
+        return tuple(kept)
 
     def _retry_after(self, response: aiohttp.ClientResponse) -> timedelta | None:
         if response.status not in RETRY_AFTER_STATUSES:  # spares the 2xx path a header lookup
@@ -339,6 +361,8 @@ class Http1Pusher:
 
     A request sent on a reused connection that the server closed before answering a single byte
     (it timed the idle connection out as the request left) is sent once more on a new one.
+    ``keep_response_bytes`` (None: nothing) keeps each answer's headers and the start of its
+    body with the outcome, for the attempt's history.
     ``tls`` replaces the default context (system CAs, host names checked) for https targets.
     """
 
@@ -351,8 +375,10 @@ class Http1Pusher:
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         clock: Clock | None = None,
         tls: ssl.SSLContext | None = None,
+        keep_response_bytes: int | None = None,
     ) -> None:
         self._targets = targets or TargetPolicy()
+        self._keep = keep_response_bytes
         self._clock = clock or SystemClock()
         self._max_body = max_response_bytes
         self._resolver = GuardedResolver(
@@ -367,6 +393,7 @@ class Http1Pusher:
             dns_timeout_s=dns_timeout_s,
             max_response_bytes=max_response_bytes,
             clock=self._clock,
+            keep_response_bytes=keep_response_bytes,
         )
 
     async def push(self, request: OutboundRequest) -> AttemptOutcome:
@@ -394,11 +421,16 @@ class Http1Pusher:
                     answer = await self._exchange(await self._connect(origin), head, request.body, head_only)
         except TimeoutError:
             return AttemptOutcome(failure=AttemptFailure.TIMEOUT)
-        return AttemptOutcome(http_status=answer.status, retry_after=self._retry_after(answer))
+        return AttemptOutcome(
+            http_status=answer.status,
+            retry_after=self._retry_after(answer),
+            response_headers=answer.headers,
+            response_body=answer.body,
+        )
 
     async def _exchange(self, connection: Exchange, head: bytes, body: bytes, head_only: bool) -> Answer:
         try:
-            answer = await connection.exchange(head, body, head_only=head_only)
+            answer = await connection.exchange(head, body, head_only=head_only, keep=self._keep)
         except BaseException:
             connection.abort()
             raise

@@ -12,6 +12,7 @@ from typing import TypeVar
 from msgspec.structs import replace
 
 from opentasks.clock import Clock
+from opentasks.domain.history import FinishReason
 from opentasks.domain.limits import Limits
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.queue import HttpMethod
@@ -23,7 +24,6 @@ from opentasks.service.events import DispatchEvents, NoDispatch, TaskRunner
 from opentasks.service.observers import (
     TASK_CREATED,
     TASK_FINISHED,
-    FinishReason,
     Observers,
     TaskCreated,
     TaskFinished,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from opentasks.domain.history import AttemptRecord, FinishedTask, FinishReason, HistoryPage
 from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import Queue, QueueState
 from opentasks.domain.task import Task
@@ -78,6 +79,9 @@ class AttemptResult:
     dispatch_count: int
     task: Task | None
     named: bool = True
+    attempt: AttemptRecord | None = None  # kept while ``Windows.history_until`` says so
+    finish: FinishReason | None = None  # why a finished task (``task`` None) finished
+    finish_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,8 @@ class Windows:
     task_tombstone_until: datetime
     queue_tombstone_until: datetime
     queue_yaml_task_tombstone_until: datetime | None = None
+    history_until: datetime | None = None  # until when finished tasks and attempts are kept; None: not kept
+    now: datetime | None = None  # when these windows were reckoned (history past its time goes then)
 
     def task_until(self, queue: Queue) -> datetime:
         """Until when a finished or deleted task name of ``queue`` stays reserved."""
@@ -298,6 +304,28 @@ class Store(Protocol):
         of queues and of tasks (about 70 ms for 1,000 queues holding 1,000,000 tasks in SQLite),
         never with their size.
         """
+        ...
+
+    # -- history -----------------------------------------------------------------------------
+
+    async def finished_tasks(
+        self,
+        queue: QueueName,
+        now: datetime,
+        *,
+        reasons: Collection[FinishReason] | None = None,
+        before: int = 0,
+        limit: int = 100,
+    ) -> HistoryPage:
+        """Tasks kept after they left ``queue`` (those whose keep time is after ``now``), the
+        most recent first, with a reason in ``reasons`` (all if None), below the cursor
+        ``before`` (0: from the most recent). Kept tasks outlive their queue."""
+        ...
+
+    async def task_history(
+        self, name: TaskName, now: datetime
+    ) -> tuple[list[FinishedTask], list[AttemptRecord]]:
+        """Everything kept of tasks named ``name``: their ends and their attempts, oldest first."""
         ...
 
 

@@ -11,12 +11,14 @@ from datetime import datetime, timedelta
 from msgspec.structs import replace
 
 from opentasks.domain.attempt import claim
+from opentasks.domain.history import AttemptRecord, FinishedTask, FinishReason, HistoryPage
 from opentasks.domain.lease import lease_expiry
 from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import Queue, QueueState
 from opentasks.domain.task import Task
 from opentasks.storage import base
 from opentasks.storage.base import AttemptResult, Claim, Fence, QueueChange, TaskPage, Windows
+from opentasks.storage.local_history import LocalHistory
 from opentasks.storage.local_nodes import LocalNodes
 
 
@@ -131,6 +133,7 @@ class MemoryStore(LocalNodes):
         self._queues: dict[QueueName, _QueueSlot] = {}
         self._queue_tombstones: dict[QueueName, datetime] = {}
         self._seq = itertools.count(1)
+        self._history = LocalHistory()
 
     async def open(self) -> None:
         return None
@@ -199,13 +202,22 @@ class MemoryStore(LocalNodes):
         slot.queue = replace(slot.queue, purge_time=purge_time)
         for entry in list(slot.tasks.values()):
             if entry.task.enqueue_time < purge_time:
-                self._remove(slot, entry.task, windows)
+                self._remove(slot, entry.task, windows, FinishReason.PURGED, purge_time)
         return slot.queue
 
-    def _remove(self, slot: _QueueSlot, task: Task, windows: Windows) -> None:
+    def _remove(
+        self,
+        slot: _QueueSlot,
+        task: Task,
+        windows: Windows,
+        reason: FinishReason | None,
+        now: datetime | None,
+    ) -> None:
         slot.unscheduled(slot.tasks.pop(task.name.task_id))
         if task.named:
             slot.tombstones[task.name.task_id] = windows.task_until(slot.queue)
+        if reason is not None and now is not None and windows.history_until is not None:
+            self._history.keep_finished(task, reason, now, windows.history_until)
 
     # -- tasks -------------------------------------------------------------------------------
 
@@ -242,7 +254,7 @@ class MemoryStore(LocalNodes):
 
     async def delete_task(self, name: TaskName, now: datetime, windows: Windows) -> None:
         slot, entry = self._find(name, now)
-        self._remove(slot, entry.task, windows)
+        self._remove(slot, entry.task, windows, FinishReason.DELETED, now)
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -274,12 +286,14 @@ class MemoryStore(LocalNodes):
 
     async def finish_attempts(self, results: list[AttemptResult], windows: Windows) -> None:
         for result in results:
+            if result.attempt is not None and windows.history_until is not None:
+                self._history.keep_attempt(result.attempt, windows.history_until)
             slot = self._queues.get(result.name.queue)
             entry = slot.tasks.get(result.name.task_id) if slot else None
             if slot is None or entry is None or entry.task.dispatch_count != result.dispatch_count:
                 continue  # deleted, purged or claimed again since: this result is void
             if result.task is None:
-                self._remove(slot, entry.task, windows)
+                self._remove(slot, entry.task, windows, result.finish, result.finish_time)
             else:
                 slot.unscheduled(entry)
                 entry.task = result.task
@@ -325,3 +339,21 @@ class MemoryStore(LocalNodes):
             return {name: slot.task_counts(now) for name, slot in self._queues.items()}
         slot = self._queues.get(queue)
         return {} if slot is None else {queue: slot.task_counts(now)}
+
+    # -- history -----------------------------------------------------------------------------
+
+    async def finished_tasks(
+        self,
+        queue: QueueName,
+        now: datetime,
+        *,
+        reasons: Collection[FinishReason] | None = None,
+        before: int = 0,
+        limit: int = 100,
+    ) -> HistoryPage:
+        return self._history.finished_tasks(queue, now, reasons, before, limit)
+
+    async def task_history(
+        self, name: TaskName, now: datetime
+    ) -> tuple[list[FinishedTask], list[AttemptRecord]]:
+        return self._history.task_history(name, now)

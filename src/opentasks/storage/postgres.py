@@ -27,6 +27,7 @@ import asyncpg
 from msgspec.structs import replace
 
 from opentasks.domain.attempt import claim
+from opentasks.domain.history import FAILED_REASONS, AttemptRecord, FinishedTask, FinishReason, HistoryPage
 from opentasks.domain.lease import lease_expiry
 from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import Queue, QueueState
@@ -292,7 +293,14 @@ class PostgresStore:
                 queue = replace(queue, purge_time=purge_time)
                 await _save_queue(conn, pk, queue)
                 until = codec.to_micros(windows.task_until(queue))
-                await conn.execute(sql.PURGE_TASKS, pk, codec.to_micros(purge_time), until)
+                await conn.execute(
+                    sql.PURGE_TASKS,
+                    pk,
+                    codec.to_micros(purge_time),
+                    until,
+                    *_key(name),
+                    _history_until(windows),
+                )
             return queue
 
         return await self._run("purge the queue", run)
@@ -325,7 +333,13 @@ class PostgresStore:
         return await self._run("list tasks", run)
 
     async def delete_task(self, name: TaskName, now: datetime, windows: Windows) -> None:
-        params = (*_key(name.queue), name.task_id, codec.to_micros(now), *sql.task_windows(windows))
+        params = (
+            *_key(name.queue),
+            name.task_id,
+            codec.to_micros(now),
+            *sql.task_windows(windows),
+            _history_until(windows),
+        )
 
         async def run(conn: Conn) -> None:
             pk, deleted, reserved = await conn.fetchrow(sql.DELETE_TASK, *params) or (None, 0, False)
@@ -395,19 +409,28 @@ class PostgresStore:
     async def finish_attempts(self, results: list[AttemptResult], windows: Windows) -> None:
         if not results:
             return
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
         for result in results:
             name, task = result.name, result.task
             schedule = None if task is None else codec.to_micros(task.schedule_time)
             progress = None if task is None else rows.progress_json(task)
             values = (str(name.queue.parent), name.queue.queue_id, name.task_id, result.dispatch_count)
-            for column, value in zip(columns, (*values, schedule, progress), strict=True):
+            end = (
+                (None, None)
+                if result.finish is None or result.finish_time is None
+                else (result.finish.value, codec.to_micros(result.finish_time))
+            )
+            for column, value in zip(columns, (*values, schedule, progress, *end), strict=True):
                 column.append(value)
-        params = (*columns, *sql.task_windows(windows))
+        until = _history_until(windows)
+        params = (*columns[:6], *sql.task_windows(windows), *columns[6:], until)
+        attempts = _attempt_columns(results) if until is not None else None
 
         async def run(conn: Conn) -> None:
             async with _transaction(conn, bookkeeping=True):
                 await conn.execute(sql.FINISH_ATTEMPTS, *params)
+                if attempts is not None:
+                    await conn.execute(sql.KEEP_ATTEMPTS, *attempts, until)
 
         await self._run("record attempt results", run)
 
@@ -470,6 +493,46 @@ class PostgresStore:
             await self._listener.add(listener, on_gap)
         except DRIVER_ERRORS as error:
             raise _unavailable("listen for the signals of other nodes", error) from None
+
+    # -- history -----------------------------------------------------------------------------
+
+    async def finished_tasks(
+        self,
+        queue: QueueName,
+        now: datetime,
+        *,
+        reasons: Collection[FinishReason] | None = None,
+        before: int = 0,
+        limit: int = 100,
+    ) -> HistoryPage:
+        params: tuple[Any, ...] = (*_key(queue), codec.to_micros(now), before, limit + 1)
+        if reasons is None:
+            statement = sql.FINISHED_PAGE.format(reasons="true")
+        elif set(reasons) == FAILED_REASONS:
+            statement = sql.FINISHED_PAGE.format(reasons=sql.FAILED_ONLY)
+        else:
+            statement = sql.FINISHED_PAGE.format(reasons=sql.SOME_REASONS)
+            params += ([r.value for r in reasons],)
+
+        async def run(conn: Conn) -> list[Any]:
+            return list(await conn.fetch(statement, *params))
+
+        page = [rows.finished_of(row) for row in await self._run("read finished tasks", run)]
+        more = len(page) > limit
+        return HistoryPage([f for _, f in page[:limit]], page[limit - 1][0] if more else None)
+
+    async def task_history(
+        self, name: TaskName, now: datetime
+    ) -> tuple[list[FinishedTask], list[AttemptRecord]]:
+        key = (*_key(name.queue), name.task_id, codec.to_micros(now))
+
+        async def run(conn: Conn) -> tuple[list[Any], list[Any]]:
+            return list(await conn.fetch(sql.TASK_ENDS, *key)), list(
+                await conn.fetch(sql.TASK_ATTEMPTS, *key)
+            )
+
+        ends, attempts = await self._run("read the task's history", run)
+        return [rows.finished_of(row)[1] for row in ends], [rows.attempt_of(row) for row in attempts]
 
     # -- insights ----------------------------------------------------------------------------
 
@@ -587,3 +650,13 @@ def _claim_arrays(
         [task.dispatch_count for _, task in claimed],
         [rows.progress_json(task) for _, task in claimed],
     )
+
+
+def _history_until(windows: Windows) -> int | None:
+    return None if windows.history_until is None else codec.to_micros(windows.history_until)
+
+
+def _attempt_columns(results: list[AttemptResult]) -> tuple[list[Any], ...] | None:
+    """The attempts of ``results`` as one array per column of ``sql.KEEP_ATTEMPTS``."""
+    values = [rows.attempt_values(r.attempt) for r in results if r.attempt is not None]
+    return tuple(list(column) for column in zip(*values, strict=True)) if values else None

@@ -61,6 +61,10 @@ ALL_QUEUES = "SELECT config FROM queues"
 
 # -- tasks ---------------------------------------------------------------------------------------
 
+# A task row as finished_tasks keeps it (after its name, reason, finish and keep times).
+_KEPT_COLUMNS = "schedule_us, spec, progress, body"
+_FINISHED_COLUMNS = f"parent, queue_id, task_id, reason, finish_us, expire_us, {_KEPT_COLUMNS}"
+
 _RESERVE_GONE = """
 reserved AS (
     INSERT INTO task_tombstones (queue_pk, task_id, expire_us)
@@ -132,15 +136,25 @@ DELETE_TASK = f"""
 WITH q AS (SELECT pk, from_queue_yaml FROM queues WHERE parent = $1 AND queue_id = $2),
 gone AS (
     DELETE FROM tasks USING q WHERE tasks.queue_pk = q.pk AND tasks.task_id = $3
-    RETURNING tasks.queue_pk, tasks.task_id, tasks.named, q.from_queue_yaml
+    RETURNING tasks.queue_pk, tasks.task_id, tasks.named, q.from_queue_yaml, {_KEPT_COLUMNS}
+),
+kept AS (
+    INSERT INTO finished_tasks ({_FINISHED_COLUMNS})
+    SELECT $1, $2, task_id, 'deleted', $4, $7, {_KEPT_COLUMNS} FROM gone WHERE $7::bigint IS NOT NULL
 ),
 {_reserve_gone(5, 6)}
 SELECT (SELECT pk FROM q) AS pk, (SELECT count(*) FROM gone) AS deleted,
        EXISTS (SELECT 1 FROM task_tombstones r, q
                WHERE r.queue_pk = q.pk AND r.task_id = $3 AND r.expire_us > $4) AS reserved
 """
-PURGE_TASKS = """
-WITH gone AS (DELETE FROM tasks WHERE queue_pk = $1 AND enqueue_us < $2 RETURNING task_id, named)
+PURGE_TASKS = f"""
+WITH gone AS (
+    DELETE FROM tasks WHERE queue_pk = $1 AND enqueue_us < $2 RETURNING task_id, named, {_KEPT_COLUMNS}
+),
+kept AS (
+    INSERT INTO finished_tasks ({_FINISHED_COLUMNS})
+    SELECT $4, $5, task_id, 'purged', $2, $6, {_KEPT_COLUMNS} FROM gone WHERE $6::bigint IS NOT NULL
+)
 INSERT INTO task_tombstones (queue_pk, task_id, expire_us) SELECT $1, task_id, $3 FROM gone WHERE named
 ON CONFLICT (queue_pk, task_id) DO UPDATE SET expire_us = excluded.expire_us
 """
@@ -206,23 +220,54 @@ SELECT count(*) FROM tasks WHERE queue_pk = {_QUEUE_PK} AND due_us > $3 AND due_
 # is checked again in its new version (READ COMMITTED re-evaluates their WHERE clause).
 FINISH_ATTEMPTS = f"""
 WITH r AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::bigint[], $6::text[])
-        AS r (parent, queue_id, task_id, dispatch_count, schedule_us, progress)
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::text[], $4::integer[], $5::bigint[], $6::text[], $9::text[], $10::bigint[]
+    ) AS r (parent, queue_id, task_id, dispatch_count, schedule_us, progress, reason, finish_us)
 ),
 m AS (
-    SELECT t.seq, r.dispatch_count, r.schedule_us, r.progress, q.from_queue_yaml
+    SELECT t.seq, r.dispatch_count, r.schedule_us, r.progress, q.from_queue_yaml, r.parent, r.queue_id,
+           r.reason, r.finish_us
     FROM r JOIN queues q ON q.parent = r.parent AND q.queue_id = r.queue_id
     JOIN tasks t ON t.queue_pk = q.pk AND t.task_id = r.task_id
 ),
 gone AS (
     DELETE FROM tasks USING m
     WHERE tasks.seq = m.seq AND m.schedule_us IS NULL AND tasks.dispatch_count = m.dispatch_count
-    RETURNING tasks.queue_pk, tasks.task_id, tasks.named, m.from_queue_yaml
+    RETURNING tasks.queue_pk, tasks.task_id, tasks.named, m.from_queue_yaml, m.parent, m.queue_id, m.reason,
+              m.finish_us, tasks.schedule_us, tasks.spec, tasks.progress, tasks.body
+),
+kept AS (
+    INSERT INTO finished_tasks ({_FINISHED_COLUMNS})
+    SELECT parent, queue_id, task_id, reason, finish_us, $11, {_KEPT_COLUMNS} FROM gone
+    WHERE $11::bigint IS NOT NULL AND reason IS NOT NULL
 ),
 {_reserve_gone(7, 8)}
 UPDATE tasks SET schedule_us = m.schedule_us, due_us = m.schedule_us, progress = m.progress
 FROM m WHERE tasks.seq = m.seq AND m.schedule_us IS NOT NULL AND tasks.dispatch_count = m.dispatch_count
 """
+
+KEEP_ATTEMPTS = """
+INSERT INTO attempts (parent, queue_id, task_id, created_us, attempt, dispatch_us, duration_us, http_status,
+                      failure, detail, headers, body, expire_us)
+SELECT *, $13 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::integer[], $6::bigint[],
+                          $7::bigint[], $8::integer[], $9::smallint[], $10::text[], $11::text[], $12::bytea[])
+"""
+FINISHED_COLUMNS = "seq, parent, queue_id, task_id, reason, finish_us, schedule_us, spec, progress, body"
+FINISHED_PAGE = f"""
+SELECT {FINISHED_COLUMNS} FROM finished_tasks
+WHERE parent = $1 AND queue_id = $2 AND expire_us > $3 AND ($4::bigint = 0 OR seq < $4) AND {{reasons}}
+ORDER BY seq DESC LIMIT $5
+"""
+FAILED_ONLY = "reason IN ('max_attempts', 'max_retry_duration')"
+SOME_REASONS = "reason = ANY ($6::text[])"
+_OF_TASK = "WHERE parent = $1 AND queue_id = $2 AND task_id = $3 AND expire_us > $4 ORDER BY seq"
+TASK_ENDS = f"SELECT {FINISHED_COLUMNS} FROM finished_tasks {_OF_TASK}"
+TASK_ATTEMPTS = (
+    """
+SELECT parent, queue_id, task_id, created_us, attempt, dispatch_us, duration_us, http_status, failure, detail,
+       headers, body FROM attempts """
+    + _OF_TASK
+)
 
 # -- insights and upkeep ------------------------------------------------------------------------
 
@@ -241,7 +286,7 @@ SWEEP = {
 DELETE FROM {table} WHERE ctid = ANY (ARRAY(
     SELECT ctid FROM {table} WHERE expire_us <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED))
 """
-    for table in ("task_tombstones", "queue_tombstones")
+    for table in ("task_tombstones", "queue_tombstones", "finished_tasks", "attempts")
 }
 
 _PLAIN_QUEUE = Queue(QueueName("-", "-", "-"))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 from msgspec.structs import replace
 
-from opentasks.domain.task import Attempt, AttemptOutcome, Task
+from opentasks.domain.history import AttemptRecord, FinishedTask, FinishReason
+from opentasks.domain.names import QueueName, TaskName
+from opentasks.domain.task import Attempt, AttemptFailure, AttemptOutcome, Task
 from opentasks.storage import codec
 
 
@@ -75,3 +78,73 @@ def _with_progress(task: Task, progress: TaskProgress) -> Task:
 
 def _progress_fields(progress: TaskProgress) -> dict[str, Any]:
     return {name: getattr(progress, name) for name in TaskProgress.__struct_fields__}
+
+
+# -- kept history -----------------------------------------------------------------------------
+
+ATTEMPT_COLUMNS = (
+    "parent, queue_id, task_id, created_us, attempt, dispatch_us, duration_us, http_status, failure,"
+    " detail, headers, body"
+)
+FINISHED_COLUMNS = "seq, parent, queue_id, task_id, reason, finish_us, schedule_us, spec, progress, body"
+
+
+def attempt_values(record: AttemptRecord) -> tuple[Any, ...]:
+    """An attempt as the values of :data:`ATTEMPT_COLUMNS`."""
+    queue = record.task.queue
+    return (
+        str(queue.parent),
+        queue.queue_id,
+        record.task.task_id,
+        codec.to_micros(record.created),
+        record.attempt,
+        codec.to_micros(record.dispatch_time),
+        record.duration // _MICROSECOND,
+        record.http_status,
+        int(record.failure),
+        record.detail,
+        _HEADERS.encode(record.response_headers).decode(),
+        record.response_body,
+    )
+
+
+def attempt_of(row: Sequence[Any]) -> AttemptRecord:
+    """An attempt from the values of :data:`ATTEMPT_COLUMNS`."""
+    (
+        parent,
+        queue_id,
+        task_id,
+        created,
+        attempt,
+        dispatched,
+        duration,
+        status,
+        failure,
+        detail,
+        headers,
+        body,
+    ) = row
+    return AttemptRecord(
+        task=TaskName(QueueName.parse(f"{parent}/queues/{queue_id}"), task_id),
+        created=codec.from_micros(created),
+        attempt=attempt,
+        dispatch_time=codec.from_micros(dispatched),
+        duration=timedelta(microseconds=duration),
+        http_status=status,
+        failure=AttemptFailure(failure),
+        detail=detail,
+        response_headers=tuple(tuple(pair) for pair in _HEADERS_DECODER.decode(headers)),  # type: ignore[misc]
+        response_body=bytes(body),
+    )
+
+
+def finished_of(row: Sequence[Any]) -> tuple[int, FinishedTask]:
+    """A finished task and its cursor from the values of :data:`FINISHED_COLUMNS`."""
+    seq, _, _, _, reason, finish_us, schedule_us, spec, progress, body = row
+    task = task_of(spec, progress, body, codec.from_micros(schedule_us))
+    return seq, FinishedTask(task, FinishReason(reason), codec.from_micros(finish_us))
+
+
+_MICROSECOND = timedelta(microseconds=1)
+_HEADERS = msgspec.json.Encoder()
+_HEADERS_DECODER = msgspec.json.Decoder(list[tuple[str, str]])

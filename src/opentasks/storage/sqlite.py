@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import sqlite3
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from typing import IO, Any, TypeVar
 from msgspec.structs import replace
 
 from opentasks.domain.attempt import claim
+from opentasks.domain.history import FAILED_REASONS, AttemptRecord, FinishedTask, FinishReason, HistoryPage
 from opentasks.domain.lease import lease_expiry
 from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import Queue, QueueState
@@ -37,8 +39,11 @@ from opentasks.storage.local_nodes import LocalNodes
 from opentasks.storage.migrations import scripts
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 Operation = Callable[[sqlite3.Connection], T]
 _TASK_COLUMNS = "seq, schedule_us, spec, progress, body"
+PRUNE_EVERY = timedelta(minutes=1)
+PRUNE_BATCH = 5000  # rows of each history table dropped per prune (the next one goes on)
 CommitHook = Callable[[int, float, bool], None]
 """Told of each group commit: (operations in it, seconds from BEGIN to committed, durable)."""
 # The synchronous level of commits holding only dispatch bookkeeping. NORMAL in WAL mode still
@@ -71,6 +76,8 @@ class SqliteStore(LocalNodes):
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="opentasks-sqlite-reader")
         self._on_commit: CommitHook | None = None
         self._monotonic: Callable[[], float] | None = None
+        self._next_prune: datetime | None = None
+        self._pruning: asyncio.Future[None] | None = None
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -264,6 +271,14 @@ class SqliteStore(LocalNodes):
             queue = replace(queue, purge_time=purge_time)
             _save_queue(conn, pk, queue)
             cutoff = codec.to_micros(purge_time)
+            if windows.history_until is not None:
+                _keep_finished(
+                    conn,
+                    name,
+                    (FinishReason.PURGED, purge_time, windows.history_until),
+                    where="queue_pk = ? AND enqueue_us < ?",
+                    params=[(pk, cutoff)],
+                )
             conn.execute(
                 "INSERT OR REPLACE INTO task_tombstones "
                 "SELECT queue_pk, task_id, ? FROM tasks WHERE queue_pk = ? AND enqueue_us < ? AND named",
@@ -335,6 +350,14 @@ class SqliteStore(LocalNodes):
     async def delete_task(self, name: TaskName, now: datetime, windows: Windows) -> None:
         def run(conn: sqlite3.Connection) -> None:
             pk, queue = _load_queue(conn, name.queue)
+            if windows.history_until is not None:
+                _keep_finished(
+                    conn,
+                    name.queue,
+                    (FinishReason.DELETED, now, windows.history_until),
+                    where="queue_pk = ? AND task_id = ?",
+                    params=[(pk, name.task_id)],
+                )
             row = conn.execute(
                 "DELETE FROM tasks WHERE queue_pk = ? AND task_id = ? RETURNING named", (pk, name.task_id)
             ).fetchone()
@@ -399,6 +422,8 @@ class SqliteStore(LocalNodes):
     async def finish_attempts(self, results: list[AttemptResult], windows: Windows) -> None:
         def run(conn: sqlite3.Connection) -> None:
             queues = {q: _find_queue(conn, q) for q in {r.name.queue for r in results}}
+            if windows.history_until is not None:
+                _keep_history(conn, results, queues, windows.history_until)
             done: list[tuple[int, str, int]] = []
             named: list[tuple[int, int, str, int]] = []
             retried: list[tuple[int, int, str | None, int, str, int]] = []
@@ -417,6 +442,19 @@ class SqliteStore(LocalNodes):
             _finish(conn, done, named, retried)
 
         await self._write(run, durable=False)
+        self._prune_history_if_due(windows)
+
+    def _prune_history_if_due(self, windows: Windows) -> None:
+        """Drop history past its keep time (at most once a minute of the callers' time, in a
+        bounded write of its own joining the next group commit)."""
+        now = windows.now
+        if now is None or (self._next_prune is not None and now < self._next_prune):
+            return
+        self._next_prune = now + PRUNE_EVERY
+        now_us = codec.to_micros(now)
+        pruning = asyncio.ensure_future(self._write(lambda conn: _prune_history(conn, now_us), durable=False))
+        pruning.add_done_callback(_log_prune_failure)
+        self._pruning = pruning
 
     async def release_leases(self) -> int:
         self._forget_nodes()
@@ -457,6 +495,38 @@ class SqliteStore(LocalNodes):
             return set()
         found = await self.all_queues()
         return {queue.name for queue in found if queue.name in wanted}
+
+    # -- history -----------------------------------------------------------------------------
+
+    async def finished_tasks(
+        self,
+        queue: QueueName,
+        now: datetime,
+        *,
+        reasons: Collection[FinishReason] | None = None,
+        before: int = 0,
+        limit: int = 100,
+    ) -> HistoryPage:
+        where, params = _finished_filter(queue, now, reasons, before)
+        sql = f"SELECT {rows.FINISHED_COLUMNS} FROM finished_tasks WHERE {where} ORDER BY seq DESC LIMIT ?"
+        found = await self._read(lambda conn: conn.execute(sql, (*params, limit + 1)).fetchall())
+        page = [rows.finished_of(row) for row in found]
+        more = len(page) > limit
+        return HistoryPage([f for _, f in page[:limit]], page[limit - 1][0] if more else None)
+
+    async def task_history(
+        self, name: TaskName, now: datetime
+    ) -> tuple[list[FinishedTask], list[AttemptRecord]]:
+        key = (str(name.queue.parent), name.queue.queue_id, name.task_id, codec.to_micros(now))
+        where = "parent = ? AND queue_id = ? AND task_id = ? AND expire_us > ? ORDER BY seq"
+
+        def run(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            ends = conn.execute(f"SELECT {rows.FINISHED_COLUMNS} FROM finished_tasks WHERE {where}", key)
+            attempts = conn.execute(f"SELECT {rows.ATTEMPT_COLUMNS} FROM attempts WHERE {where}", key)
+            return ends.fetchall(), attempts.fetchall()
+
+        ends, attempts = await self._read(run)
+        return [rows.finished_of(row)[1] for row in ends], [rows.attempt_of(row) for row in attempts]
 
     # -- insights ----------------------------------------------------------------------------
 
@@ -644,3 +714,80 @@ def _finish(
 def _task_from_row(row: tuple[Any, ...]) -> Task:
     _, schedule_us, spec, progress, body = row
     return rows.task_of(spec, progress, body, codec.from_micros(schedule_us))
+
+
+# -- kept history ---------------------------------------------------------------------------------
+
+
+def _keep_finished(
+    conn: sqlite3.Connection,
+    queue: QueueName,
+    end: tuple[FinishReason, datetime, datetime],
+    *,
+    where: str,
+    params: list[tuple[Any, ...]],
+) -> None:
+    """Copy the task rows that ``where`` selects (once per ``params``) into finished_tasks, with
+    ``end``: why they finished, when, and until when they are kept."""
+    reason, when, until = end
+    head = (str(queue.parent), queue.queue_id, reason.value, codec.to_micros(when), codec.to_micros(until))
+    conn.executemany(
+        "INSERT INTO finished_tasks (parent, queue_id, task_id, reason, finish_us, expire_us, schedule_us,"
+        " spec, progress, body) SELECT ?, ?, task_id, ?, ?, ?, schedule_us, spec, progress, body"
+        f" FROM tasks WHERE {where}",
+        [(*head, *p) for p in params],
+    )
+
+
+def _keep_history(
+    conn: sqlite3.Connection,
+    results: list[AttemptResult],
+    queues: dict[QueueName, tuple[int, Queue] | None],
+    until: datetime,
+) -> None:
+    """Keep the attempts of ``results`` and the tasks they finish (before the tasks go)."""
+    until_us = codec.to_micros(until)
+    conn.executemany(
+        f"INSERT INTO attempts ({rows.ATTEMPT_COLUMNS}, expire_us) VALUES ({', '.join('?' * 13)})",
+        [(*rows.attempt_values(r.attempt), until_us) for r in results if r.attempt is not None],
+    )
+    for result in results:
+        found = queues[result.name.queue]
+        if result.task is None and result.finish is not None and result.finish_time is not None and found:
+            _keep_finished(
+                conn,
+                result.name.queue,
+                (result.finish, result.finish_time, until),
+                where="queue_pk = ? AND task_id = ? AND dispatch_count = ?",
+                params=[(found[0], result.name.task_id, result.dispatch_count)],
+            )
+
+
+def _prune_history(conn: sqlite3.Connection, now_us: int) -> None:
+    for table in ("finished_tasks", "attempts"):
+        conn.execute(
+            f"DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table} WHERE expire_us <= ? LIMIT ?)",
+            (now_us, PRUNE_BATCH),
+        )
+
+
+def _log_prune_failure(pruning: asyncio.Future[None]) -> None:
+    if not pruning.cancelled() and pruning.exception() is not None:
+        _log.warning("could not drop expired history: %s", pruning.exception())
+
+
+def _finished_filter(
+    queue: QueueName, now: datetime, reasons: Collection[FinishReason] | None, before: int
+) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE clause of a page of finished tasks; failed ones alone use their own index."""
+    where = "parent = ? AND queue_id = ? AND expire_us > ?"
+    params: tuple[Any, ...] = (str(queue.parent), queue.queue_id, codec.to_micros(now))
+    if reasons is not None and set(reasons) == FAILED_REASONS:
+        where += " AND reason IN ('max_attempts', 'max_retry_duration')"
+    elif reasons is not None:
+        where += f" AND reason IN ({', '.join('?' * len(set(reasons)))})"
+        params += tuple(r.value for r in set(reasons))
+    if before:
+        where += " AND seq < ?"
+        params += (before,)
+    return where, params

@@ -1,0 +1,125 @@
+"""Kept history on every backend: attempts and finished tasks, with why they finished, their
+keep time, pages of dead letters, and nothing kept when history is off."""
+
+import dataclasses
+from datetime import timedelta
+
+from msgspec.structs import replace
+
+from opentasks.domain.history import FAILED_REASONS, AttemptRecord, FinishReason
+from opentasks.domain.names import TaskName
+from opentasks.domain.task import AttemptFailure, Task
+from opentasks.storage.base import AttemptResult, Store
+from tests.contract.test_store_contract import T0, WINDOWS, Q, queue, task
+
+KEEP = dataclasses.replace(WINDOWS, history_until=T0 + timedelta(days=7), now=T0)
+
+
+def record(claimed: Task, status: int, **fields: object) -> AttemptRecord:
+    return AttemptRecord(
+        task=claimed.name,
+        created=claimed.create_time,
+        attempt=claimed.dispatch_count,
+        dispatch_time=T0,
+        duration=timedelta(milliseconds=12, microseconds=5),
+        http_status=status,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+async def claimed(store: Store, task_id: str, body: bytes = b"payload") -> Task:
+    await store.create_task(task(task_id, body=body), T0)
+    [one] = (await store.claim_due_tasks(Q, T0, 1, timedelta(minutes=1))).tasks
+    return one
+
+
+async def test_attempts_and_ends_are_kept_with_what_the_answer_said(store: Store) -> None:
+    await store.create_queue(queue(), T0)
+    first = await claimed(store, "a")
+    failed = record(
+        first,
+        503,
+        detail="busy",
+        response_headers=(("Retry-After", "1"), ("X-Trace", "é")),
+        response_body=b"\x00\xffbusy",
+    )
+    retry = replace(first, schedule_time=T0)
+    await store.finish_attempts([AttemptResult(first.name, 1, retry, attempt=failed)], KEEP)
+    [second] = (await store.claim_due_tasks(Q, T0, 1, timedelta(minutes=1))).tasks
+    done = record(second, 200)
+    result = AttemptResult(
+        second.name,
+        2,
+        None,
+        attempt=done,
+        finish=FinishReason.SUCCEEDED,
+        finish_time=T0 + timedelta(seconds=1),
+    )
+    await store.finish_attempts([result], KEEP)
+    ends, attempts = await store.task_history(first.name, T0)
+    assert attempts == [failed, done]
+    [end] = ends
+    assert (end.reason, end.finish_time) == (FinishReason.SUCCEEDED, T0 + timedelta(seconds=1))
+    assert end.task.name == first.name
+    assert end.task.http_request is not None and end.task.http_request.body == b"payload"
+    assert end.task.dispatch_count == 2  # as last stored: claimed twice
+    assert (await store.task_history(first.name, T0 + timedelta(days=7)))[1] == []  # past its keep time
+
+
+async def test_deleted_purged_and_failed_tasks_are_kept_and_paged(store: Store) -> None:
+    await store.create_queue(queue(), T0)
+    for number in range(5):
+        one = await claimed(store, f"f{number}")
+        end = AttemptResult(
+            one.name, 1, None, attempt=record(one, 500), finish=FinishReason.MAX_ATTEMPTS, finish_time=T0
+        )
+        await store.finish_attempts([end], KEEP)
+    await store.create_task(task("deleted"), T0)
+    await store.delete_task(TaskName(Q, "deleted"), T0, KEEP)
+    await store.create_task(task("purged"), T0)
+    await store.purge_queue(Q, T0 + timedelta(seconds=1), KEEP)
+    page = await store.finished_tasks(Q, T0, limit=10)
+    assert [(f.task.name.task_id, f.reason) for f in page.tasks[:2]] == [
+        ("purged", FinishReason.PURGED),
+        ("deleted", FinishReason.DELETED),
+    ]
+    assert page.next_before is None
+    failed = await store.finished_tasks(Q, T0, reasons=FAILED_REASONS, limit=2)
+    assert [f.task.name.task_id for f in failed.tasks] == ["f4", "f3"]
+    assert failed.next_before is not None
+    rest = await store.finished_tasks(Q, T0, reasons=FAILED_REASONS, before=failed.next_before, limit=10)
+    assert [f.task.name.task_id for f in rest.tasks] == ["f2", "f1", "f0"]
+    deleted = await store.finished_tasks(Q, T0, reasons={FinishReason.DELETED})
+    assert [f.task.name.task_id for f in deleted.tasks] == ["deleted"]
+    assert (await store.finished_tasks(Q, T0 + timedelta(days=8))).tasks == []
+
+
+async def test_history_outlives_the_queue_and_is_not_kept_when_off(store: Store) -> None:
+    await store.create_queue(queue(), T0)
+    kept = await claimed(store, "kept")
+    end = AttemptResult(
+        kept.name, 1, None, attempt=record(kept, 200), finish=FinishReason.SUCCEEDED, finish_time=T0
+    )
+    await store.finish_attempts([end], KEEP)
+    off = await claimed(store, "off")
+    end = AttemptResult(
+        off.name, 1, None, attempt=record(off, 200), finish=FinishReason.SUCCEEDED, finish_time=T0
+    )
+    await store.finish_attempts([end], WINDOWS)  # history off: no keep time
+    await store.create_task(task("gone"), T0)
+    await store.delete_task(TaskName(Q, "gone"), T0, WINDOWS)
+    await store.delete_queue(Q, T0, KEEP)
+    assert [f.task.name.task_id for f in (await store.finished_tasks(Q, T0)).tasks] == ["kept"]
+    assert await store.task_history(off.name, T0) == ([], [])
+
+
+async def test_a_void_result_keeps_its_attempt_but_finishes_nothing(store: Store) -> None:
+    await store.create_queue(queue(), T0)
+    first = await claimed(store, "a")
+    await store.claim_task(first.name, T0, timedelta(minutes=1))  # RunTask: the first claim's result is void
+    failure = record(first, 0, failure=AttemptFailure.TIMEOUT)
+    void = AttemptResult(first.name, 1, None, attempt=failure, finish=FinishReason.SUCCEEDED, finish_time=T0)
+    await store.finish_attempts([void], KEEP)
+    ends, attempts = await store.task_history(first.name, T0)
+    assert (ends, attempts) == ([], [failure])
+    assert await store.get_task(first.name, T0)
