@@ -192,11 +192,6 @@ def test_queue_pause_resume_purge_list_delete(gcloud: Gcloud, client: tasks_v2.C
     assert "NOT_FOUND: Queue does not exist." in missing.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="UpdateQueue replaces the whole httpTarget for any httpTarget.* mask path (domain/queue.py "
-    "_chains_for_path), while gcloud sends one path per flag",
-)
 def test_updating_one_http_override_keeps_the_others(
     gcloud: Gcloud, client: tasks_v2.CloudTasksClient
 ) -> None:

@@ -60,4 +60,4 @@ def test_readme_example_runs(kind: str, code: str, node_project: Path, tmp_path:
     assert run.stdout.strip(), "every example prints what it did"
     if kind == "cli":  # the handler saw the task, and the task is done
         assert '"GET / HTTP/1.1" 200' in run.stderr
-        assert run.stdout.rstrip().endswith("Listed 0 items.")
+        assert "Listed 0 items." in run.stderr

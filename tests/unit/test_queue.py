@@ -6,6 +6,7 @@ from msgspec.structs import replace
 from opentasks.domain.limits import Limits
 from opentasks.domain.names import QueueName
 from opentasks.domain.queue import (
+    HttpMethod,
     HttpTarget,
     OidcToken,
     Queue,
@@ -263,3 +264,30 @@ def test_extreme_values_the_api_can_carry_are_accepted_as_given() -> None:
         max_backoff=TEN_THOUSAND_YEARS,
         max_doublings=2**31 - 1,
     )
+
+
+def test_a_sub_path_of_http_target_changes_that_field_alone() -> None:
+    name = QueueName("p", "l", "q")
+    target = HttpTarget(
+        uri_override=UriOverride(host="example.com"),
+        http_method=HttpMethod.PUT,
+        header_overrides=(("X-A", "1"),),
+    )
+    existing = Queue(name, http_target=target)
+    change = Queue(name, http_target=HttpTarget(http_method=HttpMethod.GET))
+    updated = apply_update_mask(existing, change, ["http_target.http_method"])
+    assert updated.http_target == replace(target, http_method=HttpMethod.GET)
+    cleared = apply_update_mask(existing, Queue(name), ["http_target.header_overrides"])
+    assert cleared.http_target == replace(target, header_overrides=())
+    deeper = apply_update_mask(existing, Queue(name), ["http_target.uri_override.host"])
+    assert deeper.http_target == replace(target, uri_override=None)
+    onto_none = apply_update_mask(Queue(name), change, ["http_target.http_method"])
+    assert onto_none.http_target == HttpTarget(http_method=HttpMethod.GET)
+    emptied = apply_update_mask(
+        Queue(name, http_target=HttpTarget(http_method=HttpMethod.GET)),
+        Queue(name),
+        ["http_target.http_method"],
+    )
+    assert emptied.http_target is None
+    with pytest.raises(InvalidArgument, match="no such updatable field"):
+        apply_update_mask(existing, change, ["http_target.nonsense"])

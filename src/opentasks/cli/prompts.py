@@ -29,7 +29,7 @@ def confirm(remote: Remote, question: str) -> None:
         click.echo(prompt, nl=False, err=True)
         answer = sys.stdin.readline()
         click.echo("", err=True)
-        if not answer:  # end of input: as gcloud, take it as no
+        if not answer:  # end of input: a destructive step is not taken unasked (gcloud takes the default)
             break
         answer = answer.strip().lower()
         if answer in ("", "y", "yes"):

@@ -137,8 +137,9 @@ def _read_config(ctx: click.Context, path: Path | None) -> ConfigFile | None:
         return None
     try:
         config = load(path)
-    except ConfigError as error:
-        raise click.BadParameter(str(error), param_hint="--config") from None
+    except ConfigError as error:  # FILE:LINE: FIELD: what is wrong, on one line
+        click.echo(f"opentasks: cannot start: {error}", err=True)
+        sys.exit(1)
     defaults = {
         k: v if k in _MULTIPLE else ",".join(map(str, v)) if isinstance(v, list) else v
         for k, v in config.server.items()
@@ -171,6 +172,6 @@ class _ConfigApplier:
         try:
             await asyncio.to_thread(apply_file, remote, config)
         except Exception as error:
-            logging.getLogger("opentasks").error("could not apply %s: %s; stopping", config.path, error)
+            logging.getLogger("opentasks").error("could not apply the --config file: %s; stopping", error)
             self.failed = True
             os.kill(os.getpid(), signal.SIGTERM)

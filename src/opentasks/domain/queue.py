@@ -293,7 +293,9 @@ def _validate_uri_override(override: UriOverride) -> None:
 
 
 # Field-mask paths (proto field names) that UpdateQueue may change, each as an attribute chain
-# on :class:`Queue`. Sub-paths of the two routing messages replace the whole message.
+# on :class:`Queue`. A sub-path of http_target changes that field of it alone (gcloud sends one
+# path per --http-...-override flag); deeper paths, and those of app_engine_routing_override,
+# replace the field or message they are in.
 _UPDATABLE_PATHS: dict[str, tuple[str, ...]] = {
     "rate_limits.max_dispatches_per_second": ("rate_limits", "max_dispatches_per_second"),
     "rate_limits.max_concurrent_dispatches": ("rate_limits", "max_concurrent_dispatches"),
@@ -346,7 +348,11 @@ def _chains_for_path(path: str) -> list[tuple[str, ...]]:
         return [_UPDATABLE_PATHS[path]]
     if path in _GROUPS:
         return [chain for key, chain in _UPDATABLE_PATHS.items() if key.startswith(path + ".")]
-    head = path.split(".", 1)[0]
+    head, *rest = path.split(".")
+    if head == "http_target" and rest:
+        if rest[0] not in HttpTarget.__struct_fields__:
+            raise InvalidArgument(f'Invalid update_mask path "{path}": Queue has no such updatable field.')
+        return [(head, rest[0])]
     if head in ("app_engine_routing_override", "http_target"):
         return [(head,)]
     if path in _OUTPUT_ONLY_PATHS:
@@ -358,5 +364,8 @@ def _copy_chain(target: Any, source: Any, chain: tuple[str, ...]) -> Any:
     head = chain[0]
     if len(chain) == 1:
         return replace(target, **{head: getattr(source, head)})
+    if head == "http_target":  # optional: a field of it is set on an empty one, and none left is none
+        inner = _copy_chain(target.http_target or HttpTarget(), source.http_target or HttpTarget(), chain[1:])
+        return replace(target, http_target=None if inner == HttpTarget() else inner)
     inner = _copy_chain(getattr(target, head), getattr(source, head), chain[1:])
     return replace(target, **{head: inner})
