@@ -21,8 +21,9 @@ from opentasks.api.auth import ApiAuth
 from opentasks.api.cloud_tasks_grpc import CloudTasksApi, handlers
 from opentasks.api.health import GrpcHealth
 from opentasks.api.health import add_routes as add_health_routes
+from opentasks.api.history_rest import add_history_routes
 from opentasks.api.http_server import BoundedSite
-from opentasks.api.rest import RestApi
+from opentasks.api.rest import RestApi, error_response
 from opentasks.api.v2beta3 import CloudTasksV2beta3Api
 from opentasks.api.v2beta3 import handlers as v2beta3_handlers
 from opentasks.clock import Clock, SystemClock
@@ -39,6 +40,7 @@ from opentasks.observability import Observability
 from opentasks.service import paging
 from opentasks.service.dispatcher import Dispatcher, DispatchSettings
 from opentasks.service.health import Readiness
+from opentasks.service.history import HistoryService
 from opentasks.service.locations import LocationService
 from opentasks.service.observers import Observers
 from opentasks.service.ownership import NodeSettings
@@ -87,6 +89,7 @@ class Services:
     queues: QueueService
     tasks: TaskService
     locations: LocationService
+    history: HistoryService
 
 
 def tombstone_policy(settings: Settings) -> TombstonePolicy:
@@ -167,6 +170,17 @@ def build_services(
     )
     tombstones = tombstone_policy(settings)
     targets, routes = target_policy(settings), app_engine_routes(settings)
+    tasks = TaskService(
+        store,
+        clock,
+        limits=limits,
+        tombstones=tombstones,
+        events=dispatcher,
+        runner=dispatcher,
+        targets=targets,
+        app_engine=routes,
+        observers=observers,
+    )
     return Services(
         queues=QueueService(
             store,
@@ -179,18 +193,9 @@ def build_services(
             app_engine=routes,
             observers=observers,
         ),
-        tasks=TaskService(
-            store,
-            clock,
-            limits=limits,
-            tombstones=tombstones,
-            events=dispatcher,
-            runner=dispatcher,
-            targets=targets,
-            app_engine=routes,
-            observers=observers,
-        ),
+        tasks=tasks,
         locations=LocationService(store, allowed_locations=settings.allowed_locations),
+        history=HistoryService(store, clock, tasks),
     )
 
 
@@ -341,7 +346,9 @@ class Server:
         self._started = True
 
     def _extra_routes(self, app: web.Application, minter: TokenMinter) -> None:
-        """Routes of the HTTP port beside the API (no API authentication)."""
+        """Routes of the HTTP port beside the Cloud Tasks API: kept history (with the API's
+        authentication), OIDC discovery, health and metrics."""
+        add_history_routes(app, self.services.history, self.auth, error_response)
         discovery.add_routes(app, minter.keys, lambda: minter.issuer)
         add_health_routes(app, self.readiness)
         # GET /metrics on the HTTP port, unless it has a port of its own.

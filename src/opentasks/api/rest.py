@@ -525,6 +525,11 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def error_response(error: OpenTasksError) -> web.Response:
+    """``error`` as the JSON envelope of the REST API (for routes beside it)."""
+    return _error(error)
+
+
 def _error(error: OpenTasksError, *, close: bool = False) -> web.Response:
     """The error envelope google-api-core and google-gax parse; ``close`` ends the connection
     (after a body that could not be read to its end)."""

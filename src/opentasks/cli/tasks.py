@@ -237,11 +237,19 @@ def buffer(  # noqa: PLR0917 - click passes every option as an argument
 
 def _buffer(remote: Remote, queue: str, task_id: str, body: bytes, content_type: str) -> dict[str, Any]:
     """POST ``…/tasks/TASK_ID:buffer`` (BufferTask is served over REST only)."""
-    import urllib.error  # noqa: PLC0415 - only this command speaks HTTP
+    path = f"{queue}/tasks/{task_id}:buffer" if task_id else f"{queue}/tasks:buffer"
+    task: dict[str, Any] = _rest(remote, "POST", f"/v2/{path}", body, content_type).get("task", {})
+    return task
+
+
+def _rest(
+    remote: Remote, method: str, path: str, body: bytes | None = None, content_type: str = ""
+) -> dict[str, Any]:
+    """Call the server's REST port (what only it serves: BufferTask, kept history)."""
+    import urllib.error  # noqa: PLC0415 - only these commands speak HTTP
     import urllib.request  # noqa: PLC0415
 
-    path = f"{queue}/tasks/{task_id}:buffer" if task_id else f"{queue}/tasks:buffer"
-    request = urllib.request.Request(f"{remote.rest_url}/v2/{path}", data=body, method="POST")
+    request = urllib.request.Request(f"{remote.rest_url}{path}", data=body, method=method)
     if content_type:
         request.add_header("Content-Type", content_type)
     if remote.api_token:
@@ -256,8 +264,80 @@ def _buffer(remote: Remote, queue: str, task_id: str, body: bytes, content_type:
         raise Unreachable(
             f"the REST API at {remote.rest_url} (set {'OPENTASKS_REST_URL'}): {error}"
         ) from None
-    task: dict[str, Any] = answer.get("task", {})
-    return task
+    return answer
+
+
+FAILED_FORMAT = (
+    "table(task.name.basename():label=TASK_NAME, reason, finishTime:label=FINISHED,"
+    " task.dispatchCount:label=ATTEMPTS,"
+    ' task.lastAttempt.responseStatus.message.yesno(no="Unknown"):label=LAST_ATTEMPT_STATUS)'
+)
+
+
+@tasks.command()
+@_queue_option(required=True)
+@click.option(
+    "--all", "every", is_flag=True, help="Every finished task, not only those that failed for good."
+)
+@list_options(FAILED_FORMAT)
+@remote_options
+@reports_errors
+def failed(remote: Remote, queue: str, every: bool, listing: ListOptions) -> None:
+    """List QUEUE's dead letters: kept tasks that failed for good (out of attempts or of time),
+    newest first (``--all``: every kept task, with why it finished)."""
+    path = f"/opentasks/v1/{remote.queue(queue)}/finishedTasks?{'' if every else 'failed=true&'}pageSize="
+    found = limited(_history_pages(remote, path + str(listing.page_size or 100)), listing)
+    show_list(found, listing, FAILED_FORMAT, lambda name: f"{remote.rest_url}/opentasks/v1/{name}/history")
+
+
+def _history_pages(remote: Remote, path: str) -> Iterator[dict[str, Any]]:
+    token = ""
+    while True:
+        page = _rest(remote, "GET", path + (f"&pageToken={token}" if token else ""))
+        yield from page.get("finishedTasks", [])
+        token = page.get("nextPageToken", "")
+        if not token:
+            return
+
+
+@tasks.command()
+@click.argument("task")
+@_queue_option(required=False)
+@remote_options
+@format_option("yaml")
+@reports_errors
+def history(remote: Remote, task: str, queue: str | None, output_format: Projection | None) -> None:
+    """Show what is kept of TASK: each attempt (status, duration, the answer's headers and first
+    bytes) and how it ended."""
+    show(_rest(remote, "GET", f"/opentasks/v1/{remote.task(task, queue)}/history"), output_format)
+
+
+@tasks.command()
+@click.argument("task_ids", nargs=-1)
+@_queue_option(required=True)
+@click.option("--all", "every", is_flag=True, help="Every dead letter of the queue.")
+@remote_options
+@reports_errors
+def redrive(remote: Remote, task_ids: tuple[str, ...], queue: str, every: bool) -> None:
+    """Send dead letters of QUEUE again as new tasks (same request, new IDs): TASK_IDS, or
+    ``--all`` of them."""
+    if bool(task_ids) == every:
+        raise click.UsageError("Give the IDs of the tasks to send again, or --all.")
+    name = remote.queue(queue)
+    if every:
+        confirm(remote, f"You are about to send every dead letter of queue [{short_name(name)}] again.")
+    path = f"/opentasks/v1/{name}/finishedTasks:redrive"
+    asked: dict[str, Any] = {} if every else {"taskIds": list(task_ids)}
+    created = 0
+    while True:
+        answer = _rest(remote, "POST", path, json.dumps(asked).encode(), "application/json")
+        for task in answer.get("tasks", []):
+            click.echo(task["name"])
+            created += 1
+        if "nextPageToken" not in answer:
+            break
+        asked = {"pageToken": answer["nextPageToken"]}
+    click.echo(f"Sent {created} task(s) again in queue [{short_name(name)}].", err=True)
 
 
 @tasks.command(name="list")

@@ -1,0 +1,163 @@
+"""Kept history over REST, beside the Cloud Tasks API (which keeps Cloud Tasks' behaviour):
+
+* ``GET /opentasks/v1/{queue}/finishedTasks[?failed=true][&pageSize=N][&pageToken=T]``: tasks
+  that left the queue, newest first (``failed=true``: only the dead letters);
+* ``GET /opentasks/v1/{task}/history``: how a task ended and each of its attempts;
+* ``POST /opentasks/v1/{queue}/finishedTasks:redrive`` with ``{"taskIds": [...]}`` (or ``{}``
+  for every dead letter, ``pageToken`` to go on): the dead letters sent again as new tasks.
+
+``{queue}`` is ``projects/P/locations/L/queues/Q`` and ``{task}`` that plus ``/tasks/T``. The
+same API credentials apply: reading needs any token, redriving a full-access one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from google.protobuf import json_format
+
+from opentasks.api import call
+from opentasks.api.auth import ApiAuth
+from opentasks.api.convert import task_to_pb
+from opentasks.domain.history import FAILED_REASONS, AttemptRecord, FinishedTask
+from opentasks.domain.names import QueueName, TaskName
+from opentasks.domain.task import TaskView
+from opentasks.errors import InvalidArgument, OpenTasksError
+from opentasks.service.history import HistoryService
+
+PREFIX = "/opentasks/v1"
+_QUEUE = PREFIX + "/projects/{project}/locations/{location}/queues/{queue}"
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def add_history_routes(
+    app: web.Application,
+    history: HistoryService,
+    auth: ApiAuth | None,
+    error: Callable[[OpenTasksError], web.Response],
+) -> None:
+    """Register the routes on ``app``; ``error`` renders a refusal as the API's JSON envelope."""
+    routes = _HistoryRoutes(history, auth, error)
+    app.router.add_get(_QUEUE + "/finishedTasks", routes.guarded("list_tasks", routes.finished))
+    app.router.add_post(_QUEUE + "/finishedTasks:redrive", routes.guarded("create_task", routes.redrive))
+    app.router.add_get(_QUEUE + "/tasks/{task}/history", routes.guarded("get_task", routes.task_history))
+
+
+class _HistoryRoutes:
+    def __init__(
+        self, history: HistoryService, auth: ApiAuth | None, error: Callable[[OpenTasksError], web.Response]
+    ) -> None:
+        self._history = history
+        self._auth = auth
+        self._error = error
+
+    def guarded(self, rpc: str, serve: Handler) -> Handler:
+        """``serve`` behind the API's credentials (``rpc`` says which a read-only token may call)."""
+
+        async def handle(request: web.Request) -> web.Response:
+            call.bind(request.headers.items())
+            try:
+                if self._auth is not None:
+                    self._auth.check(call.headers(), rpc, request.query.get("key", ""))
+                return await serve(request)
+            except OpenTasksError as refused:
+                return self._error(refused)
+
+        return handle
+
+    async def finished(self, request: web.Request) -> web.Response:
+        failed = request.query.get("failed", "false") == "true"
+        page = await self._history.finished_tasks(
+            _queue(request),
+            reasons=FAILED_REASONS if failed else None,
+            before=_token(request.query.get("pageToken", "")),
+            page_size=_int(request.query.get("pageSize", "100"), "pageSize"),
+        )
+        body: dict[str, Any] = {"finishedTasks": [finished_json(f) for f in page.tasks]}
+        if page.next_before is not None:
+            body["nextPageToken"] = str(page.next_before)
+        return web.json_response(body)
+
+    async def task_history(self, request: web.Request) -> web.Response:
+        name = TaskName(_queue(request), request.match_info["task"])
+        ends, attempts = await self._history.task_history(name)
+        return web.json_response(
+            {"ends": [finished_json(end) for end in ends], "attempts": [attempt_json(a) for a in attempts]}
+        )
+
+    async def redrive(self, request: web.Request) -> web.Response:
+        asked = await _json_body(request)
+        ids = asked.get("taskIds")
+        if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+            raise InvalidArgument("taskIds must be a list of task IDs.")
+        done = await self._history.redrive(
+            _queue(request), ids, before=_token(str(asked.get("pageToken", "")))
+        )
+        body: dict[str, Any] = {"tasks": [_task_json(task) for task in done.tasks]}
+        if done.next_before is not None:
+            body["nextPageToken"] = str(done.next_before)
+        return web.json_response(body)
+
+
+def finished_json(finished: FinishedTask) -> dict[str, Any]:
+    return {
+        "task": _task_json(finished.task),
+        "reason": finished.reason.value,
+        "finishTime": finished.finish_time.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def attempt_json(record: AttemptRecord) -> dict[str, Any]:
+    return {
+        "attempt": record.attempt,
+        "dispatchTime": record.dispatch_time.isoformat().replace("+00:00", "Z"),
+        "duration": f"{record.duration.total_seconds():.6f}s",
+        "responseStatus": record.http_status,
+        "failure": record.failure.name.lower(),
+        "detail": record.detail,
+        "responseHeaders": [list(pair) for pair in record.response_headers],
+        "responseBody": base64.b64encode(record.response_body).decode(),
+    }
+
+
+def _task_json(task: Any) -> dict[str, Any]:
+    message = task_to_pb(task.in_view(TaskView.FULL), TaskView.FULL)
+    found: dict[str, Any] = json_format.MessageToDict(message)
+    return found
+
+
+def _queue(request: web.Request) -> QueueName:
+    info = request.match_info
+    return QueueName.parse(f"projects/{info['project']}/locations/{info['location']}/queues/{info['queue']}")
+
+
+def _token(text: str) -> int:
+    if not text:
+        return 0
+    if not text.isdigit():
+        raise InvalidArgument("The page token is not one this server gave.")
+    return int(text)
+
+
+def _int(text: str, field: str) -> int:
+    if not text.isdigit():
+        raise InvalidArgument(f"{field} must be a whole number.")
+    return int(text)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        raise InvalidArgument("The request body is not JSON.") from None
+    if not isinstance(found, dict):
+        raise InvalidArgument("The request body must be a JSON object.")
+    return found

@@ -1,0 +1,115 @@
+"""Kept history for operators: finished tasks (the failed ones are the dead letters), one task's
+attempts, and sending dead letters again as new tasks ("redrive")."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from msgspec.structs import replace
+
+from opentasks.clock import Clock
+from opentasks.domain.headers import reserved_http_header
+from opentasks.domain.history import FAILED_REASONS, AttemptRecord, FinishedTask, FinishReason, HistoryPage
+from opentasks.domain.names import QueueName, TaskName
+from opentasks.domain.task import Task, TaskDraft, TaskView
+from opentasks.errors import InvalidArgument, NotFound
+from opentasks.service.tasks import TaskService
+from opentasks.storage.base import Store
+
+MAX_PAGE_SIZE = 1000
+MAX_REDRIVE = 10_000  # dead letters sent again by one call (the answer says where to go on)
+
+
+@dataclass(frozen=True)
+class Redriven:
+    """Tasks created again from dead letters, and the cursor of the dead letters left (None:
+    none left)."""
+
+    tasks: list[Task]
+    next_before: int | None
+
+
+class HistoryService:
+    """Reads kept history and redrives dead letters through the task service (so a redriven
+    task is validated, routed and woken like any CreateTask)."""
+
+    def __init__(self, store: Store, clock: Clock, tasks: TaskService) -> None:
+        self._store = store
+        self._clock = clock
+        self._tasks = tasks
+
+    async def finished_tasks(
+        self,
+        queue: QueueName,
+        *,
+        reasons: Collection[FinishReason] | None = None,
+        before: int = 0,
+        page_size: int = 100,
+    ) -> HistoryPage:
+        if not 0 < page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE_SIZE}.")
+        if before < 0:
+            raise InvalidArgument("The page token is not one this server gave.")
+        return await self._store.finished_tasks(
+            queue, self._clock.now(), reasons=reasons, before=before, limit=page_size
+        )
+
+    async def task_history(self, name: TaskName) -> tuple[list[FinishedTask], list[AttemptRecord]]:
+        ends, attempts = await self._store.task_history(name, self._clock.now())
+        if not ends and not attempts:
+            raise NotFound(f"No history is kept of task {name}.")
+        return ends, attempts
+
+    async def redrive(
+        self, queue: QueueName, task_ids: Collection[str] | None = None, before: int = 0
+    ) -> Redriven:
+        """Send dead letters of ``queue`` again as new tasks (new IDs, the same request): the
+        latest of each of ``task_ids``, or every one kept (newest first, from ``before``, at
+        most :data:`MAX_REDRIVE` per call)."""
+        if task_ids is not None:
+            letters = [await self._latest_dead_letter(queue, task_id) for task_id in task_ids]
+            return Redriven([await self._again(letter) for letter in letters], None)
+        created: list[Task] = []
+        cursor: int | None = before
+        while cursor is not None and len(created) < MAX_REDRIVE:
+            page = await self.finished_tasks(
+                queue,
+                reasons=FAILED_REASONS,
+                before=cursor,
+                page_size=min(MAX_PAGE_SIZE, MAX_REDRIVE - len(created)),
+            )
+            created += [await self._again(letter) for letter in page.tasks]
+            cursor = page.next_before
+        return Redriven(created, cursor)
+
+    async def _latest_dead_letter(self, queue: QueueName, task_id: str) -> FinishedTask:
+        ends, _ = await self._store.task_history(TaskName(queue, task_id), self._clock.now())
+        failed = [end for end in ends if end.reason.failed]
+        if not failed:
+            raise NotFound(
+                f"Task {task_id} of {queue} is not a kept dead letter (a task that failed for good)."
+            )
+        return failed[-1]
+
+    async def _again(self, letter: FinishedTask) -> Task:
+        return await self._tasks.create_task(
+            letter.task.name.queue, redrive_draft(letter.task), TaskView.BASIC
+        )
+
+
+def redrive_draft(task: Task) -> TaskDraft:
+    """A new task with ``task``'s request (the headers Cloud Tasks adds itself left out)."""
+    http, engine = task.http_request, task.app_engine_http_request
+    if http is not None:
+        http = replace(http, headers={k: v for k, v in http.headers.items() if not reserved_http_header(k)})
+    if engine is not None:
+        engine = replace(
+            engine, headers={k: v for k, v in engine.headers.items() if not reserved_http_header(k)}
+        )
+    return TaskDraft(
+        http_request=http,
+        app_engine_http_request=engine,
+        dispatch_deadline=task.dispatch_deadline,
+        retry_config=task.retry_config,
+    )

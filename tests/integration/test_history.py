@@ -1,0 +1,147 @@
+"""Kept history from outside: a real server, a real handler, and the CLI as a user runs it to
+find dead letters, read a task's attempts and send dead letters again."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opentasks.testing import OPENTASKS, ServerProcess
+from tests.integration.handlers import HandlerProcess
+
+pytestmark = pytest.mark.integration
+PARENT = "projects/hist/locations/us-central1"
+QUEUE = f"{PARENT}/queues/q"
+
+
+@pytest.fixture(scope="module")
+def handler() -> Iterator[HandlerProcess]:
+    with HandlerProcess() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with ServerProcess(f"sqlite:///{tmp_path_factory.mktemp('history')}/h.db") as running:
+        yield running
+
+
+def cli(server: ServerProcess, *args: str) -> Any:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENTASKS_", "CLOUDSDK_"))}
+    env.update({"CLOUD_TASKS_EMULATOR_HOST": server.address, "OPENTASKS_REST_URL": server.rest_url})
+    run = subprocess.run(
+        [OPENTASKS, *args, "--project", "hist", "--location", "us-central1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    return run
+
+
+def failed(server: ServerProcess, *extra: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = json.loads(
+        cli(server, "tasks", "failed", "--queue", "q", "--format", "json", *extra).stdout
+    )
+    return found
+
+
+def wait_for(condition: Any, timeout_s: float = 20) -> Any:
+    """The condition's first true answer (results are stored just after the handler answers)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        answer = condition()
+        if answer:
+            return answer
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_dead_letters_are_listed_explained_and_sent_again(
+    server: ServerProcess, handler: HandlerProcess
+) -> None:
+    client = server.client()
+    retry = {
+        "max_attempts": 2,
+        "min_backoff": timedelta(milliseconds=100),
+        "max_backoff": timedelta(milliseconds=100),
+    }
+    client.create_queue(parent=PARENT, queue={"name": QUEUE, "retry_config": retry})
+    request = {"url": handler.url("/plan/500"), "body": b'{"x": 1}', "headers": {"X-Custom": "kept"}}
+    client.create_task(parent=QUEUE, task={"name": f"{QUEUE}/tasks/doomed", "http_request": request})
+    client.create_task(
+        parent=QUEUE, task={"name": f"{QUEUE}/tasks/fine", "http_request": {"url": handler.url("/ok")}}
+    )
+    handler.take(3)
+
+    [letter] = wait_for(lambda: failed(server))
+    assert (letter["task"]["name"], letter["reason"]) == (f"{QUEUE}/tasks/doomed", "max_attempts")
+    assert letter["task"]["httpRequest"]["headers"]["X-Custom"] == "kept"
+    everything = wait_for(lambda: (found := failed(server, "--all")) and len(found) == 2 and found)
+    assert {(f["task"]["name"].rsplit("/", 1)[1], f["reason"]) for f in everything} == {
+        ("doomed", "max_attempts"),
+        ("fine", "succeeded"),
+    }
+    table = cli(server, "tasks", "failed", "--queue", "q").stdout
+    assert "doomed" in table and "max_attempts" in table and "fine" not in table
+
+    kept = json.loads(cli(server, "tasks", "history", "doomed", "--queue", "q", "--format", "json").stdout)
+    assert [(a["attempt"], a["responseStatus"], a["failure"]) for a in kept["attempts"]] == [
+        (1, 500, "none"),
+        (2, 500, "none"),
+    ]
+    assert ["Content-Length", "0"] in kept["attempts"][0]["responseHeaders"]  # the answer's own headers
+    assert [end["reason"] for end in kept["ends"]] == ["max_attempts"]
+
+    run = cli(server, "tasks", "redrive", "--queue", "q", "doomed")
+    [created] = run.stdout.split()
+    assert created.startswith(f"{QUEUE}/tasks/") and created != f"{QUEUE}/tasks/doomed"
+    [again] = handler.take(1)
+    assert again.header("X-CloudTasks-TaskName") == created.rsplit("/", 1)[1]
+    assert (again.body, again.header("X-Custom")) == (b'{"x": 1}', "kept")
+
+
+def test_a_task_without_history_is_refused_clearly(server: ServerProcess) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENTASKS_", "CLOUDSDK_"))}
+    env.update({"CLOUD_TASKS_EMULATOR_HOST": server.address, "OPENTASKS_REST_URL": server.rest_url})
+    run = subprocess.run(
+        [
+            OPENTASKS,
+            "tasks",
+            "history",
+            "nothing",
+            "--queue",
+            "q",
+            "--project",
+            "hist",
+            "--location",
+            "us-central1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert run.returncode == 1
+    assert "No history is kept of task" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_history_is_not_part_of_the_cloud_tasks_api(server: ServerProcess, tmp_path: Path) -> None:
+    """A finished task is gone for GetTask and ListTasks, as on Cloud Tasks."""
+    client = server.client()
+    names = [task.name for task in client.list_tasks(parent=QUEUE)]
+    assert f"{QUEUE}/tasks/doomed" not in names and f"{QUEUE}/tasks/fine" not in names
