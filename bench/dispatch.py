@@ -7,14 +7,15 @@
 * rate: the steady dispatch rate of a queue at 5/s and 200/s, and its largest burst.
 
 Usage: python bench/dispatch.py [--backlog 20000] [--rate-seconds 60] [--only throughput,latency,rate]
-                                [--storage URL ...] [--handler handler.py]
+                                [--storage URL ...] [--handler handler.py] [--history-cost]
 
 ``--storage`` (repeatable) measures those stores instead of a temporary SQLite file, e.g.
 ``--storage sqlite:////tmp/d.db --storage postgresql://postgres@127.0.0.1:5432/opentasks_bench``
 (a missing PostgreSQL database is created, and dropped at the end). Every queue gets a name of
 its own and is deleted at the end, so a database can be reused; the throughput rounds
 alternate the baseline and every store. ``--handler lean_handler.py`` sends to a handler that
-spends about a third of aiohttp's CPU per request.
+spends about a third of aiohttp's CPU per request. ``--history-cost`` also measures every store
+with ``--history-retention 0``: what keeping history costs dispatch.
 """
 
 from __future__ import annotations
@@ -262,18 +263,31 @@ class Server:
 
 
 @contextmanager
-def stores(urls: list[str], *extra: str) -> Iterator[list[Server]]:
+def stores(urls: list[str], *extra: str, history_cost: bool = False) -> Iterator[list[Server]]:
     """A server on each store (a temporary SQLite file if none is given). PostgreSQL databases
-    created here are dropped at the end."""
+    created here are dropped at the end. With ``history_cost`` each store also gets a server
+    that keeps no history (on a database or file of its own)."""
     with ExitStack() as stack:
         if not urls:
             urls = [f"sqlite:///{stack.enter_context(tempfile.TemporaryDirectory())}/bench.db"]
+        variants = [(url, store_label(url), extra) for url in urls]
+        if history_cost:
+            off = ("--history-retention", "0")
+            variants += [(_sibling(url), f"{store_label(url)} no history", (*extra, *off)) for url in urls]
         running = []
-        for url in urls:
+        for url, label, flags in variants:
             if is_postgres(url) and asyncio.run(ensure_database(url)):
                 stack.callback(lambda url=url: asyncio.run(drop_database(url)))
-            running.append(Server(store_label(url), url, stack.enter_context(ServerProcess(url, *extra))))
+            running.append(Server(label, url, stack.enter_context(ServerProcess(url, *flags))))
         yield running
+
+
+def _sibling(url: str) -> str:
+    """Another database beside ``url``'s (PostgreSQL: ``NAME_nohist``; SQLite: ``FILE-nohist``)."""
+    parts = urlsplit(url)
+    if is_postgres(url):
+        return urlunsplit((parts.scheme, parts.netloc, parts.path + "_nohist", parts.query, ""))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path + "-nohist", parts.query, ""))
 
 
 # -- throughput -------------------------------------------------------------------------------
@@ -356,7 +370,7 @@ def throughput(args: argparse.Namespace) -> None:
     bare: dict[int, list[Run]] = {c: [] for c in concurrencies}
     with (
         handler_process(args.handler) as handler,
-        stores(args.storage, "--max-rate-per-queue", "1000000") as servers,
+        stores(args.storage, "--max-rate-per-queue", "1000000", history_cost=args.history_cost) as servers,
     ):
         ours: dict[str, list[Run]] = {server.label: [] for server in servers}
         for _ in range(args.rounds):
@@ -393,7 +407,7 @@ def throughput(args: argparse.Namespace) -> None:
             f"{_median(runs, 'handler_cpu_us'):>6.0f} us"
             f"   (rounds: {_figures([r.rate for r in runs])})"
         )
-    print("  (CPU per task; target: PostgreSQL >= 70% of the best bare loop)")
+    print("  (CPU per task; targets: PostgreSQL >= 70% of the best bare loop; history costs <= 10%)")
 
 
 def _median(runs: list[Run], field: str) -> float:
@@ -550,6 +564,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--storage", action="append", default=[], metavar="URL", help="a store to measure (repeatable)"
+    )
+    parser.add_argument(
+        "--history-cost",
+        action="store_true",
+        help="also measure each store with --history-retention 0 (what keeping history costs)",
     )
     args = parser.parse_args()
     benches = {"throughput": throughput, "latency": latency, "rate": rate}

@@ -300,7 +300,7 @@ class ConnectionPool:
         for origin, idle in list(self._idle.items()):
             kept = [c for c in idle if not c.closed and c.idle_since > oldest_kept]
             for connection in idle:
-                if connection not in kept:
+                if connection.closed or connection.idle_since <= oldest_kept:
                     connection.close()
             if kept:
                 self._idle[origin] = kept

@@ -43,7 +43,7 @@ _log = logging.getLogger(__name__)
 Operation = Callable[[sqlite3.Connection], T]
 _TASK_COLUMNS = "seq, schedule_us, spec, progress, body"
 PRUNE_EVERY = timedelta(minutes=1)
-PRUNE_BATCH = 5000  # rows of each history table dropped per prune (the next one goes on)
+PRUNE_BATCH = 20_000  # rows of each history table dropped per prune (the next one goes on)
 CommitHook = Callable[[int, float, bool], None]
 """Told of each group commit: (operations in it, seconds from BEGIN to committed, durable)."""
 # The synchronous level of commits holding only dispatch bookkeeping. NORMAL in WAL mode still
