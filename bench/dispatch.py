@@ -284,10 +284,8 @@ def stores(urls: list[str], *extra: str, history_cost: bool = False) -> Iterator
 
 def _sibling(url: str) -> str:
     """Another database beside ``url``'s (PostgreSQL: ``NAME_nohist``; SQLite: ``FILE-nohist``)."""
-    parts = urlsplit(url)
-    if is_postgres(url):
-        return urlunsplit((parts.scheme, parts.netloc, parts.path + "_nohist", parts.query, ""))
-    return urlunsplit((parts.scheme, parts.netloc, parts.path + "-nohist", parts.query, ""))
+    base, mark, query = url.partition("?")
+    return base + ("_nohist" if is_postgres(url) else "-nohist") + mark + query
 
 
 # -- throughput -------------------------------------------------------------------------------

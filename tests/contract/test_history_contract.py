@@ -54,6 +54,7 @@ async def test_attempts_and_ends_are_kept_with_what_the_answer_said(store: Store
         attempt=done,
         finish=FinishReason.SUCCEEDED,
         finish_time=T0 + timedelta(seconds=1),
+        finished_as=replace(second, response_count=1),  # with its last attempt counted
     )
     await store.finish_attempts([result], KEEP)
     ends, attempts = await store.task_history(first.name, T0)
@@ -62,7 +63,7 @@ async def test_attempts_and_ends_are_kept_with_what_the_answer_said(store: Store
     assert (end.reason, end.finish_time) == (FinishReason.SUCCEEDED, T0 + timedelta(seconds=1))
     assert end.task.name == first.name
     assert end.task.http_request is not None and end.task.http_request.body == b"payload"
-    assert end.task.dispatch_count == 2  # as last stored: claimed twice
+    assert (end.task.dispatch_count, end.task.response_count) == (2, 1)  # as it ended
     assert (await store.task_history(first.name, T0 + timedelta(days=7)))[1] == []  # past its keep time
 
 

@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -96,6 +98,7 @@ def test_dead_letters_are_listed_explained_and_sent_again(
     }
     table = cli(server, "tasks", "failed", "--queue", "q").stdout
     assert "doomed" in table and "max_attempts" in table and "fine" not in table
+    assert "Unknown" not in table  # the last attempt is kept as it ended
 
     kept = json.loads(cli(server, "tasks", "history", "doomed", "--queue", "q", "--format", "json").stdout)
     assert [(a["attempt"], a["responseStatus"], a["failure"]) for a in kept["attempts"]] == [
@@ -145,3 +148,29 @@ def test_history_is_not_part_of_the_cloud_tasks_api(server: ServerProcess, tmp_p
     client = server.client()
     names = [task.name for task in client.list_tasks(parent=QUEUE)]
     assert f"{QUEUE}/tasks/doomed" not in names and f"{QUEUE}/tasks/fine" not in names
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/finishedTasks?pageSize=%C2%B2", None),
+        ("GET", "/finishedTasks?pageToken=" + "9" * 5000, None),
+        ("GET", "/finishedTasks?pageToken=99999999999999999999999", None),
+        ("GET", "/finishedTasks?failed=maybe", None),
+        ("GET", "/finishedTasks?pageSize=100000", None),
+        ("POST", "/finishedTasks:redrive", b"[" * 5000 + b"]" * 5000),
+        ("POST", "/finishedTasks:redrive", b'{"taskIds": NaN}'),
+        ("POST", "/finishedTasks:redrive", b'{"taskIds": "a"}'),
+        ("POST", "/finishedTasks:redrive", b"not json"),
+    ],
+)
+def test_bad_history_calls_are_refused_with_400(
+    server: ServerProcess, method: str, path: str, body: bytes | None
+) -> None:
+    request = urllib.request.Request(
+        f"{server.rest_url}/opentasks/v1/{QUEUE}{path}", data=body, method=method
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 400
+    assert json.load(refused.value)["error"]["status"] == "INVALID_ARGUMENT"

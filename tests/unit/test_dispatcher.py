@@ -509,3 +509,37 @@ async def test_no_history_is_kept_when_it_is_off() -> None:
     task = await w.task("https://h/ok")
     await w.step()
     assert await w.store.task_history(task.name, w.clock.now()) == ([], [])
+
+
+async def test_held_tasks_wait_out_a_pause_and_follow_a_new_rate() -> None:
+    clock = FakeClock()
+    store, pusher = SlowClaims(clock, 0.5), TimedPusher(clock)
+    w = World(pusher, clock=clock, store=store, settings=DispatchSettings(claim_batch=500))
+    await w.dispatcher.start(loop=True)
+    await w.queue(rate_limits=RateLimits(max_dispatches_per_second=500, max_concurrent_dispatches=1000))
+    for _ in range(1500):
+        await w.task()
+
+    async def run_for(seconds: float) -> None:
+        for _ in range(int(seconds / 0.01)):
+            clock.advance(0.01)
+            for _ in range(10):
+                await asyncio.sleep(0)
+
+    await run_for(2)
+    assert 0 < len(pusher.sent) < 1500  # the queue is being dispatched
+    await w.queues.pause_queue(Q)
+    paused_at = len(pusher.sent)
+    await run_for(2)
+    # Only what had its token before the pause leaves (at most a burst); held tasks stay.
+    assert len(pusher.sent) - paused_at <= 100
+    slow = RateLimits(max_dispatches_per_second=0.01, max_concurrent_dispatches=1000)
+    await w.queues.update_queue(Queue(Q, rate_limits=slow), ["rate_limits.max_dispatches_per_second"])
+    await w.queues.resume_queue(Q)
+    await run_for(1)
+    fast = RateLimits(max_dispatches_per_second=500, max_concurrent_dispatches=1000)
+    await w.queues.update_queue(Queue(Q, rate_limits=fast), ["rate_limits.max_dispatches_per_second"])
+    before = len(pusher.sent)
+    await run_for(1)
+    assert len(pusher.sent) - before >= 100  # the new rate applies to held tasks at once
+    await w.dispatcher.stop()

@@ -363,3 +363,30 @@ async def test_answers_are_kept_for_history_only_when_asked(
     finally:
         await keeping.close()
         await plain.close()
+
+
+async def test_endless_headers_are_refused(scripted: tuple[Script, str], pusher_type: PusherType) -> None:
+    script, base = scripted
+    script.answers = {"/big": (b"HTTP/1.1 200 OK\r\nX-Big: " + b"x" * 200_000, False)}
+    big, after = await push_all(pusher_type, post(base + "/big"), post(base + "/after"))
+    assert big.failure == AttemptFailure.UNREACHABLE
+    assert after.http_status == 200
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+        b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+    ],
+    ids=["close-after-204", "two-answers-to-one-request"],
+)
+async def test_a_connection_out_of_step_or_closing_is_not_reused(
+    scripted: tuple[Script, str], answer: bytes
+) -> None:
+    script, base = scripted
+    script.answers = {"/odd": (answer, False)}
+    first, after = await push_all(Http1Pusher, post(base + "/odd"), post(base + "/after"))
+    assert first.http_status in (204, 500)
+    assert after.http_status == 200
+    assert [s.connection for s in script.seen] == [1, 2]

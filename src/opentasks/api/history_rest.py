@@ -30,6 +30,7 @@ from opentasks.errors import InvalidArgument, OpenTasksError
 from opentasks.service.history import HistoryService
 
 PREFIX = "/opentasks/v1"
+MAX_REDRIVE_IDS = 1000
 _QUEUE = PREFIX + "/projects/{project}/locations/{location}/queues/{queue}"
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -71,7 +72,7 @@ class _HistoryRoutes:
         return handle
 
     async def finished(self, request: web.Request) -> web.Response:
-        failed = request.query.get("failed", "false") == "true"
+        failed = _flag(request.query.get("failed", "false"), "failed")
         page = await self._history.finished_tasks(
             _queue(request),
             reasons=FAILED_REASONS if failed else None,
@@ -95,6 +96,10 @@ class _HistoryRoutes:
         ids = asked.get("taskIds")
         if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
             raise InvalidArgument("taskIds must be a list of task IDs.")
+        if ids is not None and len(ids) > MAX_REDRIVE_IDS:
+            raise InvalidArgument(f"taskIds may name at most {MAX_REDRIVE_IDS} tasks per call.")
+        if ids is not None:
+            ids = list(dict.fromkeys(ids))  # each dead letter once, however often it is named
         done = await self._history.redrive(
             _queue(request), ids, before=_token(str(asked.get("pageToken", "")))
         )
@@ -139,15 +144,28 @@ def _queue(request: web.Request) -> QueueName:
 def _token(text: str) -> int:
     if not text:
         return 0
-    if not text.isdigit():
+    if not _whole(text):
         raise InvalidArgument("The page token is not one this server gave.")
     return int(text)
 
 
 def _int(text: str, field: str) -> int:
-    if not text.isdigit():
+    if not _whole(text):
         raise InvalidArgument(f"{field} must be a whole number.")
     return int(text)
+
+
+def _flag(text: str, field: str) -> bool:
+    if text.lower() in ("true", "1"):
+        return True
+    if text.lower() in ("false", "0", ""):
+        return False
+    raise InvalidArgument(f"{field} must be true or false.")
+
+
+def _whole(text: str) -> bool:
+    """ASCII digits that fit a 63-bit integer (``str.isdigit`` also takes ``²``)."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -155,9 +173,13 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        found = json.loads(raw)
-    except ValueError:
+        found = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
         raise InvalidArgument("The request body is not JSON.") from None
     if not isinstance(found, dict):
         raise InvalidArgument("The request body must be a JSON object.")
     return found
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

@@ -69,11 +69,18 @@ def after_attempt(
     first_dispatch = claimed.first_attempt.dispatch_time if claimed.first_attempt else None
     if should_stop_retrying(config, claimed.dispatch_count, first_dispatch, now):
         return None
+    return replace(
+        attempted(claimed, outcome, now),
+        schedule_time=later(retry_from or now, retry_delay(claimed, outcome, config)),
+    )
+
+
+def attempted(claimed: Task, outcome: AttemptOutcome, now: datetime) -> Task:
+    """``claimed`` with its attempt's ``outcome`` counted and recorded as its last attempt."""
     last = claimed.last_attempt or Attempt()
     answered = outcome.responded
     return replace(
         claimed,
-        schedule_time=later(retry_from or now, retry_delay(claimed, outcome, config)),
         response_count=claimed.response_count + answered,
         execution_count=claimed.execution_count + (answered and outcome.http_status < 500),
         previous_outcome=_stored(outcome),

@@ -19,7 +19,7 @@ from msgspec.structs import replace
 
 from opentasks.clock import Clock
 from opentasks.credentials.base import CredentialError, Credentials
-from opentasks.domain.attempt import after_attempt
+from opentasks.domain.attempt import after_attempt, attempted
 from opentasks.domain.history import FinishReason, attempt_record
 from opentasks.domain.limits import MAX_RETRY_DELAY, later
 from opentasks.domain.outbound import OutboundRequest, outbound_request
@@ -203,6 +203,7 @@ class AttemptRunner:
             attempt=attempt_record(claimed, outcome, took),
             finish=None if after is not None else _finish_reason(claimed, outcome, queue_retry),
             finish_time=None if after is not None else self._clock.now(),
+            finished_as=None if after is not None else attempted(claimed, outcome, self._clock.now()),
         )
 
     def _publish_finished(self, claimed: Task, outcome: AttemptOutcome, queue_retry: RetryConfig) -> None:

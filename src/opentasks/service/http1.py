@@ -25,6 +25,7 @@ import httptools
 from yarl import URL
 
 MAX_HEADER_BYTES = 8192  # of an answer's headers kept when asked to keep them
+MAX_HEAD_BYTES = 65536  # of an answer's status line and headers read at all
 IDLE_TIMEOUT_S = 15.0  # how long an unused connection is kept (aiohttp's keep-alive default)
 # Methods that carry no Content-Length when their body is empty (as aiohttp sends them).
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -122,6 +123,7 @@ class Exchange(asyncio.Protocol):
         self._retry_after: str | None = None
         self._headers: list[tuple[str, str]] | None = None if self._keep is None else []
         self._header_bytes = 0
+        self._head_bytes = 0
         self._body = bytearray()
         self._body_left = self._max_body
         self._framed = False  # the answer says where its body ends (length or chunks)
@@ -159,6 +161,15 @@ class Exchange(asyncio.Protocol):
             self.close()
             return
         self._got_bytes = True
+        if not self._headers_done:
+            self._head_bytes += len(data)
+            if (
+                self._head_bytes > MAX_HEAD_BYTES
+            ):  # a general client refuses these too (aiohttp: 8 KiB a line)
+                self._fail(
+                    ConnectionError(f"the answer's status line and headers exceed {MAX_HEAD_BYTES} bytes")
+                )
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -167,6 +178,10 @@ class Exchange(asyncio.Protocol):
             self._fail(ConnectionError(f"the answer is not valid HTTP/1.1: {error}"))
 
     # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self._answer is None:  # a second answer to one request: the connection is out of step
+            self.close()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lower = name.lower()
@@ -187,8 +202,9 @@ class Exchange(asyncio.Protocol):
         if self._head_only or self._status in (204, 304):
             # No body follows, whatever the headers say; the parser cannot be told, so it is
             # replaced for the next exchange.
+            keep_alive = self._keep_alive()
             self._parser = None
-            self._finish(reusable=self._keep_alive())
+            self._finish(reusable=keep_alive)
 
     def on_body(self, body: bytes) -> None:
         if self._keep and len(self._body) < self._keep:

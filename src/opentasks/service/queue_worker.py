@@ -14,7 +14,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from opentasks.clock import Clock
-from opentasks.domain.lease import lease_expiry
 from opentasks.domain.limits import bounded_wait, later
 from opentasks.domain.queue import Queue, QueueState
 from opentasks.domain.rate_limit import TokenBucket
@@ -140,12 +139,15 @@ class QueueWorker:
             self._loop = None
 
     def configure(self, queue: Queue) -> None:
-        """New settings take effect at once."""
+        """New settings take effect at once (held tasks wait for tokens at the new rate)."""
         self.queue = queue
         limits = queue.rate_limits
         self.bucket.reconfigure(
             limits.max_dispatches_per_second, limits.max_burst_size, self._clock.monotonic()
         )
+        if self._releaser is not None:
+            self._releaser.cancel()  # it may be asleep for a token at the old rate
+            self._releaser = None
         self._wake.set()
 
     def note_due(self, when: datetime) -> None:
@@ -188,17 +190,19 @@ class QueueWorker:
             self.senders -= 1
 
     def _lease_ended(self, claimed: Task) -> bool:
-        """Whether the claim's lease ran out before its attempt could start (the process was
-        frozen or starved that long): the task is due again for any claimer, so sending it now
-        could send it twice and would take a slot its new claimer counts on."""
+        """Whether the claim's lease would end before an attempt started now could run for its
+        whole dispatch deadline (the task waited longer than the lease grace: it was held that
+        long, or the process was frozen or starved): the task falls due again for any claimer
+        then, so sending it now could send it twice and take a slot its new claimer counts on."""
         attempt = claimed.last_attempt
         if attempt is None or attempt.dispatch_time is None:
             return False
-        now = self._clock.now()
-        if now < lease_expiry(claimed, attempt.dispatch_time, self._settings.lease_grace):
+        # The lease is the dispatch deadline plus the grace from the claim: an attempt started
+        # within the grace ends (or times out) before the lease does.
+        if self._clock.now() <= later(attempt.dispatch_time, self._settings.lease_grace):
             return False
         DISPATCH_LOG.warning(
-            "queue %s: not sending %s: its lease ended before its attempt could start",
+            "queue %s: not sending %s: its lease would end before its attempt could",
             self.queue.name,
             claimed.name,
         )
@@ -252,8 +256,7 @@ class QueueWorker:
         """Claim and start what may go now. Returns (started, seconds to wait or None = until woken)."""
         self._blocked_on_slots = False
         if self.queue.state != QueueState.RUNNING:
-            self._let_go(len(self.held))  # claimed tasks go out, as those waiting for a sender do
-            return 0, None
+            return 0, None  # held tasks wait for the resume (or go due again when their lease ends)
         if self.held:
             self._release_held()
             if len(self.held) > self._earned_while_claiming():
@@ -299,8 +302,10 @@ class QueueWorker:
     async def _release_as_tokens_come(self) -> None:
         """Let held tasks go one token at a time, and wake the worker once so few are left that
         they will be gone before a claim started now returns."""
-        while self.held:
+        while self.held and self.queue.state == QueueState.RUNNING:
             await self._clock.sleep(self.bucket.seconds_until_available(self._clock.monotonic()))
+            if self.queue.state != QueueState.RUNNING:
+                return
             monotonic = self._clock.monotonic()
             count = min(len(self.held), self.bucket.available(monotonic))
             if count > 0:
@@ -356,7 +361,7 @@ class QueueWorker:
         """The previous holder's attempts still leased: all leased tasks but this worker's own."""
         leased = await self._store.leased_tasks(self.queue.name, self._clock.now())
         self._count_foreign = False
-        self.foreign = max(0, leased - self.inflight - len(self.pending))
+        self.foreign = max(0, leased - self.inflight - len(self.pending) - len(self.held))
 
     def wake(self) -> None:
         self._wake.set()

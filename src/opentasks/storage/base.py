@@ -82,6 +82,7 @@ class AttemptResult:
     attempt: AttemptRecord | None = None  # kept while ``Windows.history_until`` says so
     finish: FinishReason | None = None  # why a finished task (``task`` None) finished
     finish_time: datetime | None = None
+    finished_as: Task | None = None  # the finished task with its last attempt, as history keeps it
 
 
 @dataclass(frozen=True)

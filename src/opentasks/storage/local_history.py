@@ -12,9 +12,14 @@ from opentasks.domain.history import AttemptRecord, FinishedTask, FinishReason, 
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.task import Task
 
+MAX_FINISHED_PER_QUEUE = 100_000  # the memory store keeps at most these (the newest)
+MAX_ATTEMPTS = 200_000
+
 
 class LocalHistory:
-    """Finished tasks by queue and attempts by task name, each with its keep time."""
+    """Finished tasks by queue and attempts by task name, each with its keep time; at most
+    :data:`MAX_FINISHED_PER_QUEUE` and :data:`MAX_ATTEMPTS` (the oldest go first), since
+    nothing here leaves the process's memory."""
 
     def __init__(self) -> None:
         self._seq = itertools.count(1)
@@ -23,7 +28,7 @@ class LocalHistory:
         self._expiry: deque[tuple[datetime, TaskName]] = deque()  # attempts, in keep-time order
 
     def keep_finished(self, task: Task, reason: FinishReason, finish_time: datetime, until: datetime) -> None:
-        kept = self._finished.setdefault(task.name.queue, deque())
+        kept = self._finished.setdefault(task.name.queue, deque(maxlen=MAX_FINISHED_PER_QUEUE))
         kept.append((next(self._seq), until, FinishedTask(task, reason, finish_time)))
         while kept and kept[0][1] <= finish_time:
             kept.popleft()
@@ -34,12 +39,12 @@ class LocalHistory:
         self._forget_attempts(record.dispatch_time)
 
     def _forget_attempts(self, now: datetime) -> None:
-        while self._expiry and self._expiry[0][0] <= now:
+        while self._expiry and (self._expiry[0][0] <= now or len(self._expiry) > MAX_ATTEMPTS):
             _, name = self._expiry.popleft()
-            kept = [(until, r) for until, r in self._attempts.get(name, []) if until > now]
+            kept = self._attempts.get(name, [])
             if kept:
-                self._attempts[name] = kept
-            else:
+                kept.pop(0)  # a task's attempts are kept in order, so its oldest goes
+            if not kept:
                 self._attempts.pop(name, None)
 
     def finished_tasks(

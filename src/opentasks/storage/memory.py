@@ -293,7 +293,9 @@ class MemoryStore(LocalNodes):
             if slot is None or entry is None or entry.task.dispatch_count != result.dispatch_count:
                 continue  # deleted, purged or claimed again since: this result is void
             if result.task is None:
-                self._remove(slot, entry.task, windows, result.finish, result.finish_time)
+                self._remove(
+                    slot, result.finished_as or entry.task, windows, result.finish, result.finish_time
+                )
             else:
                 slot.unscheduled(entry)
                 entry.task = result.task

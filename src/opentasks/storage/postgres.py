@@ -413,7 +413,8 @@ class PostgresStore:
         for result in results:
             name, task = result.name, result.task
             schedule = None if task is None else codec.to_micros(task.schedule_time)
-            progress = None if task is None else rows.progress_json(task)
+            kept = task if task is not None else result.finished_as  # finished: as history keeps it
+            progress = None if kept is None else rows.progress_json(kept)
             values = (str(name.queue.parent), name.queue.queue_id, name.task_id, result.dispatch_count)
             end = (
                 (None, None)

@@ -234,7 +234,8 @@ gone AS (
     DELETE FROM tasks USING m
     WHERE tasks.seq = m.seq AND m.schedule_us IS NULL AND tasks.dispatch_count = m.dispatch_count
     RETURNING tasks.queue_pk, tasks.task_id, tasks.named, m.from_queue_yaml, m.parent, m.queue_id, m.reason,
-              m.finish_us, tasks.schedule_us, tasks.spec, tasks.progress, tasks.body
+              m.finish_us, tasks.schedule_us, tasks.spec, COALESCE(m.progress, tasks.progress) AS progress,
+              tasks.body
 ),
 kept AS (
     INSERT INTO finished_tasks ({_FINISHED_COLUMNS})

@@ -726,6 +726,7 @@ def _keep_finished(
     *,
     where: str,
     params: list[tuple[Any, ...]],
+    progress: str | None = None,
 ) -> None:
     """Copy the task rows that ``where`` selects (once per ``params``) into finished_tasks, with
     ``end``: why they finished, when, and until when they are kept."""
@@ -733,9 +734,9 @@ def _keep_finished(
     head = (str(queue.parent), queue.queue_id, reason.value, codec.to_micros(when), codec.to_micros(until))
     conn.executemany(
         "INSERT INTO finished_tasks (parent, queue_id, task_id, reason, finish_us, expire_us, schedule_us,"
-        " spec, progress, body) SELECT ?, ?, task_id, ?, ?, ?, schedule_us, spec, progress, body"
+        " spec, progress, body) SELECT ?, ?, task_id, ?, ?, ?, schedule_us, spec, COALESCE(?, progress), body"
         f" FROM tasks WHERE {where}",
-        [(*head, *p) for p in params],
+        [(*head, progress, *p) for p in params],
     )
 
 
@@ -760,6 +761,7 @@ def _keep_history(
                 (result.finish, result.finish_time, until),
                 where="queue_pk = ? AND task_id = ? AND dispatch_count = ?",
                 params=[(found[0], result.name.task_id, result.dispatch_count)],
+                progress=None if result.finished_as is None else rows.progress_json(result.finished_as),
             )
 
 
