@@ -161,21 +161,20 @@ class Exchange(asyncio.Protocol):
             self.close()
             return
         self._got_bytes = True
-        if not self._headers_done:
-            self._head_bytes += len(data)
-            if (
-                self._head_bytes > MAX_HEAD_BYTES
-            ):  # a general client refuses these too (aiohttp: 8 KiB a line)
-                self._fail(
-                    ConnectionError(f"the answer's status line and headers exceed {MAX_HEAD_BYTES} bytes")
-                )
-                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._finish(reusable=False)
         except httptools.HttpParserError as error:
             self._fail(ConnectionError(f"the answer is not valid HTTP/1.1: {error}"))
+        if self._answer is not None and not self._headers_done:
+            # Still in the status line and headers (which the parser buffers): bounded, as a
+            # general client bounds them too (aiohttp: 8 KiB a line).
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._fail(
+                    ConnectionError(f"the answer's status line and headers exceed {MAX_HEAD_BYTES} bytes")
+                )
 
     # httptools callbacks
 
