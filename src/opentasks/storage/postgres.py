@@ -518,9 +518,7 @@ class PostgresStore:
         async def run(conn: Conn) -> list[Any]:
             return list(await conn.fetch(statement, *params))
 
-        page = [rows.finished_of(row) for row in await self._run("read finished tasks", run)]
-        more = len(page) > limit
-        return HistoryPage([f for _, f in page[:limit]], page[limit - 1][0] if more else None)
+        return rows.history_page(await self._run("read finished tasks", run), limit)
 
     async def task_history(
         self, name: TaskName, now: datetime

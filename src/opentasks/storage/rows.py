@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from msgspec.structs import replace
 
-from opentasks.domain.history import AttemptRecord, FinishedTask, FinishReason
+from opentasks.domain.history import AttemptRecord, FinishedTask, FinishReason, HistoryPage
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.task import Attempt, AttemptFailure, AttemptOutcome, Task
 from opentasks.storage import codec
@@ -143,6 +143,14 @@ def finished_of(row: Sequence[Any]) -> tuple[int, FinishedTask]:
     seq, _, _, _, reason, finish_us, schedule_us, spec, progress, body = row
     task = task_of(spec, progress, body, codec.from_micros(schedule_us))
     return seq, FinishedTask(task, FinishReason(reason), codec.from_micros(finish_us))
+
+
+def history_page(found: Sequence[Sequence[Any]], limit: int) -> HistoryPage:
+    """A page of finished tasks from up to ``limit + 1`` rows of :data:`FINISHED_COLUMNS` (one
+    more than asked tells whether another page follows)."""
+    page = [finished_of(row) for row in found]
+    more = len(page) > limit
+    return HistoryPage([f for _, f in page[:limit]], page[limit - 1][0] if more else None)
 
 
 _MICROSECOND = timedelta(microseconds=1)

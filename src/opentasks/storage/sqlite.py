@@ -510,9 +510,7 @@ class SqliteStore(LocalNodes):
         where, params = _finished_filter(queue, now, reasons, before)
         sql = f"SELECT {rows.FINISHED_COLUMNS} FROM finished_tasks WHERE {where} ORDER BY seq DESC LIMIT ?"
         found = await self._read(lambda conn: conn.execute(sql, (*params, limit + 1)).fetchall())
-        page = [rows.finished_of(row) for row in found]
-        more = len(page) > limit
-        return HistoryPage([f for _, f in page[:limit]], page[limit - 1][0] if more else None)
+        return rows.history_page(found, limit)
 
     async def task_history(
         self, name: TaskName, now: datetime
