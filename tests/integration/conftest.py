@@ -1,6 +1,7 @@
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -9,11 +10,17 @@ from google.cloud import tasks_v2
 from opentasks.testing import ServerProcess
 
 
+@contextmanager
+def sqlite_server(folder: Path, *extra: str) -> Iterator[ServerProcess]:
+    """A server on an SQLite file in ``folder`` (its log beside it), started with ``extra`` options."""
+    with ServerProcess(f"sqlite:///{folder}/opentasks.db", *extra, log_path=folder / "server.log") as running:
+        yield running
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server on an SQLite file, shared by the tests of one module (each uses its own queues)."""
-    folder: Path = tmp_path_factory.mktemp("server")
-    with ServerProcess(f"sqlite:///{folder}/opentasks.db", log_path=folder / "server.log") as running:
+    with sqlite_server(tmp_path_factory.mktemp("server")) as running:
         yield running
 
 

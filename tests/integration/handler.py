@@ -2,7 +2,9 @@
 
 Every request is printed to stdout as one JSON line. Answers are scripted by the path:
 ``/plan/503-404-200`` answers each task's n-th attempt with the n-th code (the last repeats),
-``/sleep/<seconds>`` waits before answering 200, anything else answers 200.
+``/sleep/<seconds>`` waits before answering 200, ``/switch/<key>`` answers the code last set for
+``key`` by ``POST /_set/<key>/<code>`` (200 until then; that request is not recorded), anything
+else answers 200.
 
 Run: python handler.py PORT
 """
@@ -19,10 +21,15 @@ from collections import Counter
 from aiohttp import web
 
 attempts: Counter[tuple[str, str]] = Counter()
+switches: dict[str, int] = {}
 
 
 async def handle(request: web.Request) -> web.Response:
     body = await request.read()
+    parts = request.path.strip("/").split("/")
+    if parts[0] == "_set" and len(parts) == 3:
+        switches[parts[1]] = int(parts[2])
+        return web.Response(status=204)
     task = request.headers.get("X-CloudTasks-TaskName") or request.headers.get("X-AppEngine-TaskName", "")
     record = {
         "method": request.method,
@@ -32,7 +39,6 @@ async def handle(request: web.Request) -> web.Response:
         "t": time.monotonic(),  # CLOCK_MONOTONIC is system-wide: comparable with the test's clock
     }
     print(json.dumps(record), flush=True)
-    parts = request.path.strip("/").split("/")
     if parts[0] == "sleep":
         await asyncio.sleep(float(parts[1]))
         return web.Response(status=200)
@@ -41,6 +47,8 @@ async def handle(request: web.Request) -> web.Response:
         index = attempts[(request.path, task)]
         attempts[(request.path, task)] += 1
         return web.Response(status=plan[min(index, len(plan) - 1)])
+    if parts[0] == "switch":
+        return web.Response(status=switches.get(parts[1], 200))
     return web.Response(status=200, text="ok")
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +42,13 @@ class HandlerProcess:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
+
+    def set_status(self, key: str, code: int) -> None:
+        """From now on, ``/switch/<key>`` answers ``code``."""
+        request = urllib.request.Request(self.url(f"/_set/{key}/{code}"), method="POST")
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with direct.open(request, timeout=10) as answer:
+            assert answer.status == 204
 
     def __enter__(self) -> HandlerProcess:
         self.process = subprocess.Popen(
