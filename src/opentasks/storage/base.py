@@ -7,6 +7,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from opentasks.domain.browse import (
+    DEFAULT_PAGE,
+    DEFAULT_SCAN_LIMIT,
+    BrowseCursor,
+    BrowsePage,
+    OutcomeMinute,
+    TaskSearch,
+    TaskState,
+)
 from opentasks.domain.history import AttemptRecord, FinishedTask, FinishReason, HistoryPage
 from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import Queue, QueueState
@@ -18,6 +27,9 @@ class StoreUnusable(RuntimeError):
     """The database cannot be used as it is (unreachable, corrupt, another program's, or of a
     newer schema); the one-line message says why and what to do."""
 
+
+NO_SEARCH = TaskSearch()
+"""The empty search: every task matches."""
 
 QueueChange = Callable[[Queue | None], Queue]
 """Computes a queue's new value from its current one (None when it does not exist)."""
@@ -327,6 +339,57 @@ class Store(Protocol):
         self, name: TaskName, now: datetime
     ) -> tuple[list[FinishedTask], list[AttemptRecord]]:
         """Everything kept of tasks named ``name``: their ends and their attempts, oldest first."""
+        ...
+
+    async def dead_letter_counts(self, now: datetime, queue: QueueName | None = None) -> dict[QueueName, int]:
+        """How many kept tasks failed for good (kept past ``now``), per queue that has any (of
+        ``queue`` alone if given); counted on an index of the failed ones, never on the
+        succeeded ones. Kept tasks outlive their queue, so a deleted queue may be counted."""
+        ...
+
+    # -- browsing (the dashboard) --------------------------------------------------------------
+
+    async def browse_tasks(
+        self,
+        queue: QueueName,
+        now: datetime,
+        state: TaskState,
+        *,
+        search: TaskSearch = NO_SEARCH,
+        after: BrowseCursor | None = None,
+        limit: int = DEFAULT_PAGE,
+        scan_limit: int = DEFAULT_SCAN_LIMIT,
+    ) -> BrowsePage:
+        """Up to ``limit`` tasks of ``queue`` in ``state`` at ``now`` matching ``search``, after
+        the cursor ``after``, reading at most ``scan_limit`` rows (see :class:`BrowsePage`).
+        Every page costs about the same however long the queue is: no offset, no count.
+
+        The states are the dispatcher's view of a task: IN_FLIGHT while its lease runs past
+        ``now``; DUE once it may be taken (its schedule time has come, or its lease ended,
+        even a lease RunTask took before the schedule time); SCHEDULED and RETRYING while its
+        schedule time is ahead and it is not leased, by whether it was attempted before. All
+        states sort by the time the dispatcher may take the task next (for IN_FLIGHT the
+        lease's end, else the schedule time, in microseconds: the cursor's ``key``), then by
+        creation (the cursor's ``seq``). A page ends at its ``limit``-th task (with a cursor
+        if any row follows it), or after ``scan_limit`` rows of the state's range were read
+        (the cursor then points at the last row read), or at the end of the range (no
+        cursor). Tasks come as :meth:`get_task` returns them (with their bodies). The answer
+        is exactly the tasks for which ``search.matches`` holds; a backend may narrow the rows
+        it decodes with its own cheaper test as long as that never drops a match.
+
+        ValueError if ``limit`` or ``scan_limit`` is below 1; NotFound if the queue is missing.
+        """
+        ...
+
+    async def add_outcomes(self, node_id: str, minutes: list[OutcomeMinute]) -> None:
+        """Add what node ``node_id`` saw end (summed into rows it wrote before for the same
+        queue and minute; minutes are truncated to the minute). Rows of any node whose minute
+        started more than an hour before the latest minute of ``minutes`` are dropped."""
+        ...
+
+    async def outcomes(self, since: datetime, queue: QueueName | None = None) -> list[OutcomeMinute]:
+        """Attempts that ended in the minutes starting at or after ``since``, per queue and
+        minute, summed over every node: oldest minute first, then by queue name."""
         ...
 
 

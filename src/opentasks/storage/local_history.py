@@ -1,19 +1,21 @@
 """Kept history for the stores that live in one process (memory): finished tasks and attempts
-in lists, dropped once their keep time has passed."""
+in lists, dropped once their keep time has passed; and the per-minute counts of ended attempts."""
 
 from __future__ import annotations
 
 import itertools
 from collections import deque
 from collections.abc import Collection
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from opentasks.domain.history import AttemptRecord, FinishedTask, FinishReason, HistoryPage
+from opentasks.domain.browse import OutcomeMinute
+from opentasks.domain.history import FAILED_REASONS, AttemptRecord, FinishedTask, FinishReason, HistoryPage
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.task import Task
 
 MAX_FINISHED_PER_QUEUE = 100_000  # the memory store keeps at most these (the newest)
 MAX_ATTEMPTS = 200_000
+OUTCOMES_KEPT = timedelta(hours=1)  # before the latest minute added
 
 
 class LocalHistory:
@@ -68,9 +70,57 @@ class LocalHistory:
             last = seq
         return HistoryPage(found, None)
 
+    def dead_letter_counts(self, now: datetime, queue: QueueName | None) -> dict[QueueName, int]:
+        queues = self._finished if queue is None else {queue: self._finished.get(queue, deque())}
+        counts = {
+            name: sum(1 for _, until, f in kept if f.reason in FAILED_REASONS and until > now)
+            for name, kept in queues.items()
+        }
+        return {name: count for name, count in counts.items() if count}
+
     def task_history(self, name: TaskName, now: datetime) -> tuple[list[FinishedTask], list[AttemptRecord]]:
         ends = [
             f for _, until, f in self._finished.get(name.queue, ()) if f.task.name == name and until > now
         ]
         attempts = [record for until, record in self._attempts.get(name, []) if until > now]
         return ends, attempts
+
+
+class LocalOutcomes:
+    """Ended attempts per (queue, minute, node), summed when asked; minutes that started more
+    than :data:`OUTCOMES_KEPT` before the latest one added are dropped as minutes are added."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[datetime, QueueName, str], tuple[int, int]] = {}
+
+    def add(self, node_id: str, minutes: list[OutcomeMinute]) -> None:
+        if not minutes:
+            return
+        for minute in minutes:
+            key = (truncate_to_minute(minute.minute), minute.queue, node_id)
+            succeeded, failed = self._counts.get(key, (0, 0))
+            self._counts[key] = (succeeded + minute.succeeded, failed + minute.failed)
+        oldest = truncate_to_minute(max(m.minute for m in minutes)) - OUTCOMES_KEPT
+        for key in [key for key in self._counts if key[0] < oldest]:
+            del self._counts[key]
+
+    def since(self, since: datetime, queue: QueueName | None) -> list[OutcomeMinute]:
+        sums: dict[tuple[datetime, QueueName], tuple[int, int]] = {}
+        for (minute, name, _), (succeeded, failed) in self._counts.items():
+            if minute >= since and (queue is None or name == queue):
+                before = sums.get((minute, name), (0, 0))
+                sums[(minute, name)] = (before[0] + succeeded, before[1] + failed)
+        return [
+            OutcomeMinute(name, minute, succeeded, failed)
+            for (minute, name), (succeeded, failed) in sorted(sums.items(), key=_minute_order)
+        ]
+
+
+def _minute_order(item: tuple[tuple[datetime, QueueName], tuple[int, int]]) -> tuple[datetime, str, str]:
+    (minute, name), _ = item
+    return minute, str(name.parent), name.queue_id
+
+
+def truncate_to_minute(moment: datetime) -> datetime:
+    """The start of the minute ``moment`` falls in."""
+    return moment.replace(second=0, microsecond=0)

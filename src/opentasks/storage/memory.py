@@ -11,14 +11,24 @@ from datetime import datetime, timedelta
 from msgspec.structs import replace
 
 from opentasks.domain.attempt import claim
+from opentasks.domain.browse import (
+    DEFAULT_PAGE,
+    DEFAULT_SCAN_LIMIT,
+    BrowseCursor,
+    BrowsePage,
+    OutcomeMinute,
+    TaskSearch,
+    TaskState,
+)
 from opentasks.domain.history import AttemptRecord, FinishedTask, FinishReason, HistoryPage
 from opentasks.domain.lease import lease_expiry
 from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import Queue, QueueState
 from opentasks.domain.task import Task
-from opentasks.storage import base
+from opentasks.storage import base, codec
 from opentasks.storage.base import AttemptResult, Claim, Fence, QueueChange, TaskPage, Windows
-from opentasks.storage.local_history import LocalHistory
+from opentasks.storage.browsing import BrowseRow, BrowseScan
+from opentasks.storage.local_history import LocalHistory, LocalOutcomes
 from opentasks.storage.local_nodes import LocalNodes
 
 
@@ -134,6 +144,7 @@ class MemoryStore(LocalNodes):
         self._queue_tombstones: dict[QueueName, datetime] = {}
         self._seq = itertools.count(1)
         self._history = LocalHistory()
+        self._outcomes = LocalOutcomes()
 
     async def open(self) -> None:
         return None
@@ -359,3 +370,67 @@ class MemoryStore(LocalNodes):
         self, name: TaskName, now: datetime
     ) -> tuple[list[FinishedTask], list[AttemptRecord]]:
         return self._history.task_history(name, now)
+
+    async def dead_letter_counts(self, now: datetime, queue: QueueName | None = None) -> dict[QueueName, int]:
+        return self._history.dead_letter_counts(now, queue)
+
+    # -- browsing ----------------------------------------------------------------------------
+
+    async def browse_tasks(
+        self,
+        queue: QueueName,
+        now: datetime,
+        state: TaskState,
+        *,
+        search: TaskSearch = base.NO_SEARCH,
+        after: BrowseCursor | None = None,
+        limit: int = DEFAULT_PAGE,
+        scan_limit: int = DEFAULT_SCAN_LIMIT,
+    ) -> BrowsePage:
+        scan: BrowseScan[Task] = BrowseScan(search, after, limit, scan_limit, lambda task: task)
+        # One pass over the queue (the memory store keeps no order by due time that could be
+        # walked from a cursor): the rows of the state's range after the cursor, then pages of
+        # them in order.
+        ranged = _state_range(self._slot(queue), now, state, after)
+        while (request := scan.request()) is not None:
+            position, count = request
+            start = (codec.from_micros(position.key), position.seq) if position is not None else None
+            rows = heapq.nsmallest(count, ranged if start is None else [r for r in ranged if r[:2] > start])
+            scan.take([_browse_row(row, state) for row in rows])
+        assert scan.page is not None
+        return scan.page
+
+    async def add_outcomes(self, node_id: str, minutes: list[OutcomeMinute]) -> None:
+        self._outcomes.add(node_id, minutes)
+
+    async def outcomes(self, since: datetime, queue: QueueName | None = None) -> list[OutcomeMinute]:
+        return self._outcomes.since(since, queue)
+
+
+_Ranged = tuple[datetime, int, Task]
+
+
+def _state_range(
+    slot: _QueueSlot, now: datetime, state: TaskState, after: BrowseCursor | None
+) -> list[_Ranged]:
+    """The tasks of ``slot`` in the range ``state`` reads at ``now`` (as the SQL stores do: see
+    :data:`opentasks.storage.browsing.STATE_SQL`), after ``after``, unordered."""
+    entries = slot.tasks.values()
+    if state == TaskState.DUE:
+        found = [(e.due, e.seq, e.task) for e in entries if e.due <= now]
+    elif state == TaskState.IN_FLIGHT:
+        found = [(e.due, e.seq, e.task) for e in entries if e.due > now and e.due != e.task.schedule_time]
+    else:
+        found = [(e.due, e.seq, e.task) for e in entries if e.due > now and e.due == e.task.schedule_time]
+    if after is None:
+        return found
+    start = (codec.from_micros(after.key), after.seq)
+    return [row for row in found if row[:2] > start]
+
+
+def _browse_row(row: _Ranged, state: TaskState) -> BrowseRow[Task]:
+    due, seq, task = row
+    wanted = state in (TaskState.DUE, TaskState.IN_FLIGHT) or (state == TaskState.SCHEDULED) == (
+        task.dispatch_count == 0
+    )
+    return codec.to_micros(due), seq, task if wanted else None

@@ -27,6 +27,15 @@ import asyncpg
 from msgspec.structs import replace
 
 from opentasks.domain.attempt import claim
+from opentasks.domain.browse import (
+    DEFAULT_PAGE,
+    DEFAULT_SCAN_LIMIT,
+    BrowseCursor,
+    BrowsePage,
+    OutcomeMinute,
+    TaskSearch,
+    TaskState,
+)
 from opentasks.domain.history import FAILED_REASONS, AttemptRecord, FinishedTask, FinishReason, HistoryPage
 from opentasks.domain.lease import lease_expiry
 from opentasks.domain.names import LocationName, QueueName, TaskName
@@ -553,6 +562,30 @@ class PostgresStore:
             }
 
         return await self._run("count tasks", run)
+
+    # -- browsing (being written) -------------------------------------------------------------
+
+    async def dead_letter_counts(self, now: datetime, queue: QueueName | None = None) -> dict[QueueName, int]:
+        raise NotImplementedError
+
+    async def browse_tasks(
+        self,
+        queue: QueueName,
+        now: datetime,
+        state: TaskState,
+        *,
+        search: TaskSearch = base.NO_SEARCH,
+        after: BrowseCursor | None = None,
+        limit: int = DEFAULT_PAGE,
+        scan_limit: int = DEFAULT_SCAN_LIMIT,
+    ) -> BrowsePage:
+        raise NotImplementedError
+
+    async def add_outcomes(self, node_id: str, minutes: list[OutcomeMinute]) -> None:
+        raise NotImplementedError
+
+    async def outcomes(self, since: datetime, queue: QueueName | None = None) -> list[OutcomeMinute]:
+        raise NotImplementedError
 
 
 @contextlib.asynccontextmanager
