@@ -38,6 +38,7 @@ from opentasks.domain.target_policy import DEFAULT_DENY, TargetPolicy
 from opentasks.metrics import start_metrics_server
 from opentasks.observability import Observability
 from opentasks.service import paging
+from opentasks.service.dashboard import DashboardService
 from opentasks.service.dispatcher import Dispatcher, DispatchSettings
 from opentasks.service.health import Readiness
 from opentasks.service.history import HistoryService
@@ -53,6 +54,7 @@ from opentasks.storage.memory import MemoryStore
 from opentasks.storage.postgres import PostgresStore
 from opentasks.storage.sqlite import SqliteStore
 from opentasks.version import package_version
+from opentasks.web import add_dashboard
 
 _log = logging.getLogger("opentasks")
 GRPC_MAX_CONNECTION_IDLE_MS = 5 * 60 * 1000
@@ -275,6 +277,7 @@ class Server:
             self.store.observe_commits(self.observability.metrics.store_commit, self.clock.monotonic)
         self.auth = api_auth(settings)
         self._metrics_http: web.AppRunner | None = None
+        self._page_key = b""
         self._started = False  # the start-up line was written (stop() then writes its own)
         self.port = settings.port
         self.http_port = settings.http_port
@@ -290,7 +293,8 @@ class Server:
 
     async def start(self) -> None:
         await self.store.open()
-        paging.set_signing_key(await self.store.page_token_key())  # shared by all the nodes
+        self._page_key = await self.store.page_token_key()
+        paging.set_signing_key(self._page_key)  # shared by all the nodes
         if self.dispatcher is not None:
             await self.dispatcher.recover()
         await asyncio.to_thread(self.minter.keys.load)
@@ -347,12 +351,34 @@ class Server:
 
     def _extra_routes(self, app: web.Application, minter: TokenMinter) -> None:
         """Routes of the HTTP port beside the Cloud Tasks API: kept history (with the API's
-        authentication), OIDC discovery, health and metrics."""
+        authentication), OIDC discovery, health, metrics and the dashboard."""
         add_history_routes(app, self.services.history, self.auth, error_response)
+        if self.settings.dashboard:
+            self._add_dashboard(app)
         discovery.add_routes(app, minter.keys, lambda: minter.issuer)
         add_health_routes(app, self.readiness)
         # GET /metrics on the HTTP port, unless it has a port of its own.
         self.observability.add_to_http_app(app, self.auth, metrics=self.settings.metrics_port is None)
+
+    def _add_dashboard(self, app: web.Application) -> None:
+        services = self.services
+        dashboard = DashboardService(
+            self.store,
+            self.clock,
+            queues=services.queues,
+            tasks=services.tasks,
+            history=services.history,
+            insights=self.insights,
+            lease_grace=self.settings.lease_grace,
+        )
+        add_dashboard(
+            app,
+            dashboard,
+            key=self._page_key,
+            tokens=self.settings.api_tokens,
+            read_only_tokens=self.settings.api_read_only_tokens,
+            monotonic=self.clock.monotonic,
+        )
 
     async def stop(self) -> None:
         """Stop claiming tasks and let attempts in flight finish (bounded), then stop taking

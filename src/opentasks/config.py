@@ -393,6 +393,12 @@ class Settings:
         kind="int",
         shown_default="on the HTTP port",
     )
+    dashboard: bool = _option(
+        True,
+        "Serve the web dashboard at /ui/ on the HTTP port (with API tokens set, visitors log in "
+        "with one; a read-only token only looks).",
+        kind="switch",
+    )
     access_log: bool = _option(False, "Log every API call (method, status, duration, caller).", kind="flag")
     log_level: str = _option("INFO", "", kind="choice", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_format: str = _option(

@@ -1,0 +1,31 @@
+"""The web dashboard served under ``/ui/`` on the HTTP port (see docs/dashboard.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from opentasks.service.dashboard import DashboardService
+from opentasks.version import package_version
+from opentasks.web.dashboard import Dashboard
+from opentasks.web.session import SessionKeeper
+from opentasks.web.views import Views
+
+
+def add_dashboard(
+    app: web.Application,
+    service: DashboardService,
+    *,
+    key: bytes,
+    tokens: tuple[str, ...] = (),
+    read_only_tokens: tuple[str, ...] = (),
+    monotonic: Callable[[], float],
+) -> Dashboard:
+    """Serve the dashboard on ``app``: sessions signed with ``key`` (the store's page-token key,
+    shared by every node), logins with the API tokens (none: open to every visitor)."""
+    dashboard = Dashboard(
+        service, SessionKeeper(key, tokens, read_only_tokens), Views(package_version()), monotonic=monotonic
+    )
+    dashboard.add_routes(app)
+    return dashboard
