@@ -22,7 +22,7 @@ from tests.contract.test_store_contract import T0, WINDOWS, Q, queue
 Q2 = QueueName("p", "us-central1", "q2")
 LEASE_GRACE = timedelta(minutes=1)
 KEEP = dataclasses.replace(WINDOWS, history_until=T0 + timedelta(days=7), now=T0)
-NOT_YET = {"sqlite", "postgresql"}  # backends whose browsing is still being written
+NOT_YET = {"postgresql"}  # backends whose browsing is still being written
 
 
 @pytest.fixture(autouse=True)

@@ -10,12 +10,14 @@ little more than itself, and a rare search reads at most ``scan_limit`` rows in 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
 from opentasks.domain.browse import BrowseCursor, BrowsePage, TaskSearch, TaskState
 from opentasks.domain.task import Task
+from opentasks.storage import codec, rows
 
 P = TypeVar("P")
 GROWTH = 4
@@ -109,11 +111,90 @@ def search_needle(search: TaskSearch) -> str | None:
 
 # The rows of each state in SQL, as (range condition, candidate condition). Every state reads
 # tasks_due in (due_us, seq) order except IN_FLIGHT, which reads the partial index tasks_leased.
-# ``:now`` stands for the time of the page. For SCHEDULED and RETRYING, the range holds both
-# (a few in-flight rows are excluded by the range), and the candidate test tells them apart.
-STATE_SQL: dict[TaskState, tuple[str, str | None]] = {
-    TaskState.DUE: ("due_us <= :now", None),
-    TaskState.IN_FLIGHT: ("due_us != schedule_us AND due_us > :now", None),
+# For SCHEDULED and RETRYING the range holds both (in-flight rows are left out by the range, and
+# there are few of them), and the candidate condition tells them apart.
+_STATE_SQL: dict[TaskState, tuple[str, str]] = {
+    TaskState.DUE: ("due_us <= :now", "1 = 1"),
+    TaskState.IN_FLIGHT: ("due_us != schedule_us AND due_us > :now", "1 = 1"),
     TaskState.SCHEDULED: ("due_us > :now AND due_us = schedule_us", "dispatch_count = 0"),
     TaskState.RETRYING: ("due_us > :now AND due_us = schedule_us", "dispatch_count > 0"),
 }
+START = BrowseCursor(-(2**63), 0)
+"""Before every row: where a page without a cursor starts."""
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How a SQL backend spells the pre-filter: ``contains`` whether the ASCII-folded spec holds
+    ``:needle``, ``non_ascii`` whether the spec holds any character beyond ASCII."""
+
+    contains: str
+    non_ascii: str
+
+
+SQLITE = Dialect(
+    contains="instr(lower(spec), :needle) > 0", non_ascii="length(CAST(spec AS BLOB)) != length(spec)"
+)
+POSTGRESQL = Dialect(
+    contains='strpos(lower(spec COLLATE "C"), :needle) > 0',
+    non_ascii="octet_length(spec) != char_length(spec)",
+)
+
+
+def chunk_sql(state: TaskState, search: TaskSearch, dialect: Dialect) -> str:
+    """The statement that reads up to ``:rows`` rows of ``state``'s range at ``:now`` in queue
+    ``:pk`` after (``:key``, ``:seq``), in order: (key, seq, candidate, schedule_us, spec,
+    progress, body), the last four only for candidates (rows of the state that may match).
+
+    The inner query reads the index range and the rows' small columns; only candidates are
+    joined back for their progress and body (which SQLite stores after the body, and PostgreSQL
+    may keep out of line)."""
+    ranged, wanted = _STATE_SQL[state]
+    needle = search_needle(search)
+    if not search.text:
+        maybe = "1 = 1"
+    elif needle is None:
+        maybe = dialect.non_ascii
+    else:
+        maybe = f"({dialect.contains} OR {dialect.non_ascii})"
+    return f"""
+SELECT s.due_us, s.seq, s.hit, t.schedule_us, t.spec, t.progress, t.body
+FROM (
+    SELECT seq, due_us, CASE WHEN {wanted} AND {maybe} THEN 1 ELSE 0 END AS hit FROM tasks
+    WHERE queue_pk = :pk AND {ranged} AND (due_us, seq) > (:key, :seq)
+    ORDER BY due_us, seq LIMIT :rows
+) s LEFT JOIN tasks t ON t.seq = s.seq AND s.hit = 1
+ORDER BY s.due_us, s.seq
+"""
+
+
+def chunk_params(
+    pk: int, now_us: int, after: BrowseCursor | None, count: int, search: TaskSearch
+) -> dict[str, int | str]:
+    """The named parameters of :func:`chunk_sql` (``count``: the rows to read)."""
+    start = after or START
+    params: dict[str, int | str] = {
+        "pk": pk,
+        "now": now_us,
+        "key": start.key,
+        "seq": start.seq,
+        "rows": count,
+    }
+    needle = search_needle(search)
+    if needle is not None:
+        params["needle"] = needle
+    return params
+
+
+Payload = tuple[int, str, str | None, bytes]
+"""schedule_us, spec, progress, body of a candidate row."""
+
+
+def browse_rows(found: Sequence[Sequence[Any]]) -> list[BrowseRow[Payload]]:
+    """The rows of :func:`chunk_sql` as a :class:`BrowseScan` takes them."""
+    return [(row[0], row[1], (row[3], row[4], row[5], row[6]) if row[2] else None) for row in found]
+
+
+def decode(payload: Payload) -> Task:
+    schedule_us, spec, progress, body = payload
+    return rows.task_of(spec, progress, body, codec.from_micros(schedule_us))

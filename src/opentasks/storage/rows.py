@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 from msgspec.structs import replace
 
+from opentasks.domain.browse import OutcomeMinute
 from opentasks.domain.history import AttemptRecord, FinishedTask, FinishReason, HistoryPage
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.task import Attempt, AttemptFailure, AttemptOutcome, Task
@@ -156,3 +157,34 @@ def history_page(found: Sequence[Sequence[Any]], limit: int) -> HistoryPage:
 _MICROSECOND = timedelta(microseconds=1)
 _HEADERS = msgspec.json.Encoder()
 _HEADERS_DECODER = msgspec.json.Decoder(list[tuple[str, str]])
+
+
+# -- outcomes per minute ----------------------------------------------------------------------
+
+OUTCOMES_KEPT_US = 3600 * 1_000_000  # minutes kept before the latest one added
+_MINUTE_US = 60 * 1_000_000
+
+
+def outcome_rows(node_id: str, minutes: list[OutcomeMinute]) -> tuple[list[tuple[Any, ...]], int]:
+    """``minutes`` as rows (node_id, parent, queue_id, minute_us, succeeded, failed), and the
+    first minute kept: older rows go (see :meth:`~opentasks.storage.base.Store.add_outcomes`)."""
+    values = [
+        (
+            node_id,
+            str(m.queue.parent),
+            m.queue.queue_id,
+            codec.to_micros(m.minute) // _MINUTE_US * _MINUTE_US,
+            m.succeeded,
+            m.failed,
+        )
+        for m in minutes
+    ]
+    return values, max(row[3] for row in values) - OUTCOMES_KEPT_US
+
+
+def outcome_of(row: Sequence[Any]) -> OutcomeMinute:
+    """An :class:`OutcomeMinute` from (parent, queue_id, minute_us, succeeded, failed)."""
+    parent, queue_id, minute_us, succeeded, failed = row
+    return OutcomeMinute(
+        QueueName.in_location(parent, queue_id), codec.from_micros(minute_us), int(succeeded), int(failed)
+    )

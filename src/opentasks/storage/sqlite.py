@@ -42,10 +42,12 @@ from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import Queue, QueueState
 from opentasks.domain.task import Task
 from opentasks.errors import Unavailable
-from opentasks.storage import base, codec, rows, sqlite_files
+from opentasks.storage import base, browsing, codec, rows, sqlite_files
 from opentasks.storage.base import AttemptResult, Claim, Fence, QueueChange, TaskPage, Windows
+from opentasks.storage.browsing import BrowseScan
 from opentasks.storage.local_nodes import LocalNodes
 from opentasks.storage.migrations import scripts
+from opentasks.storage.rows import outcome_of, outcome_rows
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
@@ -560,10 +562,29 @@ class SqliteStore(LocalNodes):
             for parent, queue_id, count, oldest, scheduled in found
         }
 
-    # -- browsing (being written) -------------------------------------------------------------
+    # -- browsing ----------------------------------------------------------------------------
 
     async def dead_letter_counts(self, now: datetime, queue: QueueName | None = None) -> dict[QueueName, int]:
-        raise NotImplementedError
+        # Every failed row on the partial index finished_tasks_failed (index only), less the
+        # failed rows past their keep time that no prune has dropped yet (few: found through
+        # finished_tasks_expiry), so no kept row is read for its expire_us.
+        where, key = ("", ()) if queue is None else (" AND parent = ? AND queue_id = ?", _key(queue))
+        failed = f"reason IN ('max_attempts', 'max_retry_duration'){where}"
+        kept = (
+            "SELECT parent, queue_id, COUNT(*) FROM finished_tasks INDEXED BY finished_tasks_failed"
+            f" WHERE {failed} GROUP BY parent, queue_id"
+        )
+        gone = (
+            "SELECT parent, queue_id, COUNT(*) FROM finished_tasks INDEXED BY finished_tasks_expiry"
+            f" WHERE expire_us <= ? AND {failed} GROUP BY parent, queue_id"
+        )
+
+        def run(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            return conn.execute(kept, key).fetchall(), conn.execute(
+                gone, (codec.to_micros(now), *key)
+            ).fetchall()
+
+        return _dead_letters(*await self._read(run))
 
     async def browse_tasks(
         self,
@@ -576,13 +597,63 @@ class SqliteStore(LocalNodes):
         limit: int = DEFAULT_PAGE,
         scan_limit: int = DEFAULT_SCAN_LIMIT,
     ) -> BrowsePage:
-        raise NotImplementedError
+        scan = BrowseScan(search, after, limit, scan_limit, browsing.decode)
+        statement = browsing.chunk_sql(state, search, browsing.SQLITE)
+        now_us = codec.to_micros(now)
+
+        def run(conn: sqlite3.Connection) -> BrowsePage:
+            pk = _load_queue(conn, queue)[0]
+            while (request := scan.request()) is not None:
+                params = browsing.chunk_params(pk, now_us, *request, search)
+                scan.take(browsing.browse_rows(conn.execute(statement, params).fetchall()))
+            assert scan.page is not None
+            return scan.page
+
+        return await self._read(run)
 
     async def add_outcomes(self, node_id: str, minutes: list[OutcomeMinute]) -> None:
-        raise NotImplementedError
+        if not minutes:
+            return
+        values, oldest = outcome_rows(node_id, minutes)
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO outcomes (node_id, parent, queue_id, minute_us, succeeded, failed)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (parent, queue_id, minute_us, node_id) DO UPDATE"
+                " SET succeeded = succeeded + excluded.succeeded, failed = failed + excluded.failed",
+                values,
+            )
+            conn.execute("DELETE FROM outcomes WHERE minute_us < ?", (oldest,))
+
+        await self._write(run, durable=False)
 
     async def outcomes(self, since: datetime, queue: QueueName | None = None) -> list[OutcomeMinute]:
-        raise NotImplementedError
+        sql = (
+            "SELECT parent, queue_id, minute_us, SUM(succeeded), SUM(failed) FROM outcomes"
+            " WHERE minute_us >= ?"
+        )
+        params: tuple[Any, ...] = (codec.to_micros(since),)
+        if queue is not None:
+            sql += " AND parent = ? AND queue_id = ?"
+            params += _key(queue)
+        sql += " GROUP BY minute_us, parent, queue_id ORDER BY minute_us, parent, queue_id"
+        found = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return [outcome_of(row) for row in found]
+
+
+def _key(name: QueueName) -> tuple[str, str]:
+    return str(name.parent), name.queue_id
+
+
+def _dead_letters(kept: list[Any], gone: list[Any]) -> dict[QueueName, int]:
+    counts = {(parent, queue_id): count for parent, queue_id, count in kept}
+    for parent, queue_id, count in gone:
+        counts[(parent, queue_id)] -= count
+    return {
+        QueueName.in_location(parent, queue_id): count
+        for (parent, queue_id), count in counts.items()
+        if count
+    }
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
