@@ -19,7 +19,7 @@ PG_DSN = os.environ.get("OPENTASKS_TEST_PG") or "postgresql://postgres@127.0.0.1
 """The test database (created if missing); OPENTASKS_TEST_PG names another one."""
 PG_TABLES = (
     "tasks, task_tombstones, queue_owners, queues, queue_tombstones, nodes, opentasks_secrets,"
-    " finished_tasks, attempts"
+    " finished_tasks, attempts, outcomes"
 )
 
 

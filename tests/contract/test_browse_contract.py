@@ -22,13 +22,6 @@ from tests.contract.test_store_contract import T0, WINDOWS, Q, queue
 Q2 = QueueName("p", "us-central1", "q2")
 LEASE_GRACE = timedelta(minutes=1)
 KEEP = dataclasses.replace(WINDOWS, history_until=T0 + timedelta(days=7), now=T0)
-NOT_YET = {"postgresql"}  # backends whose browsing is still being written
-
-
-@pytest.fixture(autouse=True)
-def _only_ready_backends(request: pytest.FixtureRequest) -> None:
-    if request.node.callspec.params.get("store_factory") in NOT_YET:
-        pytest.skip("not implemented on this backend yet")
 
 
 def http_task(

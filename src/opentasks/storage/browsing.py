@@ -9,6 +9,7 @@ little more than itself, and a rare search reads at most ``scan_limit`` rows in 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -186,11 +187,27 @@ def chunk_params(
     return params
 
 
+_NAMED = re.compile(r"(?<!:):([a-z_]+)")
+
+
+def numbered(statement: str, params: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``statement`` with its ``:name`` parameters as ``$1``, ``$2``... (PostgreSQL), and their
+    values in that order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return _NAMED.sub(number, statement), [params[name] for name in names]
+
+
 Payload = tuple[int, str, str | None, bytes]
 """schedule_us, spec, progress, body of a candidate row."""
 
 
-def browse_rows(found: Sequence[Sequence[Any]]) -> list[BrowseRow[Payload]]:
+def browse_rows(found: Sequence[Any]) -> list[BrowseRow[Payload]]:
     """The rows of :func:`chunk_sql` as a :class:`BrowseScan` takes them."""
     return [(row[0], row[1], (row[3], row[4], row[5], row[6]) if row[2] else None) for row in found]
 

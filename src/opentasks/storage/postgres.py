@@ -42,7 +42,7 @@ from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import Queue, QueueState
 from opentasks.domain.task import Task
 from opentasks.errors import NotFound, Unavailable
-from opentasks.storage import base, codec, rows
+from opentasks.storage import base, browsing, codec, rows
 from opentasks.storage import postgres_sql as sql
 from opentasks.storage.base import (
     AttemptResult,
@@ -55,6 +55,7 @@ from opentasks.storage.base import (
     TaskPage,
     Windows,
 )
+from opentasks.storage.browsing import BrowseScan
 from opentasks.storage.postgres_inserts import TaskInserter
 from opentasks.storage.postgres_nodes import Listener, NodeRows
 from opentasks.storage.postgres_sql import DRIVER_ERRORS, TRANSIENT, Conn
@@ -563,10 +564,19 @@ class PostgresStore:
 
         return await self._run("count tasks", run)
 
-    # -- browsing (being written) -------------------------------------------------------------
+    # -- browsing ----------------------------------------------------------------------------
 
     async def dead_letter_counts(self, now: datetime, queue: QueueName | None = None) -> dict[QueueName, int]:
-        raise NotImplementedError
+        key = () if queue is None else _key(queue)
+        kept_sql = sql.DEAD_LETTERS.format(queue="" if queue is None else sql.one_queue(1))
+        gone_sql = sql.EXPIRED_DEAD_LETTERS.format(queue="" if queue is None else sql.one_queue(2))
+
+        async def run(conn: Conn) -> dict[QueueName, int]:
+            kept = await conn.fetch(kept_sql, *key)
+            gone = await conn.fetch(gone_sql, codec.to_micros(now), *key)
+            return rows.dead_letters(kept, gone)
+
+        return await self._run("count dead letters", run)
 
     async def browse_tasks(
         self,
@@ -579,13 +589,43 @@ class PostgresStore:
         limit: int = DEFAULT_PAGE,
         scan_limit: int = DEFAULT_SCAN_LIMIT,
     ) -> BrowsePage:
-        raise NotImplementedError
+        scan = BrowseScan(search, after, limit, scan_limit, browsing.decode)
+        statement = browsing.chunk_sql(state, search, browsing.POSTGRESQL)
+        now_us = codec.to_micros(now)
+
+        async def run(conn: Conn) -> BrowsePage:
+            pk = await conn.fetchval(sql.QUEUE_PK, *_key(queue))
+            if pk is None:
+                raise base.queue_missing()
+            while (request := scan.request()) is not None:
+                numbered, params = browsing.numbered(
+                    statement, browsing.chunk_params(pk, now_us, *request, search)
+                )
+                scan.take(browsing.browse_rows(await conn.fetch(numbered, *params)))
+            assert scan.page is not None
+            return scan.page
+
+        return await self._run("browse tasks", run)
 
     async def add_outcomes(self, node_id: str, minutes: list[OutcomeMinute]) -> None:
-        raise NotImplementedError
+        if not minutes:
+            return
+        values, oldest = rows.outcome_rows(node_id, minutes)
+        columns = [list(column) for column in zip(*values, strict=True)][1:]
+
+        async def run(conn: Conn) -> None:
+            await conn.execute(sql.ADD_OUTCOMES, node_id, *columns, oldest)
+
+        await self._run("add attempt outcomes", run)
 
     async def outcomes(self, since: datetime, queue: QueueName | None = None) -> list[OutcomeMinute]:
-        raise NotImplementedError
+        statement = sql.OUTCOMES.format(queue="" if queue is None else sql.one_queue(2))
+        params = (codec.to_micros(since), *(() if queue is None else _key(queue)))
+
+        async def run(conn: Conn) -> list[OutcomeMinute]:
+            return [rows.outcome_of(row) for row in await conn.fetch(statement, *params)]
+
+        return await self._run("read attempt outcomes", run)
 
 
 @contextlib.asynccontextmanager

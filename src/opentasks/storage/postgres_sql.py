@@ -281,6 +281,40 @@ SELECT q.parent, q.queue_id,
        (SELECT count(*) FROM tasks t WHERE t.queue_pk = q.pk AND t.schedule_us > $1)
 FROM queues q
 """
+# Dead letters per queue: every failed row on the partial index finished_tasks_failed, less the
+# failed rows past their keep time that no sweep has deleted yet (found through
+# finished_tasks_expiry), so that no kept row is read for its expire_us. {queue} narrows each to
+# one queue (ONE_QUEUE, numbered after the statement's own parameters).
+_FAILED = "reason IN ('max_attempts', 'max_retry_duration')"
+DEAD_LETTERS = f"""
+SELECT parent, queue_id, count(*) FROM finished_tasks WHERE {_FAILED} {{queue}} GROUP BY parent, queue_id
+"""
+EXPIRED_DEAD_LETTERS = f"""
+SELECT parent, queue_id, count(*) FROM finished_tasks WHERE expire_us <= $1 AND {_FAILED} {{queue}}
+GROUP BY parent, queue_id
+"""
+
+
+def one_queue(first: int) -> str:
+    """The condition on a queue's parent and ID, as parameters ``$first`` and the next."""
+    return f"AND parent = ${first} AND queue_id = ${first + 1}"
+
+
+QUEUE_PK = "SELECT pk FROM queues WHERE parent = $1 AND queue_id = $2"
+# A node adds to its own rows (one per queue and minute) and deletes every node's rows of minutes
+# more than an hour before its latest (few: one minute's rows, every few seconds).
+ADD_OUTCOMES = """
+WITH pruned AS (DELETE FROM outcomes WHERE minute_us < $7)
+INSERT INTO outcomes (node_id, parent, queue_id, minute_us, succeeded, failed)
+SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
+ON CONFLICT (parent, queue_id, minute_us, node_id) DO UPDATE
+SET succeeded = outcomes.succeeded + excluded.succeeded, failed = outcomes.failed + excluded.failed
+"""
+OUTCOMES = """
+SELECT parent, queue_id, minute_us, sum(succeeded), sum(failed) FROM outcomes WHERE minute_us >= $1 {queue}
+GROUP BY minute_us, parent, queue_id ORDER BY minute_us, parent, queue_id
+"""
+
 # One bounded batch of expired tombstones; rows another node is sweeping are skipped.
 SWEEP = {
     table: f"""

@@ -166,25 +166,30 @@ _MINUTE_US = 60 * 1_000_000
 
 
 def outcome_rows(node_id: str, minutes: list[OutcomeMinute]) -> tuple[list[tuple[Any, ...]], int]:
-    """``minutes`` as rows (node_id, parent, queue_id, minute_us, succeeded, failed), and the
-    first minute kept: older rows go (see :meth:`~opentasks.storage.base.Store.add_outcomes`)."""
-    values = [
-        (
-            node_id,
-            str(m.queue.parent),
-            m.queue.queue_id,
-            codec.to_micros(m.minute) // _MINUTE_US * _MINUTE_US,
-            m.succeeded,
-            m.failed,
-        )
-        for m in minutes
-    ]
-    return values, max(row[3] for row in values) - OUTCOMES_KEPT_US
+    """``minutes`` as rows (node_id, parent, queue_id, minute_us, succeeded, failed), one per
+    queue and minute, and the first minute kept: older rows go (see
+    :meth:`~opentasks.storage.base.Store.add_outcomes`). ``minutes`` must not be empty."""
+    sums: dict[tuple[str, str, int], tuple[int, int]] = {}
+    for m in minutes:
+        key = (str(m.queue.parent), m.queue.queue_id, codec.to_micros(m.minute) // _MINUTE_US * _MINUTE_US)
+        succeeded, failed = sums.get(key, (0, 0))
+        sums[key] = (succeeded + m.succeeded, failed + m.failed)
+    values = [(node_id, *key, *counts) for key, counts in sums.items()]
+    return values, max(key[2] for key in sums) - OUTCOMES_KEPT_US
 
 
-def outcome_of(row: Sequence[Any]) -> OutcomeMinute:
+def outcome_of(row: Any) -> OutcomeMinute:
     """An :class:`OutcomeMinute` from (parent, queue_id, minute_us, succeeded, failed)."""
     parent, queue_id, minute_us, succeeded, failed = row
     return OutcomeMinute(
         QueueName.in_location(parent, queue_id), codec.from_micros(minute_us), int(succeeded), int(failed)
     )
+
+
+def dead_letters(kept: Sequence[Any], gone: Sequence[Any]) -> dict[QueueName, int]:
+    """Dead letters per queue from (parent, queue_id, count) of every failed row and of those
+    past their keep time."""
+    counts = {(parent, queue_id): count for parent, queue_id, count in kept}
+    for parent, queue_id, count in gone:
+        counts[(parent, queue_id)] -= count
+    return {QueueName.in_location(*key): count for key, count in counts.items() if count}

@@ -584,7 +584,7 @@ class SqliteStore(LocalNodes):
                 gone, (codec.to_micros(now), *key)
             ).fetchall()
 
-        return _dead_letters(*await self._read(run))
+        return rows.dead_letters(*await self._read(run))
 
     async def browse_tasks(
         self,
@@ -643,17 +643,6 @@ class SqliteStore(LocalNodes):
 
 def _key(name: QueueName) -> tuple[str, str]:
     return str(name.parent), name.queue_id
-
-
-def _dead_letters(kept: list[Any], gone: list[Any]) -> dict[QueueName, int]:
-    counts = {(parent, queue_id): count for parent, queue_id, count in kept}
-    for parent, queue_id, count in gone:
-        counts[(parent, queue_id)] -= count
-    return {
-        QueueName.in_location(parent, queue_id): count
-        for (parent, queue_id), count in counts.items()
-        if count
-    }
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
