@@ -243,6 +243,7 @@ def test_markup_in_a_task_is_shown_as_text(ui: Dashboard, client: tasks_v2.Cloud
     queue = make_queue(client, "markup", paused=True)
     request = {"url": f"http://127.0.0.1:9/{XSS}", "headers": {"X-Markup": XSS}, "body": XSS.encode()}
     client.create_task(parent=queue, task={"name": f"{queue}/tasks/xss", "http_request": request})
+    assert client.get_task(name=f"{queue}/tasks/xss").dispatch_count == 0
 
     open_queue(ui, "markup")
     assert XSS in ui.text_of('tr[data-task-id="xss"]')
@@ -259,6 +260,7 @@ def test_markup_in_a_task_is_shown_as_text(ui: Dashboard, client: tasks_v2.Cloud
     assert XSS in ui.text_of('tr[data-task-id="xss"]')
     assert ui.find("form#search input[name=q]").get_attribute("value") == XSS
     assert_inert(ui)
+    assert client.get_task(name=f"{queue}/tasks/xss").dispatch_count == 0  # looking sent nothing
 
 
 def assert_inert(ui: Dashboard) -> None:
