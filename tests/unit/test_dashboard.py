@@ -546,3 +546,11 @@ async def test_bulk_buttons_follow_the_tab(site: Site) -> None:
     assert 'name="action" value="redrive"' in failed
     _, succeeded = await site.get(f"{QUEUE_PATH}?tab=succeeded")
     assert 'class="bulkbar"' not in succeeded
+
+
+async def test_a_live_region_that_fails_reloads_its_page(site: Site) -> None:
+    await site.world.queue()
+    await site.world.queues.delete_queue(Q)
+    async with site.client.get(f"{QUEUE_PATH}?fragment=live", headers={"HX-Request": "true"}) as response:
+        assert response.status == 404
+        assert response.headers["HX-Refresh"] == "true"

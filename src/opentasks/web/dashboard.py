@@ -146,6 +146,8 @@ class Dashboard:
                     message="Something went wrong in opentasks; the server log has the details.",
                     title="Server error",
                 )
+            if response.status >= 400 and request.query.get("fragment"):
+                response.headers["HX-Refresh"] = "true"  # a live region: reload the page, which says why
             return _secured(response)
 
         return handle
