@@ -145,11 +145,30 @@ async def test_order_is_by_time_then_creation_and_cursors_lose_and_repeat_nothin
     assert await everything(store, T0 + timedelta(seconds=10), TaskState.DUE, 4) == in_order
     assert await everything(store, T0 + timedelta(seconds=10), TaskState.DUE, 23) == in_order
     assert await everything(store, T0, TaskState.DUE, 3) == []
+    # A cursor of a later moment's page, read at an earlier one: nothing after it is due yet.
+    later = await store.browse_tasks(Q, T0 + timedelta(seconds=10), TaskState.DUE, limit=2)
+    assert later.next_cursor is not None
+    assert ids(await store.browse_tasks(Q, T0, TaskState.DUE, after=later.next_cursor)) == []
     # Half-way through time, each state holds its part, in order.
     now = T0 + timedelta(seconds=3)
     due = [i for i in in_order if offsets[int(i[1:])] <= 3]
     assert await everything(store, now, TaskState.DUE, 2) == due
     assert await everything(store, now, TaskState.SCHEDULED, 2) == in_order[len(due) :]
+
+
+async def test_in_flight_tasks_sharing_a_lease_end_page_through_once(store: Store) -> None:
+    await store.create_queue(queue(), T0)
+    lease_end = T0 + timedelta(minutes=11)
+    for number in range(6):
+        await store.create_task(http_task(f"f{number}"), T0)
+    for number in (4, 0, 2, 1, 3):  # one lease end for five of them, whatever the claim order
+        await store.claim_task(TaskName(Q, f"f{number}"), T0, LEASE_GRACE)
+    await store.claim_task(TaskName(Q, "f5"), T0 + timedelta(microseconds=1), LEASE_GRACE)
+    for number in range(3):  # waiting, and due exactly when the leases end
+        await store.create_task(http_task(f"w{number}", at=lease_end), T0)
+    for limit in (1, 2, 3, 6):
+        assert await everything(store, T0, TaskState.IN_FLIGHT, limit) == [f"f{n}" for n in range(6)]
+    assert await everything(store, T0, TaskState.SCHEDULED, 2) == ["w0", "w1", "w2"]
 
 
 async def test_a_page_has_a_cursor_only_when_rows_follow(store: Store) -> None:

@@ -112,14 +112,19 @@ def search_needle(search: TaskSearch) -> str | None:
 
 # The rows of each state in SQL, as (range condition, candidate condition). Every state reads
 # tasks_due in (due_us, seq) order except IN_FLIGHT, which reads the partial index tasks_leased.
-# For SCHEDULED and RETRYING the range holds both (in-flight rows are left out by the range, and
-# there are few of them), and the candidate condition tells them apart.
+# The range's lower bound is the one row value (due_us, seq) > (:key, :seq), which both SQLite
+# and PostgreSQL seek to in the index: for the states after now, the cursor is raised to
+# (now, LAST_SEQ) rather than adding "due_us > now" (SQLite would then seek to the bound it
+# likes better, and walk from now to a deep cursor). For SCHEDULED and RETRYING the range holds
+# both (in-flight rows are left out by the range, and there are few of them), and the candidate
+# condition tells them apart.
 _STATE_SQL: dict[TaskState, tuple[str, str]] = {
     TaskState.DUE: ("due_us <= :now", "1 = 1"),
-    TaskState.IN_FLIGHT: ("due_us != schedule_us AND due_us > :now", "1 = 1"),
-    TaskState.SCHEDULED: ("due_us > :now AND due_us = schedule_us", "dispatch_count = 0"),
-    TaskState.RETRYING: ("due_us > :now AND due_us = schedule_us", "dispatch_count > 0"),
+    TaskState.IN_FLIGHT: ("due_us != schedule_us", "1 = 1"),
+    TaskState.SCHEDULED: ("due_us = schedule_us", "dispatch_count = 0"),
+    TaskState.RETRYING: ("due_us = schedule_us", "dispatch_count > 0"),
 }
+LAST_SEQ = 2**63 - 1
 START = BrowseCursor(-(2**63), 0)
 """Before every row: where a page without a cursor starts."""
 
@@ -127,30 +132,56 @@ START = BrowseCursor(-(2**63), 0)
 @dataclass(frozen=True)
 class Dialect:
     """How a SQL backend spells the pre-filter: ``contains`` whether the ASCII-folded spec holds
-    ``:needle``, ``non_ascii`` whether the spec holds any character beyond ASCII."""
+    ``:needle``, ``non_ascii`` whether the spec holds any character beyond ASCII; and what it
+    adds to the IN_FLIGHT range (``in_flight``) to read it through tasks_leased."""
 
     contains: str
     non_ascii: str
+    in_flight: str = ""
 
 
 SQLITE = Dialect(
     contains="instr(lower(spec), :needle) > 0", non_ascii="length(CAST(spec AS BLOB)) != length(spec)"
 )
+# PostgreSQL's planner estimates that ``due_us <> schedule_us`` holds for 99.5 % of the rows (its
+# default for comparing two columns), so it would rather walk tasks_due through every task due
+# after now (the whole scheduled backlog) than use the small partial index tasks_leased. The
+# distinct lease ends after the cursor are therefore read first, from tasks_leased alone (an
+# index-only scan, which it does pick), and the rows are then found on tasks_due by those times:
+# the first N+1 distinct times after the cursor's hold at least the first N rows after it.
 POSTGRESQL = Dialect(
     contains='strpos(lower(spec COLLATE "C"), :needle) > 0',
     non_ascii="octet_length(spec) != char_length(spec)",
+    in_flight=(
+        " AND due_us = ANY (ARRAY(SELECT DISTINCT due_us FROM tasks WHERE queue_pk = :pk"
+        " AND due_us != schedule_us AND due_us >= :key ORDER BY due_us LIMIT :rows + 1))"
+    ),
 )
 
 
-def chunk_sql(state: TaskState, search: TaskSearch, dialect: Dialect) -> str:
+ROW_VALUE = "(due_us, seq) > (:key, :seq)"
+"""The rows after the cursor, as one row value (PostgreSQL seeks to it in tasks_due)."""
+SAME_KEY = "due_us = :key AND seq > :seq"
+LATER_KEY = "due_us > :key"
+"""The rows after the cursor in two parts: SQLite seeks to a row value by its first column only
+(and then walks every row of the cursor's time before its seq), so it reads the rest of the
+cursor's time (an equality and a range: one seek) and then the later times."""
+
+
+def chunk_sql(state: TaskState, search: TaskSearch, dialect: Dialect, after: str = ROW_VALUE) -> str:
     """The statement that reads up to ``:rows`` rows of ``state``'s range at ``:now`` in queue
-    ``:pk`` after (``:key``, ``:seq``), in order: (key, seq, candidate, schedule_us, spec,
-    progress, body), the last four only for candidates (rows of the state that may match).
+    ``:pk`` after the cursor (``:key``, ``:seq``) as ``after`` says, in order: (key, seq,
+    candidate, schedule_us, spec, progress, body), the last four only for candidates (rows of
+    the state that may match).
 
     The inner query reads the index range and the rows' small columns; only candidates are
     joined back for their progress and body (which SQLite stores after the body, and PostgreSQL
     may keep out of line)."""
     ranged, wanted = _STATE_SQL[state]
+    if state == TaskState.IN_FLIGHT:
+        ranged += dialect.in_flight
+    elif state == TaskState.DUE and after == SAME_KEY:
+        ranged = ":key <= :now"  # as a bound on due_us, SQLite would walk it instead of seeking the time
     needle = search_needle(search)
     if not search.text:
         maybe = "1 = 1"
@@ -162,7 +193,7 @@ def chunk_sql(state: TaskState, search: TaskSearch, dialect: Dialect) -> str:
 SELECT s.due_us, s.seq, s.hit, t.schedule_us, t.spec, t.progress, t.body
 FROM (
     SELECT seq, due_us, CASE WHEN {wanted} AND {maybe} THEN 1 ELSE 0 END AS hit FROM tasks
-    WHERE queue_pk = :pk AND {ranged} AND (due_us, seq) > (:key, :seq)
+    WHERE queue_pk = :pk AND {ranged} AND {after}
     ORDER BY due_us, seq LIMIT :rows
 ) s LEFT JOIN tasks t ON t.seq = s.seq AND s.hit = 1
 ORDER BY s.due_us, s.seq
@@ -170,10 +201,12 @@ ORDER BY s.due_us, s.seq
 
 
 def chunk_params(
-    pk: int, now_us: int, after: BrowseCursor | None, count: int, search: TaskSearch
+    state: TaskState, pk: int, now_us: int, after: BrowseCursor | None, count: int, *, search: TaskSearch
 ) -> dict[str, int | str]:
     """The named parameters of :func:`chunk_sql` (``count``: the rows to read)."""
     start = after or START
+    if state != TaskState.DUE:
+        start = max(start, BrowseCursor(now_us, LAST_SEQ))
     params: dict[str, int | str] = {
         "pk": pk,
         "now": now_us,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 from collections.abc import Callable, Collection
@@ -388,15 +389,25 @@ class MemoryStore(LocalNodes):
         scan_limit: int = DEFAULT_SCAN_LIMIT,
     ) -> BrowsePage:
         scan: BrowseScan[Task] = BrowseScan(search, after, limit, scan_limit, lambda task: task)
-        # One pass over the queue (the memory store keeps no order by due time that could be
-        # walked from a cursor): the rows of the state's range after the cursor, then pages of
-        # them in order.
+        # The memory store keeps no order by due time that could be walked from a cursor, so a
+        # page costs a pass over the queue: the rows of the state's range after the cursor, then
+        # the first of them (enough for a page that matches at once), and if the page reads on,
+        # once more every row it may read, in order.
         ranged = _state_range(self._slot(queue), now, state, after)
+        ordered: list[_Ranged] | None = None
         while (request := scan.request()) is not None:
             position, count = request
-            start = (codec.from_micros(position.key), position.seq) if position is not None else None
-            rows = heapq.nsmallest(count, ranged if start is None else [r for r in ranged if r[:2] > start])
-            scan.take([_browse_row(row, state) for row in rows])
+            if position == after:
+                found = heapq.nsmallest(count, ranged)
+            else:
+                if ordered is None:
+                    ordered = heapq.nsmallest(scan_limit + 1, ranged)
+                assert position is not None
+                start = bisect.bisect_right(
+                    ordered, (codec.from_micros(position.key), position.seq), key=_order
+                )
+                found = ordered[start : start + count]
+            scan.take([_browse_row(row, state) for row in found])
         assert scan.page is not None
         return scan.page
 
@@ -426,6 +437,10 @@ def _state_range(
         return found
     start = (codec.from_micros(after.key), after.seq)
     return [row for row in found if row[:2] > start]
+
+
+def _order(row: _Ranged) -> tuple[datetime, int]:
+    return row[0], row[1]
 
 
 def _browse_row(row: _Ranged, state: TaskState) -> BrowseRow[Task]:

@@ -599,7 +599,7 @@ class PostgresStore:
                 raise base.queue_missing()
             while (request := scan.request()) is not None:
                 numbered, params = browsing.numbered(
-                    statement, browsing.chunk_params(pk, now_us, *request, search)
+                    statement, browsing.chunk_params(state, pk, now_us, *request, search=search)
                 )
                 scan.take(browsing.browse_rows(await conn.fetch(numbered, *params)))
             assert scan.page is not None
@@ -623,7 +623,7 @@ class PostgresStore:
         params = (codec.to_micros(since), *(() if queue is None else _key(queue)))
 
         async def run(conn: Conn) -> list[OutcomeMinute]:
-            return [rows.outcome_of(row) for row in await conn.fetch(statement, *params)]
+            return rows.outcomes_of(await conn.fetch(statement, *params))
 
         return await self._run("read attempt outcomes", run)
 

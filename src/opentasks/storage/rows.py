@@ -178,12 +178,20 @@ def outcome_rows(node_id: str, minutes: list[OutcomeMinute]) -> tuple[list[tuple
     return values, max(key[2] for key in sums) - OUTCOMES_KEPT_US
 
 
-def outcome_of(row: Any) -> OutcomeMinute:
-    """An :class:`OutcomeMinute` from (parent, queue_id, minute_us, succeeded, failed)."""
-    parent, queue_id, minute_us, succeeded, failed = row
-    return OutcomeMinute(
-        QueueName.in_location(parent, queue_id), codec.from_micros(minute_us), int(succeeded), int(failed)
-    )
+def outcomes_of(found: Sequence[Any]) -> list[OutcomeMinute]:
+    """:class:`OutcomeMinute` from rows of (parent, queue_id, minute_us, succeeded, failed)."""
+    names: dict[tuple[str, str], QueueName] = {}
+    minutes: dict[int, datetime] = {}
+    answer = []
+    for parent, queue_id, minute_us, succeeded, failed in found:
+        name = names.get((parent, queue_id))
+        if name is None:
+            name = names[(parent, queue_id)] = QueueName.in_location(parent, queue_id)
+        minute = minutes.get(minute_us)
+        if minute is None:
+            minute = minutes[minute_us] = codec.from_micros(minute_us)
+        answer.append(OutcomeMinute(name, minute, int(succeeded), int(failed)))
+    return answer
 
 
 def dead_letters(kept: Sequence[Any], gone: Sequence[Any]) -> dict[QueueName, int]:

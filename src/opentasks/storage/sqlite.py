@@ -47,7 +47,7 @@ from opentasks.storage.base import AttemptResult, Claim, Fence, QueueChange, Tas
 from opentasks.storage.browsing import BrowseScan
 from opentasks.storage.local_nodes import LocalNodes
 from opentasks.storage.migrations import scripts
-from opentasks.storage.rows import outcome_of, outcome_rows
+from opentasks.storage.rows import outcome_rows, outcomes_of
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
@@ -598,14 +598,20 @@ class SqliteStore(LocalNodes):
         scan_limit: int = DEFAULT_SCAN_LIMIT,
     ) -> BrowsePage:
         scan = BrowseScan(search, after, limit, scan_limit, browsing.decode)
-        statement = browsing.chunk_sql(state, search, browsing.SQLITE)
+        same = browsing.chunk_sql(state, search, browsing.SQLITE, browsing.SAME_KEY)
+        later = browsing.chunk_sql(state, search, browsing.SQLITE, browsing.LATER_KEY)
         now_us = codec.to_micros(now)
 
         def run(conn: sqlite3.Connection) -> BrowsePage:
             pk = _load_queue(conn, queue)[0]
             while (request := scan.request()) is not None:
-                params = browsing.chunk_params(pk, now_us, *request, search)
-                scan.take(browsing.browse_rows(conn.execute(statement, params).fetchall()))
+                position, count = request
+                params = browsing.chunk_params(state, pk, now_us, position, count, search=search)
+                found = conn.execute(same, params).fetchall()
+                if len(found) < count:
+                    params["rows"] = count - len(found)
+                    found += conn.execute(later, params).fetchall()
+                scan.take(browsing.browse_rows(found))
             assert scan.page is not None
             return scan.page
 
@@ -638,7 +644,7 @@ class SqliteStore(LocalNodes):
             params += _key(queue)
         sql += " GROUP BY minute_us, parent, queue_id ORDER BY minute_us, parent, queue_id"
         found = await self._read(lambda conn: conn.execute(sql, params).fetchall())
-        return [outcome_of(row) for row in found]
+        return outcomes_of(found)
 
 
 def _key(name: QueueName) -> tuple[str, str]:
