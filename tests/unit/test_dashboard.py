@@ -554,3 +554,18 @@ async def test_a_live_region_that_fails_reloads_its_page(site: Site) -> None:
     async with site.client.get(f"{QUEUE_PATH}?fragment=live", headers={"HX-Request": "true"}) as response:
         assert response.status == 404
         assert response.headers["HX-Refresh"] == "true"
+
+
+async def test_a_searched_history_tab_pages_exactly(site: Site) -> None:
+    await site.world.queue(retry_config=ONE_ATTEMPT)
+    for i in range(120):
+        await site.world.dead_letter(f"{'match' if i % 2 else 'other'}-{i}")
+    seen: list[str] = []
+    path = f"{QUEUE_PATH}?tab=failed&q=match"
+    while path:
+        _, page = await site.get(path)
+        assert len(task_ids(page)) <= 50
+        seen += task_ids(page)
+        found = re.search(r'rel="next" href="([^"]+)"', page)
+        path = unescape(found[1]) if found else ""
+    assert sorted(seen) == sorted(f"match-{i}" for i in range(1, 120, 2))

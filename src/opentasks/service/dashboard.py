@@ -33,6 +33,7 @@ RATE_MINUTES = 5  # minutes the success and failure rates are averaged over
 PAGE_SIZE = 50
 BULK_LIMIT = 1000  # tasks one bulk action acts on
 HISTORY_SCAN = 5000  # kept tasks one searched page of a history tab reads at most
+HISTORY_BATCH = 500  # kept tasks read at a time while searching
 _RUN_CONCURRENCY = 50
 LEASE_GRACE_GUESS = timedelta(seconds=30)
 
@@ -287,11 +288,17 @@ class DashboardService:
         scanned = 0
         cursor: int | None = before
         while cursor is not None and len(rows) < limit and scanned < HISTORY_SCAN:
-            # Never more rows than the page still needs: the cursor cannot resume inside a page.
-            page = await self.history.finished_tasks(
-                name, reasons=reasons, before=cursor, page_size=limit - len(rows)
-            )
-            rows += [TaskRow(end.task, end) for end in page.tasks if search.matches(end.task)]
+            wanted = limit - len(rows)
+            size = min(HISTORY_BATCH, HISTORY_SCAN - scanned) if search.text else wanted
+            page = await self.history.finished_tasks(name, reasons=reasons, before=cursor, page_size=size)
+            positions = [i for i, end in enumerate(page.tasks) if search.matches(end.task)]
+            if len(positions) > wanted:
+                # The cursor cannot resume inside a page: read again just up to the last match shown.
+                page = await self.history.finished_tasks(
+                    name, reasons=reasons, before=cursor, page_size=positions[wanted - 1] + 1
+                )
+                positions = [i for i, end in enumerate(page.tasks) if search.matches(end.task)]
+            rows += [TaskRow(page.tasks[i].task, page.tasks[i]) for i in positions[:wanted]]
             scanned += len(page.tasks)
             cursor = page.next_before
         return TasksPage(rows, str(cursor) if cursor is not None else None, scanned)

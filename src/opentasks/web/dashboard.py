@@ -375,23 +375,25 @@ class Dashboard:
         values: Mapping[str, str] | None = None,
         status: int = 200,
     ) -> web.Response:
-        tab, text, cursor = forms.page_params(request.query)
-        tab_ = Tab.parse(tab)
-        search = _search(text)
+        tab_text, text, cursor = forms.page_params(request.query)
+        tab, search = Tab.parse(tab_text), _search(text)
+        context: dict[str, Any] = {"tab": tab, "tabs": list(Tab), "q": search.text, "cursor": cursor}
+        if fragment == "tasks":  # the table alone: no counting
+            queue = await self._service.queues.get_queue(name)
+            page = await self._service.tasks_page(name, tab, search, cursor)
+            return self._html(
+                status,
+                "_tasks.html",
+                visit,
+                request,
+                queue=queue,
+                page=page,
+                now=self._service.now(),
+                **context,
+            )
         summary = await self._service.queue_summary(name)
-        page = await self._service.tasks_page(name, tab_, search, cursor)
-        context: dict[str, Any] = {
-            "summary": summary,
-            "queue": summary.queue,
-            "tab": tab_,
-            "tabs": list(Tab),
-            "q": search.text,
-            "cursor": cursor,
-            "page": page,
-            "now": summary.now,
-        }
-        if fragment == "tasks":
-            return self._html(status, "_tasks.html", visit, request, **context)
+        page = await self._service.tasks_page(name, tab, search, cursor)
+        context |= {"summary": summary, "queue": summary.queue, "page": page, "now": summary.now}
         shown = dict(forms.settings_values(summary.queue))
         shown.update(values or {})
         return self._html(
