@@ -250,7 +250,18 @@ def startup_summary(
         f"opentasks {fields['version']} listening on {settings.host}:{port} (gRPC) and :{http_port} "
         f"(HTTP), storage {fields['storage']}, {dispatch}, API authentication {'on' if api_auth else 'off'}"
     )
+    if settings.dashboard:
+        fields["dashboard"] = dashboard_url(settings.host, http_port)
+        message += f", dashboard at {fields['dashboard']}"
     return message, fields
+
+
+def dashboard_url(host: str, http_port: int) -> str:
+    """Where the dashboard of a server listening on ``host`` is opened (a wildcard address is
+    shown as loopback)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    return f"http://{shown}:{http_port}/ui/"
 
 
 class Server:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import aiohttp
 
-from opentasks.app import Server
+from opentasks.app import Server, dashboard_url, startup_summary
 from opentasks.config import Settings, StorageUrl, settings_from_options
 
 
@@ -65,3 +65,14 @@ async def test_no_dashboard_leaves_ui_to_the_api_404(tmp_path: Path) -> None:
 def test_the_dashboard_is_on_by_default_and_a_switch() -> None:
     assert Settings().dashboard is True
     assert settings_from_options({"dashboard": False, "data_dir": "/d"}).dashboard is False
+
+
+def test_the_start_up_line_says_where_the_dashboard_is() -> None:
+    message, fields = startup_summary(
+        Settings(host="0.0.0.0", insecure_no_auth=True), 8123, 8124, api_auth=False
+    )
+    assert message.endswith(", dashboard at http://127.0.0.1:8124/ui/")
+    assert fields["dashboard"] == "http://127.0.0.1:8124/ui/"
+    assert dashboard_url("::1", 80) == "http://[::1]:80/ui/"
+    message, fields = startup_summary(Settings(dashboard=False), 8123, 8124, api_auth=False)
+    assert "dashboard" not in message and "dashboard" not in fields

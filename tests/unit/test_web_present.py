@@ -12,6 +12,7 @@ from opentasks.web.present import (
     outcome_chart,
     percent,
     rate,
+    reason_text,
     relative,
     snippet,
     span,
@@ -122,3 +123,8 @@ def test_a_snippet_is_one_short_line() -> None:
     assert snippet(b"line one\n  line two") == "line one line two"
     assert snippet(b"x" * 500, chars=10) == "x" * 9 + "\u2026"
     assert snippet(b"\xff ok") == "\ufffd ok"
+
+
+def test_finish_reasons_in_words() -> None:
+    assert reason_text("max_attempts") == "failed for good: out of attempts"
+    assert reason_text("unknown") == "unknown"

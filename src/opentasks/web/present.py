@@ -256,3 +256,17 @@ def snippet(body: bytes, chars: int = 160) -> str:
     """The start of a body on one line (undecodable bytes shown as \ufffd)."""
     text = " ".join(body[: chars * 4].decode("utf-8", errors="replace").split())
     return text if len(text) <= chars else text[: chars - 1] + "\u2026"
+
+
+REASONS = {
+    "succeeded": "succeeded",
+    "max_attempts": "failed for good: out of attempts",
+    "max_retry_duration": "failed for good: out of retry time",
+    "deleted": "deleted",
+    "purged": "purged with its queue",
+}
+
+
+def reason_text(reason: str) -> str:
+    """Why a task left its queue, in words."""
+    return REASONS.get(reason, reason)

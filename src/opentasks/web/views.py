@@ -121,6 +121,7 @@ class Views:
             task_result=task_result,
             body_view=present.body_view,
             snippet=present.snippet,
+            reason_text=present.reason_text,
             outcome_chart=chart_of,
             version=version,
         )
