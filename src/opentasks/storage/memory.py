@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
+import operator
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -390,24 +391,25 @@ class MemoryStore(LocalNodes):
     ) -> BrowsePage:
         scan: BrowseScan[Task] = BrowseScan(search, after, limit, scan_limit, lambda task: task)
         # The memory store keeps no order by due time that could be walked from a cursor, so a
-        # page costs a pass over the queue: the rows of the state's range after the cursor, then
-        # the first of them (enough for a page that matches at once), and if the page reads on,
-        # once more every row it may read, in order.
+        # page costs a pass over the queue (about 0.1 µs a task, 100 ms for 1,000,000): the
+        # entries of the state's range after the cursor, then the first of them (enough for a
+        # page that matches at once), and if the page reads on, once more every entry it may
+        # read, in order. Only lists of the existing entries are built, no object per task.
         ranged = _state_range(self._slot(queue), now, state, after)
-        ordered: list[_Ranged] | None = None
+        ordered: list[_Entry] | None = None
         while (request := scan.request()) is not None:
             position, count = request
             if position == after:
-                found = heapq.nsmallest(count, ranged)
+                found = heapq.nsmallest(count, ranged, key=_ORDER)
             else:
                 if ordered is None:
-                    ordered = heapq.nsmallest(scan_limit + 1, ranged)
+                    ordered = heapq.nsmallest(scan_limit + 1, ranged, key=_ORDER)
                 assert position is not None
                 start = bisect.bisect_right(
-                    ordered, (codec.from_micros(position.key), position.seq), key=_order
+                    ordered, (codec.from_micros(position.key), position.seq), key=_ORDER
                 )
                 found = ordered[start : start + count]
-            scan.take([_browse_row(row, state) for row in found])
+            scan.take([_browse_row(entry, state) for entry in found])
         assert scan.page is not None
         return scan.page
 
@@ -418,34 +420,30 @@ class MemoryStore(LocalNodes):
         return self._outcomes.since(since, queue)
 
 
-_Ranged = tuple[datetime, int, Task]
+_ORDER = operator.attrgetter("due", "seq")
 
 
 def _state_range(
     slot: _QueueSlot, now: datetime, state: TaskState, after: BrowseCursor | None
-) -> list[_Ranged]:
-    """The tasks of ``slot`` in the range ``state`` reads at ``now`` (as the SQL stores do: see
-    :data:`opentasks.storage.browsing.STATE_SQL`), after ``after``, unordered."""
+) -> list[_Entry]:
+    """The entries of ``slot`` in the range ``state`` reads at ``now`` (as the SQL stores do:
+    see :mod:`opentasks.storage.browsing`), after ``after``, unordered."""
     entries = slot.tasks.values()
     if state == TaskState.DUE:
-        found = [(e.due, e.seq, e.task) for e in entries if e.due <= now]
+        found = [e for e in entries if e.due <= now]
     elif state == TaskState.IN_FLIGHT:
-        found = [(e.due, e.seq, e.task) for e in entries if e.due > now and e.due != e.task.schedule_time]
+        found = [e for e in entries if e.due > now and e.due != e.task.schedule_time]
     else:
-        found = [(e.due, e.seq, e.task) for e in entries if e.due > now and e.due == e.task.schedule_time]
+        found = [e for e in entries if e.due > now and e.due == e.task.schedule_time]
     if after is None:
         return found
-    start = (codec.from_micros(after.key), after.seq)
-    return [row for row in found if row[:2] > start]
+    due, seq = codec.from_micros(after.key), after.seq
+    return [e for e in found if e.due > due or (e.due == due and e.seq > seq)]
 
 
-def _order(row: _Ranged) -> tuple[datetime, int]:
-    return row[0], row[1]
-
-
-def _browse_row(row: _Ranged, state: TaskState) -> BrowseRow[Task]:
-    due, seq, task = row
+def _browse_row(entry: _Entry, state: TaskState) -> BrowseRow[Task]:
+    task = entry.task
     wanted = state in (TaskState.DUE, TaskState.IN_FLIGHT) or (state == TaskState.SCHEDULED) == (
         task.dispatch_count == 0
     )
-    return codec.to_micros(due), seq, task if wanted else None
+    return codec.to_micros(entry.due), entry.seq, task if wanted else None
