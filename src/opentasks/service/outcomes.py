@@ -28,6 +28,7 @@ FLUSH_EVERY_S = 10.0
 MAX_PENDING = 20_000  # queue-minutes kept while the store cannot take them
 KEPT = timedelta(hours=1)
 
+_ONE_MINUTE = timedelta(minutes=1)
 _Key = tuple[QueueName, datetime]  # (queue, start of the minute)
 
 
@@ -62,6 +63,7 @@ class OutcomeCounter(Observer):
         self._flushing = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
         self._errors = ThrottledLog(_log, clock.monotonic)
+        self._minute = self._minute_end = _minute(clock.now())  # the minute being counted
 
     @property
     def pending(self) -> int:
@@ -69,7 +71,11 @@ class OutcomeCounter(Observer):
         return len(self._counts)
 
     def attempt_finished(self, event: AttemptFinished) -> None:
-        key = (event.task.name.queue, _minute(self._clock.now()))
+        now = self._clock.now()
+        if not self._minute <= now < self._minute_end:
+            self._minute = _minute(now)
+            self._minute_end = self._minute + _ONE_MINUTE
+        key = (event.task.name.queue, self._minute)
         counts = self._counts.get(key)
         if counts is None:
             if len(self._counts) >= self._max_pending:
