@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from typing import Any, TypeVar, cast
 
 from opentasks.clock import Clock
 from opentasks.domain.browse import BrowseCursor, OutcomeMinute, TaskSearch, TaskState, task_state
@@ -36,6 +37,8 @@ HISTORY_SCAN = 5000  # kept tasks one searched page of a history tab reads at mo
 HISTORY_BATCH = 500  # kept tasks read at a time while searching
 _RUN_CONCURRENCY = 50
 LEASE_GRACE_GUESS = timedelta(seconds=30)
+COUNTS_TTL_S = 1.0  # queue counts are shared by the pages and polls of every viewer this long
+T = TypeVar("T")
 
 
 class Tab(Enum):
@@ -210,6 +213,35 @@ class BulkResult:
     created: list[Task] = field(default_factory=list)
 
 
+class SharedReads:
+    """Answers of slow reads (counting a queue's tasks reads its whole index), kept ``ttl_s``
+    seconds and shared by every caller meanwhile, including those that ask while the read runs:
+    however many browsers poll a page, a queue is counted at most once a second."""
+
+    def __init__(self, monotonic: Callable[[], float], ttl_s: float = COUNTS_TTL_S) -> None:
+        self._monotonic = monotonic
+        self._ttl_s = ttl_s
+        self._entries: dict[Hashable, tuple[float, asyncio.Future[Any]]] = {}
+
+    async def get(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
+        now = self._monotonic()
+        entry = self._entries.get(key)
+        if entry is None or not self._usable(entry, now):
+            entry = (now, asyncio.ensure_future(read()))
+            self._entries[key] = entry
+        return cast(T, await asyncio.shield(entry[1]))
+
+    def _usable(self, entry: tuple[float, asyncio.Future[Any]], now: float) -> bool:
+        started, answer = entry
+        if not answer.done():
+            return True
+        return now - started < self._ttl_s and not answer.cancelled() and answer.exception() is None
+
+    def forget(self) -> None:
+        """Drop every kept answer (after a change, the next page counts again)."""
+        self._entries.clear()
+
+
 class DashboardService:
     """The dashboard's reads and actions over the server's services."""
 
@@ -223,6 +255,7 @@ class DashboardService:
         history: HistoryService,
         insights: StoreInsights,
         lease_grace: timedelta = LEASE_GRACE_GUESS,
+        counts_ttl_s: float = COUNTS_TTL_S,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -231,6 +264,7 @@ class DashboardService:
         self.history = history
         self._insights = insights
         self._lease_grace = lease_grace
+        self._counts = SharedReads(clock.monotonic, counts_ttl_s)
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -240,7 +274,7 @@ class DashboardService:
     async def overview(self) -> list[QueueSummary]:
         """Every queue with its numbers, by name."""
         now = self._clock.now()
-        stats = await self._insights.all_queue_stats()
+        stats = await self._counts.get("all", self._insights.all_queue_stats)
         dead = await self._store.dead_letter_counts(now)
         minutes = await self._minutes(now, None)
         summaries = [
@@ -252,7 +286,7 @@ class DashboardService:
     async def queue_summary(self, name: QueueName) -> QueueSummary:
         """One queue with its numbers; NotFound if it does not exist."""
         queue = await self.queues.get_queue(name)
-        stats = await self._insights.queue_stats(name)
+        stats = await self._counts.get(name, lambda: self._insights.queue_stats(name))
         now = self._clock.now()
         dead = await self._store.dead_letter_counts(now, name)
         minutes = await self._minutes(now, name)
@@ -336,6 +370,7 @@ class DashboardService:
 
     async def queue_action(self, name: QueueName, action: str) -> Queue:
         """Pause, resume or purge a queue."""
+        self._counts.forget()
         match action:
             case "pause":
                 return await self.queues.pause_queue(name)
@@ -347,6 +382,7 @@ class DashboardService:
 
     async def update_settings(self, current: Queue, queue: Queue, mask: list[str]) -> Queue:
         """UpdateQueue with ``mask``, keeping a queue.yaml queue one (so its burst stays its own)."""
+        self._counts.forget()
         return await self.queues.update_queue(queue, mask, queue_yaml=current.from_queue_yaml)
 
     async def bulk(
@@ -356,6 +392,7 @@ class DashboardService:
         :data:`BULK_LIMIT` of those ``tab`` and ``search`` match."""
         if action not in tab.actions:
             raise InvalidArgument(f"'{action[:40]}' does not apply to the tasks of the {tab.value} tab.")
+        self._counts.forget()
         await self.queues.get_queue(name)
         more = False
         if task_ids is None:
@@ -406,7 +443,17 @@ class DashboardService:
 
     async def redrive_one(self, name: TaskName) -> Task:
         """Send the dead letter ``name`` again as a new task."""
+        self._counts.forget()
         return (await self.history.redrive(name.queue, [name.task_id])).tasks[0]
+
+    async def run_task(self, name: TaskName) -> Task:
+        """RunTask: send the task now."""
+        self._counts.forget()
+        return await self.tasks.run_task(name, TaskView.BASIC)
+
+    async def delete_task(self, name: TaskName) -> None:
+        self._counts.forget()
+        await self.tasks.delete_task(name)
 
 
 async def _each(calls: Iterable[Awaitable[object]]) -> list[OpenTasksError | None]:

@@ -21,7 +21,6 @@ from multidict import MultiDict
 from opentasks.api.rest import read_body
 from opentasks.domain.browse import MAX_SEARCH_CHARS, TaskSearch
 from opentasks.domain.names import QueueName, TaskName
-from opentasks.domain.task import TaskView
 from opentasks.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -476,14 +475,14 @@ class Dashboard:
         try:
             match action:
                 case "run":
-                    task = await self._service.tasks.run_task(name, TaskView.BASIC)
+                    task = await self._service.run_task(name)
                     return self._redirect(
                         visit,
                         here,
                         Flash("ok", f"Task {name.task_id} sent now (attempt {task.dispatch_count})."),
                     )
                 case "delete":
-                    await self._service.tasks.delete_task(name)
+                    await self._service.delete_task(name)
                     return self._redirect(
                         visit, queue_url(name.queue), Flash("ok", f"Task {name.task_id} deleted.")
                     )
