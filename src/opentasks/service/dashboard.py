@@ -19,7 +19,7 @@ from opentasks.clock import Clock
 from opentasks.domain.browse import BrowseCursor, OutcomeMinute, TaskSearch, TaskState, task_state
 from opentasks.domain.history import FAILED_REASONS, AttemptRecord, FinishedTask, FinishReason
 from opentasks.domain.names import QueueName, TaskName
-from opentasks.domain.queue import Queue, QueueState
+from opentasks.domain.queue import Queue
 from opentasks.domain.stats import QueueStats
 from opentasks.domain.task import DEFAULT_HTTP_DISPATCH_DEADLINE, Task, TaskView
 from opentasks.errors import InvalidArgument, NotFound, OpenTasksError
@@ -515,7 +515,3 @@ def parse_history_cursor(text: str) -> int:
             "The page cursor is not one this dashboard gave; start again from the first page."
         )
     return int(text)
-
-
-def queue_running(queue: Queue) -> bool:
-    return queue.state == QueueState.RUNNING
