@@ -1,6 +1,7 @@
 """The `opentasks queues|tasks` commands, run as a user runs them, against a real server."""
 
 import json
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from opentasks.testing import OPENTASKS, ServerProcess, free_port
+from opentasks.testing import OPENTASKS, ServerProcess
 from tests.integration.handlers import HandlerProcess
 
 pytestmark = pytest.mark.integration
@@ -24,6 +25,23 @@ def handler() -> Iterator[HandlerProcess]:
 def cli_server(handler: HandlerProcess) -> Iterator[ServerProcess]:
     with ServerProcess("memory://", "--app-engine-url", handler.url("")) as running:
         yield running
+
+
+@pytest.fixture(scope="module", autouse=True)
+def call_to_nowhere() -> Iterator[subprocess.Popen[str]]:
+    """A call to a port where nothing listens, started with the module: the CLI waits up to 5 s
+    for a server that is starting before it gives up, so the other tests run meanwhile."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: refused, and no server can take it
+        port = closed.getsockname()[1]
+        with subprocess.Popen(
+            [OPENTASKS, "queues", "list", "--endpoint", f"127.0.0.1:{port}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as running:
+            yield running
+            running.communicate(timeout=60)  # ended and drained, whether the test read it or not
 
 
 def cli(
@@ -232,7 +250,7 @@ def test_import_tasks_from_json_lines(cli_server: ServerProcess, tmp_path: Path)
     assert "Traceback" not in run.stderr
 
 
-def test_errors_read_well(cli_server: ServerProcess) -> None:
+def test_errors_read_well(cli_server: ServerProcess, call_to_nowhere: subprocess.Popen[str]) -> None:
     missing = cli(cli_server, "queues", "describe", "nope", ok=False)
     assert missing.returncode == 1
     assert missing.stderr.strip() == (
@@ -243,18 +261,10 @@ def test_errors_read_well(cli_server: ServerProcess) -> None:
     assert invalid.stderr.strip() == (
         "ERROR: (INVALID_ARGUMENT) RateLimits.maxDispatchesPerSecond must be less than or equal to 500."
     )
-    nowhere = ServerProcess("memory://")
-    nowhere.port = free_port()  # nothing listens there
-    unreachable = subprocess.run(
-        [OPENTASKS, "queues", "list", "--endpoint", nowhere.address],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert unreachable.returncode == 2
-    assert unreachable.stderr.startswith("ERROR: cannot reach the opentasks server")
-    assert "Traceback" not in missing.stderr + invalid.stderr + unreachable.stderr
+    _, unreachable_stderr = call_to_nowhere.communicate(timeout=60)
+    assert call_to_nowhere.returncode == 2
+    assert unreachable_stderr.startswith("ERROR: cannot reach the opentasks server")
+    assert "Traceback" not in missing.stderr + invalid.stderr + unreachable_stderr
 
 
 def test_queue_level_http_target_flags(cli_server: ServerProcess, handler: HandlerProcess) -> None:
