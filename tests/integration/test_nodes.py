@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
@@ -59,8 +60,14 @@ class Nodes:
         }
 
     def __enter__(self) -> "Nodes":
-        for server in self.servers.values():
-            server.start()
+        with ThreadPoolExecutor(max_workers=len(self.servers)) as pool:  # they start together
+            started = [pool.submit(server.start) for server in self.servers.values()]
+        try:
+            for future in started:
+                future.result()
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -129,10 +136,15 @@ def node_gauges(http_port: int) -> dict[str, float]:
 def fill(
     client: tasks_v2.CloudTasksClient, queue: str, url: str, prefix: str, count: int, **task: object
 ) -> list[bytes]:
-    """Create ``count`` tasks with bodies ``prefix-0`` … through ``client``; their bodies."""
+    """Create ``count`` tasks with bodies ``prefix-0`` … through ``client``, a few calls at a time;
+    their bodies."""
     sent = [f"{prefix}-{index}".encode() for index in range(count)]
-    for body in sent:
+
+    def create(body: bytes) -> None:
         client.create_task(parent=queue, task={"http_request": {"url": url, "body": body}, **task})
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(create, sent))
     return sent
 
 
@@ -183,8 +195,8 @@ def test_tasks_created_through_every_node_are_delivered_once(
 def test_a_thousand_queues_spread_evenly_over_three_nodes(storage: str, tmp_path: Path) -> None:
     with Nodes(storage, tmp_path) as nodes:
         client = nodes.client("n2")
-        for index in range(1000):
-            make_queue(client, f"q-{index:04d}")
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda index: make_queue(client, f"q-{index:04d}"), range(1000)))
         deadline = time.monotonic() + 30
         while True:
             counts = {node_id: int(str(node["queues"])) for node_id, node in nodes.listed().items()}
@@ -232,21 +244,23 @@ def test_sigterm_hands_a_queue_over_without_a_gap(
             nodes.client("n1"), "handover", rate_limits={"max_dispatches_per_second": 20, "max_burst_size": 5}
         )
         holder, client = nodes.holder_and_other(queue)
-        fill(client, queue, handler.url("/nodes/handover"), "h", 120)
+        fill(client, queue, handler.url("/nodes/handover"), "h", 60)
         received = handler.take(20)
         assert nodes.servers[holder].stop() == 0
-        received += handler.take(100, timeout_s=30)
+        stopped = time.monotonic()
+        received += handler.take(40, timeout_s=30)
+        assert sum(r.at > stopped for r in received) >= 10  # the new holder's share is measured too
         gaps = [b.at - a.at for a, b in itertools.pairwise(received)]
         print(f"longest gap between deliveries across the SIGTERM hand-over: {max(gaps):.3f} s")
         assert max(gaps) <= 2.0, max(gaps)
         nodes.holder(queue, other_than=holder)  # another node holds it (or this fails)
-        assert len(set(bodies(received))) == 120
+        assert len(set(bodies(received))) == 60
 
 
 def test_the_rate_holds_within_2_percent_while_the_queue_moves(
     storage: str, handler: HandlerProcess, tmp_path: Path
 ) -> None:
-    rate, seconds = 20, 60
+    rate, seconds = 20, 30
     with Nodes(storage, tmp_path) as nodes:
         queue = make_queue(nodes.client("n1"), "steady", rate_limits={"max_dispatches_per_second": rate})
         holder, client = nodes.holder_and_other(queue)
