@@ -48,6 +48,23 @@ def client(server: ServerProcess) -> tasks_v2.CloudTasksClient:
     return server.client()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def timed_out_attempts(client: tasks_v2.CloudTasksClient) -> Iterator[tuple[HandlerProcess, str]]:
+    """A task whose handler outlasts its 15 s dispatch deadline (Cloud Tasks' shortest), created
+    when the module starts so that the wait runs beside the other tests; its handler of its own
+    and the task's name."""
+    with HandlerProcess() as slow:
+        queue = make_queue(client, f"{PARENT}/queues/deadline", retry_config=FAST_RETRY)
+        task = client.create_task(
+            parent=queue,
+            task={
+                "http_request": {"url": slow.url("/sleep/60")},
+                "dispatch_deadline": duration_pb2.Duration(seconds=15),
+            },
+        )
+        yield slow, task.name
+
+
 def eventually(check: Callable[[], T | None], timeout_s: float = 20) -> T:
     """Poll the API until ``check`` returns something (the state is written right after a response)."""
     deadline = time.monotonic() + timeout_s
@@ -175,27 +192,6 @@ def test_max_attempts_ends_retries(
     assert handler.nothing_more(0.5)
 
 
-def test_dispatch_deadline_times_out_and_reads_as_504(
-    client: tasks_v2.CloudTasksClient, handler: HandlerProcess, queue_path: str
-) -> None:
-    queue = make_queue(client, queue_path, retry_config=FAST_RETRY)
-    task = client.create_task(
-        parent=queue,
-        task={
-            "http_request": {"url": handler.url("/sleep/60")},
-            "dispatch_deadline": duration_pb2.Duration(seconds=15),
-        },
-    )
-    first, second = handler.take(2, timeout_s=40)
-    assert 14.5 <= second.at - first.at <= 18
-    assert second.header("X-CloudTasks-TaskRetryCount") == "1"
-    assert second.header("X-CloudTasks-TaskExecutionCount") == "0"
-    assert second.header("X-CloudTasks-TaskPreviousResponse") == "504"
-    got = client.get_task(name=task.name)
-    assert got.response_count == 0 and got.dispatch_count == 2
-    client.delete_task(name=task.name)
-
-
 def test_pause_purge_resume(
     client: tasks_v2.CloudTasksClient, handler: HandlerProcess, queue_path: str
 ) -> None:
@@ -317,3 +313,18 @@ def test_sigterm_lets_attempts_in_flight_finish(tmp_path: Path, handler: Handler
     with ServerProcess(storage, log_path=tmp_path / "server.log") as restarted:
         assert list(restarted.client().list_tasks(parent=queue)) == []
     assert handler.nothing_more(0.5)
+
+
+# Last in the module: its 15 s ran beside the tests above.
+def test_dispatch_deadline_times_out_and_reads_as_504(
+    client: tasks_v2.CloudTasksClient, timed_out_attempts: tuple[HandlerProcess, str]
+) -> None:
+    slow, name = timed_out_attempts
+    first, second = slow.take(2, timeout_s=40)
+    assert 14.5 <= second.at - first.at <= 18
+    assert second.header("X-CloudTasks-TaskRetryCount") == "1"
+    assert second.header("X-CloudTasks-TaskExecutionCount") == "0"
+    assert second.header("X-CloudTasks-TaskPreviousResponse") == "504"
+    got = client.get_task(name=name)
+    assert got.response_count == 0 and got.dispatch_count == 2
+    client.delete_task(name=name)
