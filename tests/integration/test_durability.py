@@ -31,7 +31,9 @@ def test_every_acknowledged_create_survives_kill_9(tmp_path: Path) -> None:
                     parent=QUEUE,
                     task={
                         "name": f"{QUEUE}/tasks/w{worker}-{i}",
-                        "http_request": {"url": "https://example.com/x", "body": b"payload"},
+                        # A closed local port: attempts fail at once, none is left in flight to
+                        # hold up the restarted server's stop (and none leaves the machine).
+                        "http_request": {"url": "http://127.0.0.1:9/x", "body": b"payload"},
                     },
                 )
             except exceptions.GoogleAPICallError:

@@ -189,7 +189,7 @@ def test_list_tasks_paging_and_views(client: tasks_v2.CloudTasksClient, queue_pa
     client.create_queue(parent=PARENT, queue={"name": queue_path})
     names = [
         client.create_task(
-            parent=queue_path, task={"http_request": {"url": "https://example.com/x", "body": b"b"}}
+            parent=queue_path, task={"http_request": {"url": "http://127.0.0.1:9/x", "body": b"b"}}
         ).name
         for _ in range(7)
     ]
