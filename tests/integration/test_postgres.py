@@ -54,7 +54,9 @@ def test_accepted_tasks_survive_kill_9_and_are_delivered_after_restart(
     storage: str, handler: HandlerProcess, tmp_path: Path
 ) -> None:
     log = tmp_path / "server.log"
-    server = ServerProcess(storage, log_path=log).start()
+    # The restarted server takes the queues once the killed one's node lease lapses: 2 s, not 6 s.
+    lease = ("--node-lease", "2s")
+    server = ServerProcess(storage, *lease, log_path=log).start()
     try:
         client = server.client()
         queue = make_queue(client, "durable")
@@ -72,7 +74,7 @@ def test_accepted_tasks_survive_kill_9_and_are_delivered_after_restart(
     finally:
         server.kill()  # SIGKILL: no shutdown, no flush
 
-    restarted = ServerProcess(storage, log_path=log)
+    restarted = ServerProcess(storage, *lease, log_path=log)
     with restarted:
         client = restarted.client()
         assert client.get_queue(name=queue).state == tasks_v2.Queue.State.PAUSED
