@@ -30,7 +30,7 @@ queues:
 
 @pytest.fixture(scope="module")
 def shared_server() -> Iterator[ServerProcess]:
-    """One server for the tests that leave it unchanged."""
+    """One server for the tests that need none of their own (each keeps to a project of its own)."""
     with ServerProcess("memory://", "--no-dispatch") as server:
         yield server
 
@@ -77,54 +77,53 @@ def apply_on_terminal(server: ServerProcess, path: Path, answer: bytes, *flags: 
     return process.wait(timeout=60), output.decode().replace("\r\n", "\n")
 
 
-def test_apply_is_idempotent_and_plans(tmp_path: Path) -> None:
+def test_apply_is_idempotent_and_plans(tmp_path: Path, shared_server: ServerProcess) -> None:
+    server = shared_server  # its own project (decl): the other tests of this server leave it alone
     config = tmp_path / "queues.yaml"
     config.write_text(CONFIG)
-    with ServerProcess("memory://", "--no-dispatch") as server:
-        client = server.client()
-        dry = apply(server, config, "--dry-run")
-        assert dry.returncode == 0, dry.stderr
-        assert "+ create projects/decl/locations/europe-west1/queues/emails" in dry.stdout
-        assert "Dry run: 3 change(s) planned, none made." in dry.stdout
-        assert list(client.list_queues(parent="projects/decl/locations/europe-west1")) == []
+    client = server.client()
+    dry = apply(server, config, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "+ create projects/decl/locations/europe-west1/queues/emails" in dry.stdout
+    assert "Dry run: 3 change(s) planned, none made." in dry.stdout
+    assert list(client.list_queues(parent="projects/decl/locations/europe-west1")) == []
 
-        first = apply(server, config)
-        assert first.returncode == 0 and "Applied 3 change(s)." in first.stdout
-        emails = client.get_queue(name="projects/decl/locations/europe-west1/queues/emails")
-        assert (
-            emails.rate_limits.max_dispatches_per_second,
-            emails.rate_limits.max_concurrent_dispatches,
-        ) == (5, 3)
-        assert emails.retry_config.max_attempts == 4
-        reports = client.get_queue(name="projects/decl/locations/europe-west1/queues/reports")
-        assert reports.state == tasks_v2.Queue.State.PAUSED
+    first = apply(server, config)
+    assert first.returncode == 0 and "Applied 3 change(s)." in first.stdout
+    emails = client.get_queue(name="projects/decl/locations/europe-west1/queues/emails")
+    assert (
+        emails.rate_limits.max_dispatches_per_second,
+        emails.rate_limits.max_concurrent_dispatches,
+    ) == (5, 3)
+    assert emails.retry_config.max_attempts == 4
+    reports = client.get_queue(name="projects/decl/locations/europe-west1/queues/reports")
+    assert reports.state == tasks_v2.Queue.State.PAUSED
 
-        again = apply(server, config)
-        assert again.stdout.strip().endswith("Nothing to change: the queues match " + str(config) + ".")
+    again = apply(server, config)
+    assert again.stdout.strip().endswith("Nothing to change: the queues match " + str(config) + ".")
 
-        config.write_text(
-            CONFIG.replace("max_dispatches_per_second: 5", "max_dispatches_per_second: 8").replace(
-                "state: PAUSED", "state: RUNNING"
-            )
+    config.write_text(
+        CONFIG.replace("max_dispatches_per_second: 5", "max_dispatches_per_second: 8").replace(
+            "state: PAUSED", "state: RUNNING"
         )
-        client.create_queue(
-            parent="projects/decl/locations/europe-west1",
-            queue={"name": "projects/decl/locations/europe-west1/queues/stray"},
-        )
-        changed = apply(server, config)
-        assert (
-            "~ update projects/decl/locations/europe-west1/queues/emails: "
-            "rate_limits.max_dispatches_per_second: 5.0 -> 8.0" in changed.stdout
-        )
-        assert "~ resume projects/decl/locations/europe-west1/queues/reports" in changed.stdout
-        assert "stray" not in changed.stdout  # never deletes unless asked
-        pruned = apply(server, config, "--prune")
-        assert "- delete projects/decl/locations/europe-west1/queues/stray" in pruned.stdout
-        names = [
-            q.name.rsplit("/", 1)[1]
-            for q in client.list_queues(parent="projects/decl/locations/europe-west1")
-        ]
-        assert names == ["emails", "reports"]
+    )
+    client.create_queue(
+        parent="projects/decl/locations/europe-west1",
+        queue={"name": "projects/decl/locations/europe-west1/queues/stray"},
+    )
+    changed = apply(server, config)
+    assert (
+        "~ update projects/decl/locations/europe-west1/queues/emails: "
+        "rate_limits.max_dispatches_per_second: 5.0 -> 8.0" in changed.stdout
+    )
+    assert "~ resume projects/decl/locations/europe-west1/queues/reports" in changed.stdout
+    assert "stray" not in changed.stdout  # never deletes unless asked
+    pruned = apply(server, config, "--prune")
+    assert "- delete projects/decl/locations/europe-west1/queues/stray" in pruned.stdout
+    names = [
+        q.name.rsplit("/", 1)[1] for q in client.list_queues(parent="projects/decl/locations/europe-west1")
+    ]
+    assert names == ["emails", "reports"]
 
 
 def test_apply_queue_yaml_keeps_bucket_size_and_reserves_task_names_longer(tmp_path: Path) -> None:
@@ -188,52 +187,54 @@ def test_apply_rejects_an_invalid_file_and_changes_nothing(
     assert list(shared_server.client().list_queues(parent="projects/my-project/locations/us-central1")) == []
 
 
-def test_prune_refuses_a_wipe_out_and_asks_on_a_terminal(tmp_path: Path) -> None:
-    parent = "projects/my-project/locations/us-central1"
+def test_prune_refuses_a_wipe_out_and_asks_on_a_terminal(
+    tmp_path: Path, shared_server: ServerProcess
+) -> None:
+    server, project = shared_server, ("--project", "prune")  # a project of its own on the shared server
+    parent = "projects/prune/locations/us-central1"
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     keep = tmp_path / "keep.yaml"
     keep.write_text("queues:\n  - name: keep\n")
-    with ServerProcess("memory://", "--no-dispatch") as server:
-        client = server.client()
-        for queue_id in ("keep", "stray", "other"):
-            client.create_queue(parent=parent, queue={"name": f"{parent}/queues/{queue_id}"})
+    client = server.client()
+    for queue_id in ("keep", "stray", "other"):
+        client.create_queue(parent=parent, queue={"name": f"{parent}/queues/{queue_id}"})
 
-        def names() -> list[str]:
-            return sorted(q.name.rsplit("/", 1)[1] for q in client.list_queues(parent=parent))
+    def names() -> list[str]:
+        return sorted(q.name.rsplit("/", 1)[1] for q in client.list_queues(parent=parent))
 
-        refused = apply(server, empty, "--prune", "-q")  # e.g. an empty or mistyped file
-        assert refused.returncode == 1
-        assert f"--prune would delete every queue of {parent} (3)" in refused.stderr
-        assert names() == ["keep", "other", "stray"]
+    refused = apply(server, empty, "--prune", "-q", *project)  # e.g. an empty or mistyped file
+    assert refused.returncode == 1
+    assert f"--prune would delete every queue of {parent} (3)" in refused.stderr
+    assert names() == ["keep", "other", "stray"]
 
-        code, output = apply_on_terminal(server, keep, b"n\n", "--prune")
-        assert code == 1, output
-        assert "Are you sure you want to delete: [us-central1/other], [us-central1/stray]" in output
-        assert "--queue-tombstone" in output
-        assert "ERROR: Aborted by user." in output
-        assert names() == ["keep", "other", "stray"]
+    code, output = apply_on_terminal(server, keep, b"n\n", "--prune", *project)
+    assert code == 1, output
+    assert "Are you sure you want to delete: [us-central1/other], [us-central1/stray]" in output
+    assert "--queue-tombstone" in output
+    assert "ERROR: Aborted by user." in output
+    assert names() == ["keep", "other", "stray"]
 
-        code, output = apply_on_terminal(server, keep, b"y\n", "--prune")
-        assert code == 0, output
-        assert "Applied 2 change(s)." in output
-        assert names() == ["keep"]
+    code, output = apply_on_terminal(server, keep, b"y\n", "--prune", *project)
+    assert code == 0, output
+    assert "Applied 2 change(s)." in output
+    assert names() == ["keep"]
 
-        client.create_queue(parent=parent, queue={"name": f"{parent}/queues/late"})
-        code, output = apply_on_terminal(server, keep, b"n\n", "--prune", "-q")
-        assert code == 0, output
-        assert "(Y/n)" not in output
-        assert names() == ["keep"]
+    client.create_queue(parent=parent, queue={"name": f"{parent}/queues/late"})
+    code, output = apply_on_terminal(server, keep, b"n\n", "--prune", "-q", *project)
+    assert code == 0, output
+    assert "(Y/n)" not in output
+    assert names() == ["keep"]
 
-        client.create_queue(parent=parent, queue={"name": f"{parent}/queues/later"})
-        unattended = apply(server, keep, "--prune")  # no terminal: no question, as gcloud
-        assert unattended.returncode == 0, unattended.stderr
-        assert "continue" not in unattended.stderr
-        assert names() == ["keep"]
+    client.create_queue(parent=parent, queue={"name": f"{parent}/queues/later"})
+    unattended = apply(server, keep, "--prune", *project)  # no terminal: no question, as gcloud
+    assert unattended.returncode == 0, unattended.stderr
+    assert "continue" not in unattended.stderr
+    assert names() == ["keep"]
 
-        wiped = apply(server, empty, "--prune", "--yes")
-        assert wiped.returncode == 0, wiped.stderr
-        assert names() == []
+    wiped = apply(server, empty, "--prune", "--yes", *project)
+    assert wiped.returncode == 0, wiped.stderr
+    assert names() == []
 
 
 def test_serve_refuses_an_invalid_config_without_a_traceback(tmp_path: Path) -> None:
