@@ -181,10 +181,15 @@ def test_queue_pause_resume_purge_list_delete(gcloud: Gcloud, client: tasks_v2.C
 
     later = SystemClock().now() + timedelta(hours=1)
     client.create_task(parent=name, task={"http_request": {"url": "https://a.test/"}, "schedule_time": later})
-    assert "Purged queue [us-central1/g-states]." in queue_command(gcloud, "purge", "g-states")
+    purged, listed = gcloud.parallel(
+        [
+            ("tasks", "queues", "purge", "g-states", *WHERE),
+            ("tasks", "queues", "list", *WHERE, "--format=json"),
+        ]
+    )
+    assert "Purged queue [us-central1/g-states]." in purged.stderr
     assert list(client.list_tasks(parent=name)) == []
-
-    assert name in [queue["name"] for queue in gcloud.json("tasks", "queues", "list", *WHERE)]
+    assert name in [queue["name"] for queue in json.loads(listed.stdout)]
     assert "Deleted queue [us-central1/g-states]." in queue_command(gcloud, "delete", "g-states")
     with pytest.raises(exceptions.NotFound):
         client.get_queue(name=name)
@@ -274,7 +279,13 @@ def test_create_list_describe_run_delete_tasks(
     assert "body" not in json.loads(basic.stdout)["httpRequest"]
     assert json.loads(described.stdout) == as_json(file_task)
 
-    ran = gcloud.json("tasks", "run", "t-file", "--queue=g-tasks", *WHERE)
+    run, deleted = gcloud.parallel(
+        [
+            ("tasks", "run", "t-file", "--queue=g-tasks", *WHERE, "--format=json"),
+            ("tasks", "delete", "t-content", "--queue=g-tasks", *WHERE),
+        ]
+    )
+    ran = json.loads(run.stdout)
     assert ran["name"] == f"{queue}/tasks/t-file" and ran["dispatchCount"] == 1
     (received,) = handler.take(1)
     assert (received.method, received.path, received.body) == ("PUT", "/file", body_file.read_bytes())
@@ -283,7 +294,6 @@ def test_create_list_describe_run_delete_tasks(
     claims = jwt.decode(token, options={"verify_signature": False})
     assert (claims["email"], claims["aud"]) == (ACCOUNT, "https://handler.example")
 
-    deleted = gcloud("tasks", "delete", "t-content", "--queue=g-tasks", *WHERE)
     assert "Deleted task [t-content]." in deleted.stderr
     with pytest.raises(exceptions.NotFound):
         client.get_task(name=f"{queue}/tasks/t-content")
