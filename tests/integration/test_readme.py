@@ -4,6 +4,9 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,43 @@ def test_the_readme_has_examples_of_every_kind() -> None:
     assert {kind for kind, _ in EXAMPLES} == {"python", "node", "sh", "cli"}
 
 
+@pytest.fixture(scope="module")
+def fresh_server() -> Iterator[Callable[[], AbstractContextManager[ServerProcess]]]:
+    """A new server for each example (they may create the same queues), each one started while
+    the example before it runs."""
+    started: list[ServerProcess] = []
+
+    def start() -> ServerProcess:
+        server = ServerProcess("memory://")
+        started.append(server)
+        return server.start()
+
+    with ThreadPoolExecutor(max_workers=1) as starter:
+        upcoming: Future[ServerProcess] = starter.submit(start)
+
+        @contextmanager
+        def take() -> Iterator[ServerProcess]:
+            nonlocal upcoming
+            server = upcoming.result()
+            upcoming = starter.submit(start)
+            try:
+                yield server
+            finally:
+                _stop(server)
+
+        try:
+            yield take
+        finally:
+            upcoming.exception()  # started (or failed) before it is stopped
+            for server in started:
+                _stop(server)
+
+
+def _stop(server: ServerProcess) -> None:
+    if server.process is not None and server.process.poll() is None:
+        server.stop()
+
+
 def _for(server: ServerProcess, code: str) -> str:
     """The example aimed at this server's ports instead of the defaults 8123 and 8124 (and at a
     free port instead of 8080 for the stand-in handler)."""
@@ -32,8 +72,14 @@ def _for(server: ServerProcess, code: str) -> str:
 
 
 @pytest.mark.parametrize(("kind", "code"), EXAMPLES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(EXAMPLES)])
-def test_readme_example_runs(kind: str, code: str, node_project: Path, tmp_path: Path) -> None:
-    with ServerProcess("memory://") as server:
+def test_readme_example_runs(
+    kind: str,
+    code: str,
+    node_project: Path,
+    tmp_path: Path,
+    fresh_server: Callable[[], AbstractContextManager[ServerProcess]],
+) -> None:
+    with fresh_server() as server:
         example = _for(server, code)
         if kind == "python":
             command = [sys.executable, "-c", example]
