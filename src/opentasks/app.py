@@ -44,6 +44,7 @@ from opentasks.service.health import Readiness
 from opentasks.service.history import HistoryService
 from opentasks.service.locations import LocationService
 from opentasks.service.observers import Observers
+from opentasks.service.outcomes import OutcomeCounter
 from opentasks.service.ownership import NodeSettings
 from opentasks.service.pusher import Http1Pusher
 from opentasks.service.queues import QueueService
@@ -281,9 +282,13 @@ class Server:
         )
         self.services = build_services(settings, self.store, self.clock, self.dispatcher, observers)
         self.insights = self.observability.insights(self.store, self.dispatcher)
+        self.outcomes: OutcomeCounter | None = None
         if self.dispatcher is not None:
             ownership = self.dispatcher.ownership
             self.observability.metrics.use_node(lambda: len(ownership.held), ownership.proven)
+            # The dashboard's chart of the last hour: attempts ended per queue and minute.
+            self.outcomes = OutcomeCounter(self.store, self.clock, ownership.node_id)
+            observers.subscribe(self.outcomes)
         if isinstance(self.store, SqliteStore):
             self.store.observe_commits(self.observability.metrics.store_commit, self.clock.monotonic)
         self.auth = api_auth(settings)
@@ -343,6 +348,8 @@ class Server:
             )
             await self.dispatcher.start()
             self._dispatching = True
+        if self.outcomes is not None:
+            await self.outcomes.start()
         if self.settings.metrics_port is not None:
             metrics = self.observability.metrics
             self._metrics_http = await start_metrics_server(
@@ -399,6 +406,8 @@ class Server:
         self._dispatching = False
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+        if self.outcomes is not None:
+            await self.outcomes.stop()  # after the dispatcher: its last attempts are counted
         if self._http is not None:
             await self._http.cleanup()
         if self._metrics_http is not None:
