@@ -9,7 +9,7 @@ from aiohttp import web
 from opentasks.service.dashboard import DashboardService
 from opentasks.version import package_version
 from opentasks.web.dashboard import Dashboard
-from opentasks.web.session import SessionKeeper
+from opentasks.web.session import LoginLimiter, SessionKeeper
 from opentasks.web.views import Views
 
 
@@ -21,11 +21,17 @@ def add_dashboard(
     tokens: tuple[str, ...] = (),
     read_only_tokens: tuple[str, ...] = (),
     monotonic: Callable[[], float],
+    login_limiter: LoginLimiter | None = None,
 ) -> Dashboard:
     """Serve the dashboard on ``app``: sessions signed with ``key`` (the store's page-token key,
-    shared by every node), logins with the API tokens (none: open to every visitor)."""
+    shared by every node), logins with the API tokens (none: open to every visitor), failed
+    logins limited by ``login_limiter`` (default: :class:`LoginLimiter`'s limits on ``monotonic``)."""
     dashboard = Dashboard(
-        service, SessionKeeper(key, tokens, read_only_tokens), Views(package_version()), monotonic=monotonic
+        service,
+        SessionKeeper(key, tokens, read_only_tokens),
+        Views(package_version()),
+        monotonic=monotonic,
+        login_limiter=login_limiter,
     )
     dashboard.add_routes(app)
     return dashboard

@@ -4,11 +4,14 @@ htmx polls to keep them live, and forms that act through the dashboard service.
 Every response carries a strict Content-Security-Policy. Every POST must come from the
 dashboard's own pages (``Sec-Fetch-Site``/``Origin``) and carry the session's CSRF token; with
 API tokens configured, visitors log in with one, and a read-only token can look but not act.
+Failed logins are rate limited per client and in all (429 with ``Retry-After``); a method a
+page does not take gets 405 with ``Allow``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +31,7 @@ from opentasks.errors import (
     OpenTasksError,
     PayloadTooLarge,
     PermissionDenied,
+    RequestTimeout,
 )
 from opentasks.service.dashboard import BulkResult, DashboardService, QueueSummary, Tab
 from opentasks.throttled_log import ThrottledLog
@@ -42,8 +46,10 @@ from opentasks.web.session import (
     SESSION_LIFETIME,
     Access,
     Flash,
+    LoginLimiter,
     Session,
     SessionKeeper,
+    client_key,
     cross_site,
     request_is_tls,
     safe_next,
@@ -105,27 +111,36 @@ class Dashboard:
         views: Views,
         *,
         monotonic: Callable[[], float],
+        login_limiter: LoginLimiter | None = None,
     ) -> None:
         self._service = service
         self._keeper = keeper
         self._views = views
         self._errors = ThrottledLog(_log, monotonic)
+        self._limiter = login_limiter or LoginLimiter(monotonic)
+        self._refused_logins = ThrottledLog(_log, monotonic)
+        self._resources: list[web.AbstractResource] = []
 
     def add_routes(self, app: web.Application) -> None:
         """Register every ``/ui`` route on ``app`` (before the API's catch-all)."""
         router = app.router
-        router.add_get(UI, self._to_root)
-        router.add_get(UI + "/static/{path:.+}", self._static)
-        router.add_get(UI + "/login", self._guard(self.login_page, public=True))
-        router.add_post(UI + "/login", self._guard(self.login, public=True))
-        router.add_post(UI + "/logout", self._guard(self.logout))
-        router.add_get(UI + "/", self._guard(self.overview))
-        router.add_get(_QUEUE, self._guard(self.queue_page))
-        router.add_post(_QUEUE, self._guard(self.queue_post))
-        router.add_post(_QUEUE + "/bulk", self._guard(self.bulk_post))
-        router.add_get(_QUEUE + "/tasks/{task}", self._guard(self.task_page))
-        router.add_post(_QUEUE + "/tasks/{task}", self._guard(self.task_post))
-        router.add_route("*", UI + "/{tail:.*}", self._guard(self.missing))
+        routes = [
+            router.add_get(UI, self._to_root),
+            router.add_get(UI + "/static/{path:.+}", self._static),
+            router.add_get(UI + "/login", self._guard(self.login_page, public=True)),
+            router.add_post(UI + "/login", self._guard(self.login, public=True)),
+            router.add_post(UI + "/logout", self._guard(self.logout)),
+            router.add_get(UI + "/", self._guard(self.overview)),
+            router.add_get(_QUEUE, self._guard(self.queue_page)),
+            router.add_post(_QUEUE, self._guard(self.queue_post)),
+            router.add_post(_QUEUE + "/bulk", self._guard(self.bulk_post)),
+            router.add_get(_QUEUE + "/tasks/{task}", self._guard(self.task_page)),
+            router.add_post(_QUEUE + "/tasks/{task}", self._guard(self.task_post)),
+        ]
+        self._resources = list({id(r.resource): r.resource for r in routes if r.resource}.values())
+        # Everything else under /ui/ (another path, or a method a page does not take) is answered
+        # here, as a page with this module's headers, never by the API's catch-all.
+        router.add_route("*", UI + "/{tail:.*}", self._guard(self.missing, public=True))
 
     # -- the guard around every page --------------------------------------------------------
 
@@ -297,6 +312,21 @@ class Dashboard:
         return _secured(response)
 
     async def missing(self, request: web.Request, visit: Visit) -> web.StreamResponse:
+        allowed = await self._allowed_methods(request)
+        anonymous = self._keeper.auth_on and self._session(request, self._service.now()) is None
+        if allowed:
+            response = self._html(
+                405,
+                "error.html",
+                None if anonymous else visit,
+                request,
+                title="Method not allowed",
+                message=f"{request.path[:200]} takes {' and '.join(sorted(allowed))} only.",
+            )
+            response.headers["Allow"] = ", ".join(sorted(allowed))
+            return response
+        if anonymous:
+            return self._to_login(request)
         return self._html(
             404,
             "error.html",
@@ -305,6 +335,15 @@ class Dashboard:
             title="Not found",
             message=f"There is no dashboard page at {request.path[:200]}.",
         )
+
+    async def _allowed_methods(self, request: web.Request) -> set[str]:
+        """The methods the page at the request's path takes (none: there is no such page)."""
+        allowed: set[str] = set()
+        for resource in self._resources:
+            match, methods = await resource.resolve(request)
+            if match is None:
+                allowed |= methods
+        return allowed
 
     async def login_page(self, request: web.Request, visit: Visit) -> web.StreamResponse:
         if not self._keeper.auth_on or self._session(request, self._service.now()) is not None:
@@ -317,8 +356,28 @@ class Dashboard:
         target = safe_next(visit.form.get("next", ""))
         if not self._keeper.auth_on:
             return web.Response(status=303, headers={"Location": target})
+        client = client_key(request.remote)
+        wait = self._limiter.wait(client)
+        if wait:
+            self._refused_logins.log(
+                logging.WARNING, "dashboard logins refused (too many failed, last from %s)", client
+            )
+            response = self._html(
+                429,
+                "login.html",
+                None,
+                request,
+                next=target,
+                flash=Flash(
+                    "error",
+                    f"Too many failed logins: try again in {_seconds(wait)}. The token was not checked.",
+                ),
+            )
+            response.headers["Retry-After"] = str(wait)
+            return response
         session = self._keeper.login(visit.form.get("token", ""), self._service.now())
         if session is None:
+            self._limiter.failed(client)
             return self._html(
                 401,
                 "login.html",
@@ -331,6 +390,7 @@ class Dashboard:
         return web.Response(status=303, headers={"Location": target, "Cache-Control": "no-store"})
 
     async def logout(self, request: web.Request, visit: Visit) -> web.StreamResponse:
+        self._keeper.revoke(visit.session, self._service.now())
         response = web.Response(status=303, headers={"Location": f"{UI}/login", "Cache-Control": "no-store"})
         response.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
         return response
@@ -516,7 +576,9 @@ async def _read_form(request: web.Request) -> MultiDict[str]:
         raise InvalidArgument("Dashboard forms are sent as application/x-www-form-urlencoded.")
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=5000)
-    except (UnicodeDecodeError, ValueError) as error:
+    except UnicodeDecodeError:
+        raise InvalidArgument("The form could not be read: it is not UTF-8.") from None
+    except ValueError as error:
         raise InvalidArgument(f"The form could not be read: {error}.") from None
     return MultiDict(pairs)
 
@@ -528,6 +590,8 @@ def _error_status(error: OpenTasksError) -> tuple[int, str]:
         return 403, "Not allowed"
     if isinstance(error, PayloadTooLarge):
         return 413, "Too large"
+    if isinstance(error, RequestTimeout):
+        return 408, "Too slow"
     if isinstance(error, FailedPrecondition):
         return 409, "Not possible now"
     return 400, "Bad request"
@@ -561,6 +625,12 @@ def _search(text: str) -> TaskSearch:
     if len(text) > MAX_SEARCH_CHARS:
         raise InvalidArgument(f"Search for at most {MAX_SEARCH_CHARS} characters.")
     return TaskSearch(text)
+
+
+def _seconds(wait: int) -> str:
+    if wait < 120:
+        return f"{wait} second{'s' if wait != 1 else ''}"
+    return f"{math.ceil(wait / 60)} minutes"
 
 
 def _tab_value(text: str) -> str:

@@ -20,6 +20,10 @@ from opentasks.errors import InvalidArgument
 from opentasks.web.present import seconds_text
 
 _SECONDS = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*s?\s*")
+# What Python's int() and float() also take (other scripts' digits, "1_000", "nan") is not a
+# number here: plain ASCII decimals only.
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 MAX_FIELD_CHARS = 40
 
 
@@ -112,11 +116,13 @@ def parse_field(field: Field, text: str) -> float | int | timedelta:
         raise InvalidArgument(f"{field.name}: '{text[:MAX_FIELD_CHARS]}…' is too long.")
     if field.kind == "seconds":
         return parse_seconds(field.name, text)
-    try:
-        number = float(text) if field.kind == "float" else int(text)
-    except ValueError:
+    if field.kind == "float" and text.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+        raise InvalidArgument(f"{field.name}: '{text}' is not a finite number.")
+    pattern = _FLOAT if field.kind == "float" else _INT
+    if not pattern.fullmatch(text):
         kind = "a number" if field.kind == "float" else "a whole number"
-        raise InvalidArgument(f"{field.name}: '{text}' is not {kind}.") from None
+        raise InvalidArgument(f"{field.name}: '{text}' is not {kind}.")
+    number = float(text) if field.kind == "float" else int(text)
     if isinstance(number, float) and not math.isfinite(number):
         raise InvalidArgument(f"{field.name}: '{text}' is not a finite number.")
     return number
