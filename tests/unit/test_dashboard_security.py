@@ -25,6 +25,7 @@ from opentasks.web.session import (
     LoginLimiter,
     SessionKeeper,
     client_key,
+    local_host,
     safe_next,
 )
 from tests.unit.test_dashboard_helpers import ONE_ATTEMPT, QUEUE_PATH, Q, Site, dashboard_site
@@ -188,6 +189,51 @@ async def test_a_login_always_starts_a_new_session(site: Site) -> None:
 )
 def test_the_next_page_stays_on_the_dashboard(target: str, expected: str) -> None:
     assert safe_next(target) == expected
+
+
+# -- DNS rebinding -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "local"),
+    [
+        ("127.0.0.1:8124", True),
+        ("127.0.0.1", True),
+        ("[::1]:8124", True),
+        ("::1", True),
+        ("10.1.2.3:80", True),
+        ("localhost:8124", True),
+        ("LOCALHOST.", True),
+        ("tasks.localhost:8124", True),
+        ("", True),
+        ("evil.example:8124", False),
+        ("localhost.evil.example", False),
+        ("127.0.0.1.nip.io:8124", False),
+        ("[evil", False),
+    ],
+)
+def test_names_no_other_site_can_take(host: str, *, local: bool) -> None:
+    assert local_host(host) == local
+
+
+async def test_an_open_dashboard_answers_only_to_local_names(open_site: Site) -> None:
+    port = open_site.client.port
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
+        assert (await open_site.get(QUEUE_PATH, headers={"Host": host}))[0] == 200
+    status, page = await open_site.get(QUEUE_PATH, headers={"Host": f"rebound.evil.example:{port}"})
+    assert status == 403
+    assert "--api-token" in page
+    assert 'name="csrf"' not in page and "emails" not in page  # neither the token nor any data
+    status, _ = await open_site.post(
+        QUEUE_PATH, {"action": "pause"}, headers={"Host": f"rebound.evil.example:{port}"}
+    )
+    assert status == 403
+    assert (await open_site.world.queues.get_queue(Q)).state == QueueState.RUNNING
+
+
+async def test_with_tokens_any_name_reaches_the_login(site: Site) -> None:
+    status, page = await site.get("/ui/login", headers={"Host": "tasks.example.com"})
+    assert status == 200 and '<form id="login"' in page
 
 
 # -- acting: POST, CSRF token, full access -----------------------------------------------------

@@ -51,6 +51,7 @@ from opentasks.web.session import (
     SessionKeeper,
     client_key,
     cross_site,
+    local_host,
     request_is_tls,
     safe_next,
 )
@@ -167,6 +168,19 @@ class Dashboard:
         return handle
 
     async def _visit(self, request: web.Request, page: Page, public: bool) -> web.StreamResponse:
+        if not self._keeper.auth_on and not local_host(request.headers.get("Host", "")):
+            # Open to every visitor, so only by a name no other site can take: a page whose own
+            # name was made to resolve here (DNS rebinding) would otherwise read and act freely.
+            return self._html(
+                403,
+                "error.html",
+                None,
+                request,
+                title="Refused",
+                message="Without API tokens this dashboard answers only to localhost or an IP "
+                "address, so that no other web site can reach it through its own host name. "
+                "Use the server's IP address, or start it with --api-token.",
+            )
         now = self._service.now()
         session = self._session(request, now)
         if session is None and not public and self._keeper.auth_on:

@@ -250,6 +250,29 @@ def cross_site(headers: Mapping[str, str], host: str) -> bool:
     return parts.scheme not in ("http", "https") or parts.netloc.lower() not in hosts
 
 
+def local_host(host: str) -> bool:
+    """True when ``host`` (a Host header, with or without its port) names this server in a way
+    no other site can: an IP address, ``localhost`` or a name under ``.localhost`` (which
+    browsers resolve to the loopback address themselves). A page of another site that has made
+    its own name resolve to this server (DNS rebinding) sends its own name as the Host, which is
+    none of these."""
+    name = host.strip().lower()
+    if not name:  # no Host at all: not a browser
+        return True
+    if name.startswith("["):  # [::1]:8124
+        name = name[1 : name.find("]")] if "]" in name else ""
+    elif name.count(":") == 1:
+        name = name.split(":")[0]
+    name = name.rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name.split("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
 def request_is_tls(secure: bool, headers: Mapping[str, str]) -> bool:
     """True when the request came over TLS, to this server or to a proxy in front of it."""
     forwarded = headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
