@@ -99,14 +99,34 @@ def test_numbers_and_times_read_well() -> None:
         "250ms",
         "5.2s",
         "42s",
-        "4m 05s",
+        "4m 5s",
         "3h 12m",
         "2d 2h",
     ]
-    assert span(timedelta(minutes=10)) == "10m 00s"
+    assert [span(timedelta(minutes=10)), span(3600), span(59.7)] == ["10m", "1h", "1m"]
     assert relative(T0 + timedelta(seconds=30), T0) == "in 30s"
-    assert relative(T0 - timedelta(minutes=2), T0) == "2m 00s ago"
+    assert relative(T0 - timedelta(minutes=2), T0) == "2m ago"
     assert relative(T0, T0) == "now" and relative(None, T0) == "\u2013"
+
+
+def test_ages_and_waits_are_rounded_as_people_say_them() -> None:
+    approx = [0.014, 1.4, 8.9, 59.6, 90, 3599, 3660, 3 * 3600 + 720, 47 * 3600 + 3599, 9.5 * 86400]
+    assert [span(s, approx=True) for s in approx] == [
+        "<1s",
+        "1s",
+        "9s",
+        "1m",
+        "2m",
+        "1h",
+        "1h 1m",
+        "3h 12m",
+        "2d",
+        "9d 12h",
+    ]
+    assert relative(T0 + timedelta(minutes=59, seconds=59), T0) == "in 1h"
+    assert relative(T0 + timedelta(hours=1, minutes=1), T0) == "in 1h 1m"
+    assert relative(T0 - timedelta(seconds=1.6), T0) == "2s ago"
+    assert span(float("nan"), approx=True) == "\u2013"
     assert timestamp(T0 + timedelta(microseconds=123456)) == "2030-01-01 12:00:00.123 UTC"
 
 

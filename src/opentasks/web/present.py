@@ -189,34 +189,67 @@ def percent(part: int, whole: int) -> str:
     return f"{share:.0f}%"
 
 
-def span(delta: timedelta | float) -> str:
-    """A length of time, short: ``350ms``, ``12s``, ``4m 05s``, ``3h 12m``, ``2d 4h``."""
+def span(delta: timedelta | float, *, approx: bool = False) -> str:
+    """A length of time, short: ``350ms``, ``5.2s``, ``12s``, ``4m 5s``, ``3h 12m``, ``2d 4h``
+    (a zero second part is left out: ``10m``, ``1h``).
+
+    ``approx`` rounds it as people say an age or a wait: ``<1s``, ``12s``, ``4m``, ``3h 12m``,
+    ``2d 4h``."""
     seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
     if math.isnan(seconds) or math.isinf(seconds):
         return NONE
     seconds = abs(seconds)
+    if approx:
+        return _approx(seconds)
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
-    minutes, secs = divmod(int(seconds), 60)
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = math.floor(seconds + 0.5)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
     if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
+        return _two(minutes, "m", secs, "s")
     hours, minutes = divmod(minutes, 60)
     if hours < 48:
-        return f"{hours}h {minutes:02d}m"
+        return _two(hours, "h", minutes, "m")
     days, hours = divmod(hours, 24)
-    return f"{days}d {hours}h"
+    return _two(days, "d", hours, "h")
+
+
+def _approx(seconds: float) -> str:
+    """``seconds`` rounded to one unit below an hour, to two above: ``<1s``, ``59s``, ``1m``,
+    ``59m``, ``1h``, ``1h 1m``, ``2d 4h``."""
+    if seconds < 1:
+        return "<1s"
+    whole = math.floor(seconds + 0.5)
+    if whole < 60:
+        return f"{whole}s"
+    minutes = math.floor(seconds / 60 + 0.5)
+    if minutes < 60:
+        return f"{minutes}m"
+    if minutes < 48 * 60:
+        hours, minutes = divmod(minutes, 60)
+        return _two(hours, "h", minutes, "m")
+    days, hours = divmod(math.floor(seconds / 3600 + 0.5), 24)
+    return _two(days, "d", hours, "h")
+
+
+def _two(big: int, big_unit: str, small: int, small_unit: str) -> str:
+    return f"{big}{big_unit}" if not small else f"{big}{big_unit} {small}{small_unit}"
 
 
 def relative(when: datetime | None, now: datetime) -> str:
-    """``when`` from ``now``'s point of view: ``in 5m 00s``, ``12s ago``, ``now``."""
+    """``when`` from ``now``'s point of view, rounded as people say it: ``in 5m``, ``12s ago``,
+    ``in 1h 2m``, ``now`` (the exact time is the ``timestamp``)."""
     if when is None:
         return NONE
     delta = (when - now).total_seconds()
     if abs(delta) < 1:
         return "now"
-    return f"in {span(delta)}" if delta > 0 else f"{span(delta)} ago"
+    shown = span(delta, approx=True)
+    return f"in {shown}" if delta > 0 else f"{shown} ago"
 
 
 def timestamp(when: datetime | None) -> str:
