@@ -134,6 +134,27 @@ def test_purge_asks_first(ui: Dashboard, client: tasks_v2.CloudTasksClient) -> N
     ui.until(lambda _: not list(client.list_tasks(parent=queue)), "the queue kept its tasks")
 
 
+def test_the_selected_tasks_buttons_wait_for_a_tick(ui: Dashboard, client: tasks_v2.CloudTasksClient) -> None:
+    queue = make_queue(client, "ticking", paused=True)
+    for n in range(2):
+        add_task(client, queue, f"t{n}")
+    open_queue(ui, "ticking")
+    ui.find('tr[data-task-id="t1"]')
+    run = 'form#bulk button[data-needs-selection][value="run"]'
+    ui.until(lambda _: not ui.find(run).is_enabled(), "Run now is enabled with nothing ticked")
+    assert not ui.find('form#bulk button[data-needs-selection][value="delete"]').is_enabled()
+    assert ui.text_of("form#bulk .selected-count") == "None selected"
+
+    ui.click('tr[data-task-id="t0"] input[name=task]')
+    ui.until(lambda _: ui.find(run).is_enabled(), "Run now stayed disabled with a task ticked")
+    assert ui.text_of("form#bulk .selected-count") == "1 selected"
+    ui.click("form#bulk input.select-all")
+    ui.wait_text("form#bulk .selected-count", "2 selected")
+    ui.click("form#bulk input.select-all")
+    ui.wait_text("form#bulk .selected-count", "None selected")
+    assert not ui.find(run).is_enabled()
+
+
 def test_a_dead_letter_is_found_explained_and_redriven(
     ui: Dashboard, client: tasks_v2.CloudTasksClient, handler: HandlerProcess
 ) -> None:
@@ -170,6 +191,24 @@ def test_a_dead_letter_is_found_explained_and_redriven(
     ui.until(lambda d: d.current_url.endswith(f"/tasks/{created}"), "not on the new task's page")
 
 
+def test_an_unreachable_handler_is_told_in_words_and_the_task_waits_for_its_retry(
+    ui: Dashboard, client: tasks_v2.CloudTasksClient
+) -> None:
+    retry = {"max_attempts": 5, "min_backoff": timedelta(minutes=5), "max_backoff": timedelta(minutes=5)}
+    queue = make_queue(client, "unreachable", retry_config=retry)
+    add_task(client, queue, "nobody-home")  # NOWHERE: a closed local port
+    ui.until(lambda _: client.get_task(name=f"{queue}/tasks/nobody-home").dispatch_count == 1)
+
+    ui.open(f"{queue}/tasks/nobody-home")
+    attempt = ui.find("#attempts li.attempt")
+    assert attempt.find_element(By.CSS_SELECTOR, ".status-code").text == "unreachable"
+    assert attempt.find_element(By.CSS_SELECTOR, ".failure-label").text == "Connection refused"
+    assert ui.text_of("#task-state") == "RETRYING"  # not in flight: the attempt has ended
+    ui.click("#attempts details.attempt-detail summary")
+    assert ui.text_of("#attempts .raw-error")  # the raw error, on demand
+    ui.screenshot("task-unreachable")
+
+
 def test_a_setting_the_api_refuses_shows_its_message_and_a_valid_one_is_applied(
     ui: Dashboard, client: tasks_v2.CloudTasksClient
 ) -> None:
@@ -180,6 +219,10 @@ def test_a_setting_the_api_refuses_shows_its_message_and_a_valid_one_is_applied(
     fill(ui, max_attempts="-5")
     ui.press("save", within="form#queue-settings")
     assert "maxAttempts must be greater or equal to -1" in ui.text_of(".flash.error")
+    refused = ui.find("form#queue-settings input[name=max_attempts]")
+    assert refused.get_attribute("aria-invalid") == "true"  # the field is marked, in the form's words
+    assert ui.text_of("form#queue-settings #e-max_attempts") == "Max attempts must be greater or equal to -1."
+    assert ui.find("form#queue-settings input[name=min_backoff]").get_attribute("aria-invalid") is None
     ui.screenshot("queue-settings-refused")
     assert client.get_queue(name=queue).retry_config == before.retry_config
 

@@ -19,7 +19,35 @@
     }
   });
 
-  // "Select all" ticks every task of the page; the bar shows how many are ticked.
+  // The bulk bar of a form: how many tasks are ticked, and its "selected" buttons
+  // (data-needs-selection) enabled only while at least one is. "Select all" shows a partial tick
+  // while only some are.
+  function syncSelection(form) {
+    var boxes = form.querySelectorAll("input[name=task]");
+    var ticked = form.querySelectorAll("input[name=task]:checked").length;
+    var shown = form.querySelector(".selected-count");
+    if (shown) {
+      shown.textContent = ticked ? ticked + " selected" : "None selected";
+      shown.classList.toggle("has-selection", ticked > 0);
+    }
+    form.querySelectorAll("[data-needs-selection]").forEach(function (button) {
+      button.disabled = ticked === 0;
+    });
+    var all = form.querySelector("input.select-all");
+    if (all) {
+      all.checked = ticked > 0 && ticked === boxes.length;
+      all.indeterminate = ticked > 0 && ticked < boxes.length;
+    }
+  }
+
+  function syncEveryForm() {
+    document.querySelectorAll("form").forEach(function (form) {
+      if (form.querySelector(".selected-count")) {
+        syncSelection(form);
+      }
+    });
+  }
+
   document.addEventListener("change", function (event) {
     var box = event.target;
     if (!(box instanceof HTMLInputElement) || box.type !== "checkbox") {
@@ -32,10 +60,12 @@
       });
     }
     var form = box.closest("form");
-    var shown = form && form.querySelector(".selected-count");
-    if (shown) {
-      var ticked = form.querySelectorAll("input[name=task]:checked").length;
-      shown.textContent = ticked ? ticked + " selected" : "";
+    if (form) {
+      syncSelection(form);
     }
   });
+
+  // On the first load, and whenever htmx puts new content in (a boosted page, a refreshed table).
+  document.addEventListener("DOMContentLoaded", syncEveryForm);
+  document.addEventListener("htmx:load", syncEveryForm);
 })();
