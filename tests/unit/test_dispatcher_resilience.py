@@ -337,3 +337,59 @@ async def test_hostile_retry_settings_reschedule_within_the_ceiling_and_never_re
         assert stored.schedule_time == world.clock.now() + expected
     world.clock.advance(24 * 3600)  # far past every lease: nothing is due
     assert await world.step() == 0
+
+
+class HeldReads(MemoryStore):
+    """Its queue reads wait until let go, in the order the test chooses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.waiting: list[asyncio.Event] = []
+
+    async def get_queue(self, name: QueueName) -> Queue:
+        read = await super().get_queue(name)  # read now, answer when let go
+        if self.hold:
+            gate = asyncio.Event()
+            self.waiting.append(gate)
+            await gate.wait()
+        return read
+
+
+async def test_a_paused_queue_starts_nothing_once_pause_queue_answers() -> None:
+    """However slowly the dispatcher's own read of the queue comes back, the pause applies to
+    the queue's worker before PauseQueue returns."""
+    store = HeldReads()
+    world = await looping_world(store)
+    await world.queue()
+    store.hold = True
+    await world.queues.pause_queue(Q)
+    await world.task()
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert world.pusher.sent == []
+    await world.queues.resume_queue(Q)
+    await until(lambda: len(world.pusher.sent) == 1)
+    for gate in store.waiting:
+        gate.set()
+    await world.dispatcher.stop()
+
+
+async def test_a_slow_reload_does_not_undo_a_later_change() -> None:
+    """Pause then resume: the pause's read, answering last, is older than the resume's."""
+    store = HeldReads()
+    world = await looping_world(store)
+    await world.queue()
+    store.hold = True
+    await world.queues.pause_queue(Q)
+    await until(lambda: len(store.waiting) == 1)  # the pause's read is done, its answer held
+    await world.queues.resume_queue(Q)
+    await until(lambda: len(store.waiting) == 2)
+    paused_read, resumed_read = store.waiting
+    resumed_read.set()
+    await asyncio.sleep(0)
+    paused_read.set()
+    await world.dispatcher.settle()
+    await world.task()
+    await until(lambda: len(world.pusher.sent) == 1)
+    await world.dispatcher.stop()

@@ -357,11 +357,12 @@ class DashboardService:
         return TaskDetail(name, live, state, ends, attempts)
 
     def _live_state(self, task: Task, now: datetime) -> TaskState:
-        """The task's state as far as its record tells: an attempt that has no answer yet and
-        whose deadline has not passed counts as in flight."""
+        """The task's state as far as its record tells: an attempt that has not ended yet and
+        whose deadline has not passed counts as in flight. An attempt that ended unanswered (the
+        handler unreachable) has a status and no response time: it has ended."""
         last = task.last_attempt
         leased_until = None
-        if last is not None and last.dispatch_time is not None and last.response_time is None:
+        if last is not None and last.dispatch_time is not None and last.response_status is None:
             deadline = task.dispatch_deadline or DEFAULT_HTTP_DISPATCH_DEADLINE
             leased_until = last.dispatch_time + deadline + self._lease_grace
         return task_state(task, leased_until=leased_until, now=now)

@@ -91,6 +91,7 @@ class Dispatcher:
         self.ownership = Ownership(store, clock, node, self._hold, self.signals.nodes_changed)
         self._rounds: asyncio.Task[None] | None = None
         self._ever_held: set[QueueName] = set()
+        self._reloads: dict[QueueName, int] = {}  # reloads started per queue: the last one wins
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -195,8 +196,11 @@ class Dispatcher:
 
     # -- events from the services -----------------------------------------------------------
 
-    def queue_changed(self, name: QueueName) -> None:
+    def queue_changed(self, name: QueueName, stored: Queue | None = None) -> None:
         self.signals.queue_changed(name)  # even while stopping: the holder may be another node
+        worker = self._workers.get(name)
+        if worker is not None and stored is not None:
+            worker.configure(stored)  # before the RPC answers: a paused queue starts nothing more
         if not self._stopping:
             self._spawn(self._reload(name))
 
@@ -228,9 +232,14 @@ class Dispatcher:
         self.ownership.poke()
 
     async def _reload(self, name: QueueName) -> None:
+        started = self._reloads[name] = self._reloads.get(name, 0) + 1
         try:
             queue = await self._store.get_queue(name)
+            if self._reloads.get(name) != started:
+                return  # a later change's reload reads what this one read, or newer
         except NotFound:
+            if self._reloads.get(name) == started:
+                del self._reloads[name]
             worker = self._workers.pop(name, None)
             if worker is not None:
                 await worker.stop()  # the queue and its tasks are gone: send nothing more

@@ -80,7 +80,7 @@ class QueueService:
             replace(queue, state=QueueState.RUNNING, purge_time=None, from_queue_yaml=queue_yaml)
         )
         created = await self._store.create_queue(resolved, self._clock.now())
-        self._changed(created.name, QueueChange.CREATED)
+        self._changed(created.name, QueueChange.CREATED, created)
         return created
 
     async def get_queue(self, name: QueueName) -> Queue:
@@ -109,7 +109,7 @@ class QueueService:
             return self._resolve(apply_update_mask(existing, queue, update_mask, queue_yaml=queue_yaml))
 
         updated = await self._store.update_queue(queue.name, change, self._clock.now())
-        self._changed(updated.name, QueueChange.UPDATED)
+        self._changed(updated.name, QueueChange.UPDATED, updated)
         return updated
 
     async def delete_queue(self, name: QueueName) -> None:
@@ -126,7 +126,7 @@ class QueueService:
     async def purge_queue(self, name: QueueName) -> Queue:
         now = self._clock.now()
         purged = await self._store.purge_queue(name, now, self._tombstones.windows(now))
-        self._changed(name, QueueChange.PURGED)
+        self._changed(name, QueueChange.PURGED, purged)
         return purged
 
     async def get_iam_policy(self, name: QueueName) -> bytes:
@@ -151,11 +151,13 @@ class QueueService:
 
     async def _set_state(self, name: QueueName, state: QueueState) -> Queue:
         changed = await self._modify(name, lambda current: replace(current, state=state))
-        self._changed(name, QueueChange.RESUMED if state == QueueState.RUNNING else QueueChange.PAUSED)
+        self._changed(
+            name, QueueChange.RESUMED if state == QueueState.RUNNING else QueueChange.PAUSED, changed
+        )
         return changed
 
-    def _changed(self, name: QueueName, change: QueueChange) -> None:
-        self._events.queue_changed(name)
+    def _changed(self, name: QueueName, change: QueueChange, stored: Queue | None = None) -> None:
+        self._events.queue_changed(name, stored)
         if QUEUE_CHANGED in self._observers.wanted:
             self._observers.queue_changed(QueueChanged(name, change))
 
