@@ -238,3 +238,71 @@ def test_a_public_bind_needs_authentication() -> None:
     assert run.returncode == 2
     assert "needs API authentication: set --api-token" in run.stderr
     assert "--insecure-no-auth" in run.stderr
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        ("POST", "/v2/{parent}/queues", '{"name": "{parent}/queues/forged"}'),
+        ("POST", "/v2/{queue}/tasks", '{"task": {"httpRequest": {"url": "http://127.0.0.1:9/"}}}'),
+        ("POST", "/v2/{queue}/tasks/forged:buffer", "a form post"),
+        ("POST", "/v2/{queue}:pause", ""),
+        ("DELETE", "/v2/{queue}", ""),
+        ("GET", "/v2/{queue}/tasks", ""),
+        ("POST", "/opentasks/v1/{queue}/finishedTasks:redrive", '{"all": true}'),
+        ("GET", "/opentasks/v1/{queue}/finishedTasks", ""),
+        ("GET", "/v2beta3/{queue}", ""),
+    ],
+)
+@pytest.mark.parametrize(
+    "browser",
+    [
+        {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"},  # a form or fetch() elsewhere
+        {"Origin": "http://evil.example"},  # a browser without Sec-Fetch-*
+        {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "no-cors"},
+        {"Origin": "null"},  # a sandboxed frame
+        # DNS rebinding: the page's own name resolves here; to its browser it is same-origin.
+        {"Host": "evil.example:8124", "Origin": "http://evil.example:8124", "Sec-Fetch-Site": "same-origin"},
+        {"Host": "evil.example:8124", "Sec-Fetch-Mode": "cors"},
+    ],
+    ids=["cross-site", "origin-only", "same-site", "null-origin", "rebound", "rebound-get"],
+)
+def test_browsers_of_other_sites_cannot_call_the_tokenless_api(
+    server: ServerProcess,
+    client: tasks_v2.CloudTasksClient,
+    call: tuple[str, str, str],
+    browser: dict[str, str],
+) -> None:
+    """Without tokens, a page on another site could otherwise post to localhost (a plain form:
+    no preflight) or rebind its name here: refused with 403 PERMISSION_DENIED, nothing done."""
+    method, path, body = call
+    queue = f"{PARENT}/queues/target"
+    try:
+        client.get_queue(name=queue)
+    except exceptions.NotFound:
+        make_queue(client, "target")
+    url = server.rest_url + path.replace("{parent}", PARENT).replace("{queue}", queue)
+    headers = {"Content-Type": "text/plain", **browser}
+    answer = requests.request(method, url, data=body.replace("{parent}", PARENT), headers=headers, timeout=10)
+    assert answer.status_code == 403, answer.text
+    error = answer.json()["error"]
+    assert error["status"] == "PERMISSION_DENIED"
+    assert "Use the server's IP address" in error["message"] or "other sites are refused" in error["message"]
+    assert client.get_queue(name=queue).state == tasks_v2.Queue.State.RUNNING
+    assert list(client.list_tasks(parent=queue)) == []
+    names = [q.name for q in client.list_queues(parent=PARENT)]
+    assert f"{PARENT}/queues/forged" not in names
+
+
+def test_same_origin_browsers_and_named_hosts_without_browsers_are_served(
+    server: ServerProcess, client: tasks_v2.CloudTasksClient
+) -> None:
+    """What the refusals must not catch: a page served by this server at its IP address, and
+    programs (clients, gcloud, curl) calling it by any host name, as in a compose file."""
+    queue = make_queue(client, "allowed")
+    same_origin = {"Origin": server.rest_url, "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"}
+    assert requests.get(f"{server.rest_url}/v2/{queue}", headers=same_origin, timeout=10).status_code == 200
+    named = {"Host": "opentasks:8124", "Content-Type": "application/json"}
+    answer = requests.post(f"{server.rest_url}/v2/{queue}:pause", data="{}", headers=named, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert client.get_queue(name=queue).state == tasks_v2.Queue.State.PAUSED

@@ -13,6 +13,7 @@ from http.cookies import SimpleCookie
 
 import pytest
 
+from opentasks.api.origins import local_host
 from opentasks.domain.browse import TaskSearch
 from opentasks.domain.queue import QueueState
 from opentasks.domain.task import TaskView
@@ -25,7 +26,6 @@ from opentasks.web.session import (
     LoginLimiter,
     SessionKeeper,
     client_key,
-    local_host,
     safe_next,
 )
 from tests.unit.test_dashboard_helpers import ONE_ATTEMPT, QUEUE_PATH, Q, Site, dashboard_site

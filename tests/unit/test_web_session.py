@@ -2,12 +2,12 @@
 
 from datetime import UTC, datetime, timedelta
 
+from opentasks.api.origins import browser_refusal, cross_site
 from opentasks.web.session import (
     Access,
     Flash,
     Session,
     SessionKeeper,
-    cross_site,
     request_is_tls,
     safe_next,
 )
@@ -123,3 +123,13 @@ def test_only_dashboard_paths_are_followed_after_a_login() -> None:
         "/ui/\nx",
     ):
         assert safe_next(target) == "/ui/", target
+
+
+def test_browser_refusals_of_the_http_api() -> None:
+    rebound = {"Sec-Fetch-Site": "same-origin", "Origin": "http://evil.example"}
+    assert browser_refusal(rebound, "evil.example", auth_on=False) is not None
+    assert browser_refusal(rebound, "evil.example", auth_on=True) is None  # its token guards it
+    assert browser_refusal({}, "opentasks:8124", auth_on=False) is None  # a program, by any name
+    assert browser_refusal({"Sec-Fetch-Mode": "cors"}, "127.0.0.1:8124", auth_on=False) is None
+    forged = browser_refusal({"Origin": "http://evil.example"}, "127.0.0.1:8124", auth_on=True)
+    assert forged is not None and "http://evil.example" in forged.message

@@ -23,6 +23,7 @@ from google.protobuf import json_format
 from opentasks.api import call
 from opentasks.api.auth import ApiAuth
 from opentasks.api.convert import task_to_pb
+from opentasks.api.origins import browser_refusal
 from opentasks.domain.history import FAILED_REASONS, AttemptRecord, FinishedTask
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.task import TaskView
@@ -63,6 +64,9 @@ class _HistoryRoutes:
         async def handle(request: web.Request) -> web.Response:
             call.bind(request.headers.items())
             try:
+                refused = browser_refusal(request.headers, request.host, auth_on=self._auth is not None)
+                if refused is not None:
+                    raise refused
                 if self._auth is not None:
                     self._auth.check(call.headers(), rpc, request.query.get("key", ""))
                 return await serve(request)

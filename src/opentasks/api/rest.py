@@ -28,6 +28,7 @@ from opentasks.api.cloud_tasks_grpc import CloudTasksApi
 from opentasks.api.content_encoding import decode_body
 from opentasks.api.json_errors import load_json, parse_json
 from opentasks.api.messages import PB
+from opentasks.api.origins import browser_refusal
 from opentasks.api.status import grpc_code, http_status, rpc_status
 from opentasks.errors import (
     Internal,
@@ -304,6 +305,9 @@ class RestApi:
         self._server_log = _server_logger(ThrottledLog(_log, api.clock.monotonic))
 
     def _authorize(self, request: web.Request, rpc: str) -> None:
+        refused = browser_refusal(request.headers, request.host, auth_on=self._auth is not None)
+        if refused is not None:
+            raise refused
         if self._auth is not None:
             self._auth.check(call.headers(), rpc, request.query.get("key", ""))
 

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlencode
 from aiohttp import web
 from multidict import MultiDict
 
+from opentasks.api.origins import cross_site, local_host
 from opentasks.api.rest import read_body
 from opentasks.domain.browse import MAX_SEARCH_CHARS, TaskSearch
 from opentasks.domain.names import QueueName, TaskName
@@ -50,8 +51,6 @@ from opentasks.web.session import (
     Session,
     SessionKeeper,
     client_key,
-    cross_site,
-    local_host,
     request_is_tls,
     safe_next,
 )

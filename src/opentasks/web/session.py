@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
-from urllib.parse import urlsplit
 
 SESSION_COOKIE = "opentasks_session"
 FLASH_COOKIE = "opentasks_flash"
@@ -228,49 +227,6 @@ def _verify(key: bytes, value: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return payload if isinstance(payload, dict) else None
-
-
-# -- where a request comes from ----------------------------------------------------------------
-
-
-def cross_site(headers: Mapping[str, str], host: str) -> bool:
-    """True when a browser says the request comes from another site: ``Sec-Fetch-Site`` other
-    than same-origin (or ``none``: typed by the user), or an ``Origin`` whose host is not the one
-    the request was sent to (``host``, or the proxy's ``X-Forwarded-Host``)."""
-    fetch_site = headers.get("Sec-Fetch-Site", "").lower()
-    if fetch_site and fetch_site not in ("same-origin", "none"):
-        return True
-    origin = headers.get("Origin", "")
-    if not origin:
-        return False
-    if origin == "null":
-        return True
-    parts = urlsplit(origin)
-    hosts = {host.lower()} | {h.strip().lower() for h in headers.get("X-Forwarded-Host", "").split(",") if h}
-    return parts.scheme not in ("http", "https") or parts.netloc.lower() not in hosts
-
-
-def local_host(host: str) -> bool:
-    """True when ``host`` (a Host header, with or without its port) names this server in a way
-    no other site can: an IP address, ``localhost`` or a name under ``.localhost`` (which
-    browsers resolve to the loopback address themselves). A page of another site that has made
-    its own name resolve to this server (DNS rebinding) sends its own name as the Host, which is
-    none of these."""
-    name = host.strip().lower()
-    if not name:  # no Host at all: not a browser
-        return True
-    if name.startswith("["):  # [::1]:8124
-        name = name[1 : name.find("]")] if "]" in name else ""
-    elif name.count(":") == 1:
-        name = name.split(":")[0]
-    name = name.rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        ipaddress.ip_address(name.split("%")[0])
-    except ValueError:
-        return False
-    return True
 
 
 def request_is_tls(secure: bool, headers: Mapping[str, str]) -> bool:
