@@ -2,12 +2,16 @@
 
 import sqlite3
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from opentasks.domain.history import FAILED_REASONS, FinishReason
+from opentasks.domain.names import QueueName
+from opentasks.storage import rows
 from opentasks.storage.base import StoreUnusable
-from opentasks.storage.sqlite import DatabaseInUse, SqliteStore
+from opentasks.storage.sqlite import DatabaseInUse, SqliteStore, _finished_filter
 from opentasks.storage.sqlite_files import latest_schema
 
 
@@ -121,3 +125,31 @@ async def test_probe_reports_a_removed_or_replaced_file(tmp_path: Path) -> None:
     finally:
         await store.close()
     assert await store.probe() == "the store is closed"
+
+
+@pytest.mark.parametrize(
+    ("reasons", "index"),
+    [
+        (FAILED_REASONS, "finished_tasks_failed"),
+        ({FinishReason.SUCCEEDED}, "finished_tasks_succeeded"),
+        ({FinishReason.DELETED, FinishReason.PURGED}, "finished_tasks_removed"),
+        (None, "finished_tasks_queue"),
+    ],
+)
+async def test_each_dashboard_tab_of_finished_tasks_reads_its_own_index(
+    tmp_path: Path, reasons: set[FinishReason] | None, index: str
+) -> None:
+    """A rare reason among a queue's kept rows must not mean reading all of them."""
+    path = tmp_path / "t.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    where, params = _finished_filter(QueueName("p", "l", "q"), datetime.now(UTC), reasons, 0)
+    with sqlite3.connect(path) as conn:
+        plan = conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT {rows.FINISHED_COLUMNS} FROM finished_tasks WHERE {where}"
+            " ORDER BY seq DESC LIMIT 51",
+            params,
+        ).fetchall()
+    assert f"USING INDEX {index} " in " ".join(str(step[-1]) for step in plan) + " "
+    assert "TEMP B-TREE" not in str(plan)  # read in order, no sort

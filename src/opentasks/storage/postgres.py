@@ -36,7 +36,7 @@ from opentasks.domain.browse import (
     TaskSearch,
     TaskState,
 )
-from opentasks.domain.history import FAILED_REASONS, AttemptRecord, FinishedTask, FinishReason, HistoryPage
+from opentasks.domain.history import AttemptRecord, FinishedTask, FinishReason, HistoryPage
 from opentasks.domain.lease import lease_expiry
 from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import Queue, QueueState
@@ -519,8 +519,8 @@ class PostgresStore:
         params: tuple[Any, ...] = (*_key(queue), codec.to_micros(now), before, limit + 1)
         if reasons is None:
             statement = sql.FINISHED_PAGE.format(reasons="true")
-        elif set(reasons) == FAILED_REASONS:
-            statement = sql.FINISHED_PAGE.format(reasons=sql.FAILED_ONLY)
+        elif (indexed := rows.INDEXED_REASONS.get(frozenset(reasons))) is not None:
+            statement = sql.FINISHED_PAGE.format(reasons=indexed)
         else:
             statement = sql.FINISHED_PAGE.format(reasons=sql.SOME_REASONS)
             params += ([r.value for r in reasons],)

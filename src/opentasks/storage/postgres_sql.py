@@ -21,6 +21,7 @@ from opentasks.domain.queue import Queue
 from opentasks.storage.base import StoreUnusable, Windows
 from opentasks.storage.codec import to_micros
 from opentasks.storage.migrations import scripts
+from opentasks.storage.rows import FAILED_ONLY
 
 Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
@@ -259,7 +260,6 @@ SELECT {FINISHED_COLUMNS} FROM finished_tasks
 WHERE parent = $1 AND queue_id = $2 AND expire_us > $3 AND ($4::bigint = 0 OR seq < $4) AND {{reasons}}
 ORDER BY seq DESC LIMIT $5
 """
-FAILED_ONLY = "reason IN ('max_attempts', 'max_retry_duration')"
 SOME_REASONS = "reason = ANY ($6::text[])"
 _OF_TASK = "WHERE parent = $1 AND queue_id = $2 AND task_id = $3 AND expire_us > $4 ORDER BY seq"
 TASK_ENDS = f"SELECT {FINISHED_COLUMNS} FROM finished_tasks {_OF_TASK}"
@@ -285,7 +285,7 @@ FROM queues q
 # failed rows past their keep time that no sweep has deleted yet (found through
 # finished_tasks_expiry), so that no kept row is read for its expire_us. {queue} narrows each to
 # one queue (ONE_QUEUE, numbered after the statement's own parameters).
-_FAILED = "reason IN ('max_attempts', 'max_retry_duration')"
+_FAILED = FAILED_ONLY  # as in the partial index finished_tasks_failed
 DEAD_LETTERS = f"""
 SELECT parent, queue_id, count(*) FROM finished_tasks WHERE {_FAILED} {{queue}} GROUP BY parent, queue_id
 """

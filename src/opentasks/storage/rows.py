@@ -10,7 +10,7 @@ import msgspec
 from msgspec.structs import replace
 
 from opentasks.domain.browse import OutcomeMinute
-from opentasks.domain.history import AttemptRecord, FinishedTask, FinishReason, HistoryPage
+from opentasks.domain.history import FAILED_REASONS, AttemptRecord, FinishedTask, FinishReason, HistoryPage
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.task import Attempt, AttemptFailure, AttemptOutcome, Task
 from opentasks.storage import codec
@@ -88,6 +88,15 @@ ATTEMPT_COLUMNS = (
     " detail, headers, body"
 )
 FINISHED_COLUMNS = "seq, parent, queue_id, task_id, reason, finish_us, schedule_us, spec, progress, body"
+# The sets of reasons that have a partial index of their own (finished_tasks_failed, _succeeded,
+# _removed), each with the condition written as in its index: only then do the planners of SQLite
+# and PostgreSQL see that the index holds the rows asked for.
+FAILED_ONLY = "reason IN ('max_attempts', 'max_retry_duration')"
+INDEXED_REASONS: dict[frozenset[FinishReason], str] = {
+    frozenset(FAILED_REASONS): FAILED_ONLY,
+    frozenset({FinishReason.SUCCEEDED}): "reason = 'succeeded'",
+    frozenset({FinishReason.DELETED, FinishReason.PURGED}): "reason IN ('deleted', 'purged')",
+}
 
 
 def attempt_values(record: AttemptRecord) -> tuple[Any, ...]:

@@ -36,7 +36,7 @@ from opentasks.domain.browse import (
     TaskSearch,
     TaskState,
 )
-from opentasks.domain.history import FAILED_REASONS, AttemptRecord, FinishedTask, FinishReason, HistoryPage
+from opentasks.domain.history import AttemptRecord, FinishedTask, FinishReason, HistoryPage
 from opentasks.domain.lease import lease_expiry
 from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import Queue, QueueState
@@ -569,7 +569,7 @@ class SqliteStore(LocalNodes):
         # failed rows past their keep time that no prune has dropped yet (few: found through
         # finished_tasks_expiry), so no kept row is read for its expire_us.
         where, key = ("", ()) if queue is None else (" AND parent = ? AND queue_id = ?", _key(queue))
-        failed = f"reason IN ('max_attempts', 'max_retry_duration'){where}"
+        failed = f"{rows.FAILED_ONLY}{where}"
         kept = (
             "SELECT parent, queue_id, COUNT(*) FROM finished_tasks INDEXED BY finished_tasks_failed"
             f" WHERE {failed} GROUP BY parent, queue_id"
@@ -878,11 +878,12 @@ def _log_prune_failure(pruning: asyncio.Future[None]) -> None:
 def _finished_filter(
     queue: QueueName, now: datetime, reasons: Collection[FinishReason] | None, before: int
 ) -> tuple[str, tuple[Any, ...]]:
-    """The WHERE clause of a page of finished tasks; failed ones alone use their own index."""
+    """The WHERE clause of a page of finished tasks; the reasons of a dashboard tab use their own index."""
     where = "parent = ? AND queue_id = ? AND expire_us > ?"
     params: tuple[Any, ...] = (str(queue.parent), queue.queue_id, codec.to_micros(now))
-    if reasons is not None and set(reasons) == FAILED_REASONS:
-        where += " AND reason IN ('max_attempts', 'max_retry_duration')"
+    indexed = None if reasons is None else rows.INDEXED_REASONS.get(frozenset(reasons))
+    if indexed is not None:
+        where += f" AND {indexed}"
     elif reasons is not None:
         where += f" AND reason IN ({', '.join('?' * len(set(reasons)))})"
         params += tuple(r.value for r in set(reasons))
