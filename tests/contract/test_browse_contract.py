@@ -10,7 +10,7 @@ import pytest
 from msgspec.structs import replace
 
 from opentasks.domain.browse import BrowseCursor, BrowsePage, OutcomeMinute, TaskSearch, TaskState
-from opentasks.domain.history import FinishReason
+from opentasks.domain.history import FAILED_REASONS, FinishReason
 from opentasks.domain.limits import Limits
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.task import AppEngineHttpRequest, HttpRequest, Task, TaskDraft, new_task
@@ -298,6 +298,38 @@ async def test_dead_letters_are_counted_per_queue_while_kept(store: Store) -> No
     assert await store.dead_letter_counts(T0, Q2) == {Q2: 1}
     assert await store.dead_letter_counts(T0, QueueName("p", "us-central1", "quiet")) == {}
     assert await store.dead_letter_counts(week) == {}
+
+
+async def test_dead_letters_are_counted_up_to_the_cap(store: Store) -> None:
+    """Exact up to the cap, also when expired rows wait for their prune; more reads as cap + 1."""
+    await store.create_queue(queue(), T0)
+    await store.create_queue(queue(Q2), T0)
+    week, day = T0 + timedelta(days=7), T0 + timedelta(days=1)
+    for n in range(3):
+        await finish(store, f"kept-{n}", FinishReason.MAX_ATTEMPTS, week)
+    for n in range(2):
+        await finish(store, f"brief-{n}", FinishReason.MAX_ATTEMPTS, day)
+    await finish(store, "other", FinishReason.MAX_RETRY_DURATION, week, q=Q2)
+    assert await store.dead_letter_counts(T0, cap=5) == {Q: 5, Q2: 1}
+    assert await store.dead_letter_counts(T0, cap=4) == {Q: 5, Q2: 1}  # more than 4
+    assert await store.dead_letter_counts(T0, Q, cap=2) == {Q: 3}
+    later = T0 + timedelta(days=2)  # the brief ones expired, not pruned
+    assert await store.dead_letter_counts(later, cap=3) == {Q: 3, Q2: 1}
+    assert await store.dead_letter_counts(later, cap=2) == {Q: 3, Q2: 1}
+    assert await store.dead_letter_counts(later, Q, cap=1) == {Q: 2}
+
+
+async def test_dead_letters_of_a_deleted_queue_are_kept_but_not_counted(store: Store) -> None:
+    await store.create_queue(queue(), T0)
+    await store.create_queue(queue(Q2), T0)
+    week = T0 + timedelta(days=7)
+    await finish(store, "a", FinishReason.MAX_ATTEMPTS, week)
+    await finish(store, "b", FinishReason.MAX_ATTEMPTS, week, q=Q2)
+    await store.delete_queue(Q2, T0, KEEP)
+    assert await store.dead_letter_counts(T0) == {Q: 1}
+    assert await store.dead_letter_counts(T0, Q2) == {}
+    page = await store.finished_tasks(Q2, T0, reasons=FAILED_REASONS)
+    assert [f.task.name.task_id for f in page.tasks] == ["b"]
 
 
 # -- outcomes -------------------------------------------------------------------------------------

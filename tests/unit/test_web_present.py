@@ -7,6 +7,7 @@ from opentasks.web.present import (
     MAX_TEXT_BYTES,
     body_view,
     count,
+    dead_letters,
     hex_dump,
     last_result,
     outcome_chart,
@@ -148,3 +149,9 @@ def test_a_snippet_is_one_short_line() -> None:
 def test_finish_reasons_in_words() -> None:
     assert reason_text("max_attempts") == "failed for good: out of attempts"
     assert reason_text("unknown") == "unknown"
+
+
+def test_dead_letter_counts_above_the_cap_read_as_more_than_it() -> None:
+    assert dead_letters(0) == "0"
+    assert dead_letters(10_000) == "10,000"
+    assert dead_letters(10_001) == "10,000+"  # the store's way of saying "more than the cap"

@@ -20,6 +20,9 @@ DEFAULT_PAGE = 50
 MAX_PAGE = 500
 DEFAULT_SCAN_LIMIT = 5000  # rows one page may read to find its tasks
 MAX_SEARCH_CHARS = 200
+# Dead letters are counted up to this many per queue (more read as "10,000+"): a count costs
+# at most that many index entries, however many a failing queue has piled up.
+DEAD_LETTER_COUNT_CAP = 10_000
 
 
 class TaskState(Enum):

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from opentasks.domain.browse import (
+    DEAD_LETTER_COUNT_CAP,
     DEFAULT_PAGE,
     DEFAULT_SCAN_LIMIT,
     BrowseCursor,
@@ -341,10 +342,13 @@ class Store(Protocol):
         """Everything kept of tasks named ``name``: their ends and their attempts, oldest first."""
         ...
 
-    async def dead_letter_counts(self, now: datetime, queue: QueueName | None = None) -> dict[QueueName, int]:
-        """How many kept tasks failed for good (kept past ``now``), per queue that has any (of
-        ``queue`` alone if given); counted on an index of the failed ones, never on the
-        succeeded ones. Kept tasks outlive their queue, so a deleted queue may be counted."""
+    async def dead_letter_counts(
+        self, now: datetime, queue: QueueName | None = None, *, cap: int = DEAD_LETTER_COUNT_CAP
+    ) -> dict[QueueName, int]:
+        """How many kept tasks failed for good (kept past ``now``), per existing queue that has
+        any (of ``queue`` alone if given). Exact up to ``cap``; a queue with more is given as
+        ``cap + 1``, so that a count reads at most about ``cap`` entries of an index of the failed
+        ones (never the succeeded ones), however many a queue has."""
         ...
 
     # -- browsing (the dashboard) --------------------------------------------------------------

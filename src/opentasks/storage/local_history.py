@@ -70,11 +70,15 @@ class LocalHistory:
             last = seq
         return HistoryPage(found, None)
 
-    def dead_letter_counts(self, now: datetime, queue: QueueName | None) -> dict[QueueName, int]:
-        queues = self._finished if queue is None else {queue: self._finished.get(queue, deque())}
+    def dead_letter_counts(self, now: datetime, queues: list[QueueName]) -> dict[QueueName, int]:
+        """The kept dead letters of each of ``queues`` that has any."""
         counts = {
-            name: sum(1 for _, until, f in kept if f.reason in FAILED_REASONS and until > now)
-            for name, kept in queues.items()
+            name: sum(
+                1
+                for _, until, f in self._finished.get(name, ())
+                if f.reason in FAILED_REASONS and until > now
+            )
+            for name in queues
         }
         return {name: count for name, count in counts.items() if count}
 

@@ -14,6 +14,7 @@ from msgspec.structs import replace
 
 from opentasks.domain.attempt import claim
 from opentasks.domain.browse import (
+    DEAD_LETTER_COUNT_CAP,
     DEFAULT_PAGE,
     DEFAULT_SCAN_LIMIT,
     BrowseCursor,
@@ -373,8 +374,12 @@ class MemoryStore(LocalNodes):
     ) -> tuple[list[FinishedTask], list[AttemptRecord]]:
         return self._history.task_history(name, now)
 
-    async def dead_letter_counts(self, now: datetime, queue: QueueName | None = None) -> dict[QueueName, int]:
-        return self._history.dead_letter_counts(now, queue)
+    async def dead_letter_counts(
+        self, now: datetime, queue: QueueName | None = None, *, cap: int = DEAD_LETTER_COUNT_CAP
+    ) -> dict[QueueName, int]:
+        names = [queue] if queue is not None else list(self._queues)
+        counts = self._history.dead_letter_counts(now, [name for name in names if name in self._queues])
+        return {name: min(count, cap + 1) for name, count in counts.items()}
 
     # -- browsing ----------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from msgspec.structs import replace
 
 from opentasks.domain.attempt import claim
 from opentasks.domain.browse import (
+    DEAD_LETTER_COUNT_CAP,
     DEFAULT_PAGE,
     DEFAULT_SCAN_LIMIT,
     BrowseCursor,
@@ -566,17 +567,19 @@ class PostgresStore:
 
     # -- browsing ----------------------------------------------------------------------------
 
-    async def dead_letter_counts(self, now: datetime, queue: QueueName | None = None) -> dict[QueueName, int]:
+    async def dead_letter_counts(
+        self, now: datetime, queue: QueueName | None = None, *, cap: int = DEAD_LETTER_COUNT_CAP
+    ) -> dict[QueueName, int]:
         key = () if queue is None else _key(queue)
-        kept_sql = sql.DEAD_LETTERS.format(queue="" if queue is None else sql.one_queue(1))
-        gone_sql = sql.EXPIRED_DEAD_LETTERS.format(queue="" if queue is None else sql.one_queue(2))
+        statement = sql.DEAD_LETTERS.format(
+            queue="" if queue is None else sql.one_queue(3),
+            queue_of_q="" if queue is None else "AND q.parent = $3 AND q.queue_id = $4",
+        )
 
-        async def run(conn: Conn) -> dict[QueueName, int]:
-            kept = await conn.fetch(kept_sql, *key)
-            gone = await conn.fetch(gone_sql, codec.to_micros(now), *key)
-            return rows.dead_letters(kept, gone)
+        async def run(conn: Conn) -> list[Any]:
+            return list(await conn.fetch(statement, cap + 1, codec.to_micros(now), *key))
 
-        return await self._run("count dead letters", run)
+        return rows.dead_letters(await self._run("count dead letters", run), cap)
 
     async def browse_tasks(
         self,

@@ -281,17 +281,26 @@ SELECT q.parent, q.queue_id,
        (SELECT count(*) FROM tasks t WHERE t.queue_pk = q.pk AND t.schedule_us > $1)
 FROM queues q
 """
-# Dead letters per queue: every failed row on the partial index finished_tasks_failed, less the
-# failed rows past their keep time that no sweep has deleted yet (found through
-# finished_tasks_expiry), so that no kept row is read for its expire_us. {queue} narrows each to
-# one queue (ONE_QUEUE, numbered after the statement's own parameters).
+# Dead letters per queue: the failed rows past their keep time that no sweep has deleted yet (few:
+# found through finished_tasks_expiry), then per queue at most $1 (the cap + 1) more entries of
+# the partial index finished_tasks_failed, so that no kept row is read for its expire_us and no
+# count reads more than about the cap. {queue} narrows it to one queue (ONE_QUEUE from $3).
 _FAILED = FAILED_ONLY  # as in the partial index finished_tasks_failed
 DEAD_LETTERS = f"""
-SELECT parent, queue_id, count(*) FROM finished_tasks WHERE {_FAILED} {{queue}} GROUP BY parent, queue_id
-"""
-EXPIRED_DEAD_LETTERS = f"""
-SELECT parent, queue_id, count(*) FROM finished_tasks WHERE expire_us <= $1 AND {_FAILED} {{queue}}
-GROUP BY parent, queue_id
+WITH gone AS (
+    SELECT parent, queue_id, count(*) AS n FROM finished_tasks
+    WHERE expire_us <= $2 AND {_FAILED} {{queue}} GROUP BY parent, queue_id
+)
+SELECT q.parent, q.queue_id, kept.n - coalesce(gone.n, 0)
+FROM queues q LEFT JOIN gone ON gone.parent = q.parent AND gone.queue_id = q.queue_id
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n FROM (
+        SELECT 1 FROM finished_tasks f
+        WHERE f.parent = q.parent AND f.queue_id = q.queue_id AND {_FAILED}
+        LIMIT $1 + coalesce(gone.n, 0)
+    ) capped
+) kept
+WHERE true {{queue_of_q}}
 """
 
 

@@ -203,10 +203,11 @@ def outcomes_of(found: Sequence[Any]) -> list[OutcomeMinute]:
     return answer
 
 
-def dead_letters(kept: Sequence[Any], gone: Sequence[Any]) -> dict[QueueName, int]:
-    """Dead letters per queue from (parent, queue_id, count) of every failed row and of those
-    past their keep time."""
-    counts = {(parent, queue_id): count for parent, queue_id, count in kept}
-    for parent, queue_id, count in gone:
-        counts[(parent, queue_id)] -= count
-    return {QueueName.in_location(*key): count for key, count in counts.items() if count}
+def dead_letters(counted: Sequence[Any], cap: int) -> dict[QueueName, int]:
+    """Dead letters per queue from (parent, queue_id, count) rows, counts above ``cap`` given
+    as ``cap + 1``, queues without any left out."""
+    return {
+        QueueName.in_location(parent, queue_id): min(count, cap + 1)
+        for parent, queue_id, count in counted
+        if count > 0
+    }

@@ -28,6 +28,7 @@ from msgspec.structs import replace
 
 from opentasks.domain.attempt import claim
 from opentasks.domain.browse import (
+    DEAD_LETTER_COUNT_CAP,
     DEFAULT_PAGE,
     DEFAULT_SCAN_LIMIT,
     BrowseCursor,
@@ -564,27 +565,35 @@ class SqliteStore(LocalNodes):
 
     # -- browsing ----------------------------------------------------------------------------
 
-    async def dead_letter_counts(self, now: datetime, queue: QueueName | None = None) -> dict[QueueName, int]:
-        # Every failed row on the partial index finished_tasks_failed (index only), less the
-        # failed rows past their keep time that no prune has dropped yet (few: found through
-        # finished_tasks_expiry), so no kept row is read for its expire_us.
+    async def dead_letter_counts(
+        self, now: datetime, queue: QueueName | None = None, *, cap: int = DEAD_LETTER_COUNT_CAP
+    ) -> dict[QueueName, int]:
+        # The failed rows past their keep time that no prune has dropped yet (few: found through
+        # finished_tasks_expiry), then per queue at most cap + 1 more entries of the partial index
+        # finished_tasks_failed (index only: no kept row is read for its expire_us).
         where, key = ("", ()) if queue is None else (" AND parent = ? AND queue_id = ?", _key(queue))
-        failed = f"{rows.FAILED_ONLY}{where}"
-        kept = (
-            "SELECT parent, queue_id, COUNT(*) FROM finished_tasks INDEXED BY finished_tasks_failed"
-            f" WHERE {failed} GROUP BY parent, queue_id"
-        )
-        gone = (
+        gone_sql = (
             "SELECT parent, queue_id, COUNT(*) FROM finished_tasks INDEXED BY finished_tasks_expiry"
-            f" WHERE expire_us <= ? AND {failed} GROUP BY parent, queue_id"
+            f" WHERE expire_us <= ? AND {rows.FAILED_ONLY}{where} GROUP BY parent, queue_id"
+        )
+        kept_sql = (
+            "SELECT COUNT(*) FROM (SELECT 1 FROM finished_tasks INDEXED BY finished_tasks_failed"
+            f" WHERE {rows.FAILED_ONLY} AND parent = ? AND queue_id = ? LIMIT ?)"
+        )
+        queues_sql = "SELECT parent, queue_id FROM queues" + (
+            " WHERE parent = ? AND queue_id = ?" if key else ""
         )
 
-        def run(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
-            return conn.execute(kept, key).fetchall(), conn.execute(
-                gone, (codec.to_micros(now), *key)
-            ).fetchall()
+        def run(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
+            gone = {(p, q): n for p, q, n in conn.execute(gone_sql, (codec.to_micros(now), *key))}
+            counted = []
+            for parent, queue_id in conn.execute(queues_sql, key).fetchall():
+                expired = gone.get((parent, queue_id), 0)
+                [(kept,)] = conn.execute(kept_sql, (parent, queue_id, cap + 1 + expired)).fetchall()
+                counted.append((parent, queue_id, kept - expired))
+            return counted
 
-        return rows.dead_letters(*await self._read(run))
+        return rows.dead_letters(await self._read(run), cap)
 
     async def browse_tasks(
         self,

@@ -23,7 +23,7 @@ from multidict import MultiDict
 
 from opentasks.api.origins import cross_site, local_host
 from opentasks.api.rest import read_body
-from opentasks.domain.browse import MAX_SEARCH_CHARS, TaskSearch
+from opentasks.domain.browse import DEAD_LETTER_COUNT_CAP, MAX_SEARCH_CHARS, TaskSearch
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.errors import (
     FailedPrecondition,
@@ -668,7 +668,7 @@ def bulk_flash(result: BulkResult) -> Flash:
     return Flash("error" if result.refused_count and not result.done else "ok", text)
 
 
-def _totals(summaries: list[QueueSummary]) -> dict[str, float]:
+def _totals(summaries: list[QueueSummary]) -> dict[str, float | bool]:
     return {
         "queues": len(summaries),
         "due": sum(s.due for s in summaries),
@@ -676,6 +676,7 @@ def _totals(summaries: list[QueueSummary]) -> dict[str, float]:
         "in_flight": sum(s.in_flight for s in summaries),
         "succeeded": sum(s.succeeded_per_minute for s in summaries),
         "failed": sum(s.failed_per_minute for s in summaries),
-        "dead_letters": sum(s.dead_letters for s in summaries),
+        "dead_letters": sum(min(s.dead_letters, DEAD_LETTER_COUNT_CAP) for s in summaries),
+        "dead_letters_more": any(s.dead_letters > DEAD_LETTER_COUNT_CAP for s in summaries),
         "paused": sum(1 for s in summaries if s.state != "RUNNING"),
     }

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from opentasks.domain.browse import DEAD_LETTER_COUNT_CAP
+
 MAX_TEXT_BYTES = 256 * 1024  # of a body shown as text or JSON
 MAX_HEX_BYTES = 16 * 1024  # of a body shown as a hex dump (each byte takes about 4 characters)
 HEX_ROW = 16
@@ -168,6 +170,14 @@ def _scaled(value: int, peak: int, height: int) -> float:
 
 def count(value: int) -> str:
     """``1234567`` as ``1,234,567``."""
+    return f"{value:,}"
+
+
+def dead_letters(value: int) -> str:
+    """A queue's dead-letter count as the store gives it: above the cap it means "more than the
+    cap" (``10,000+``)."""
+    if value > DEAD_LETTER_COUNT_CAP:
+        return f"{DEAD_LETTER_COUNT_CAP:,}+"
     return f"{value:,}"
 
 

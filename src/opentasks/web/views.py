@@ -127,6 +127,7 @@ class Views:
         )
         self._env.filters.update(
             count=present.count,
+            dead_letters=present.dead_letters,
             rate=present.rate,
             span=present.span,
             timestamp=present.timestamp,
