@@ -12,7 +12,7 @@ median against the API's own page of 50 tasks (ListTasks), fetched the same way.
 
 SQLite always; PostgreSQL when it answers at --pg-dsn (the database is dropped and made again).
 
-    python bench/dashboard.py [--tasks 1000000] [--finished 100000] [--repeat 9]
+    python bench/dashboard.py [--tasks 1000000] [--finished 1000000] [--repeat 9]
         [--stores sqlite,postgresql] [--pg-dsn postgresql://postgres@127.0.0.1:5432/opentasks_bench_dashboard]
 """
 
@@ -328,7 +328,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tasks", type=int, default=1_000_000)
-    parser.add_argument("--finished", type=int, default=100_000)
+    parser.add_argument("--finished", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument("--pg-dsn", default="postgresql://postgres@127.0.0.1:5432/opentasks_bench_dashboard")
