@@ -393,3 +393,58 @@ async def test_a_slow_reload_does_not_undo_a_later_change() -> None:
     await world.task()
     await until(lambda: len(world.pusher.sent) == 1)
     await world.dispatcher.stop()
+
+
+async def test_a_reload_asked_for_before_a_pause_does_not_undo_it() -> None:
+    """A reload whose read was done before the pause, and that resumes only after it, leaves
+    the pause in place."""
+    store = HeldReads()
+    world = await looping_world(store)
+    await world.queue()
+    store.hold = True
+    world.dispatcher.queue_changed(Q)  # a signal: its reload reads the running queue
+    await until(lambda: len(store.waiting) == 1)
+    store.waiting[0].set()  # its answer comes back, to be taken up after the pause below
+    await world.queues.pause_queue(Q)  # the memory store answers without yielding
+    await until(lambda: len(store.waiting) == 2)
+    await world.task()
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert world.pusher.sent == []
+    store.waiting[1].set()
+    await world.dispatcher.stop()
+
+
+class HeldClaims(MemoryStore):
+    """Its claims answer when let go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: asyncio.Event | None = None
+        self.claiming = asyncio.Event()
+
+    async def claim_due_tasks(
+        self, queue: QueueName, now: datetime, limit: int, lease_grace: timedelta, fence: Fence | None = None
+    ) -> Claim:
+        claim = await super().claim_due_tasks(queue, now, limit, lease_grace, fence)
+        if self.gate is not None and claim.tasks:
+            self.claiming.set()
+            await self.gate.wait()
+        return claim
+
+
+async def test_tasks_claimed_while_the_queue_is_paused_wait_for_the_resume() -> None:
+    store = HeldClaims()
+    world = await looping_world(store)
+    await world.queue()
+    store.gate = asyncio.Event()
+    await world.task()
+    await store.claiming.wait()  # the claim holds the task; its answer is on its way
+    await world.queues.pause_queue(Q)
+    store.gate.set()
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert world.pusher.sent == []
+    await world.queues.resume_queue(Q)
+    await until(lambda: len(world.pusher.sent) == 1)
+    await world.dispatcher.stop()

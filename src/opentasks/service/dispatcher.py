@@ -91,7 +91,9 @@ class Dispatcher:
         self.ownership = Ownership(store, clock, node, self._hold, self.signals.nodes_changed)
         self._rounds: asyncio.Task[None] | None = None
         self._ever_held: set[QueueName] = set()
-        self._reloads: dict[QueueName, int] = {}  # reloads started per queue: the last one wins
+        # Reloads asked for per queue (the last one wins): one number per queue ever changed
+        # while this node runs, a few bytes each.
+        self._reloads: dict[QueueName, int] = {}
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -159,7 +161,7 @@ class Dispatcher:
                 if worker.fenced:  # a claim was refused before this renewal: go on now
                     worker.wake()
                 if worker.queue != holdings.queues[name]:  # a change whose signal was lost
-                    self._spawn(self._reload(name))
+                    self._spawn(self._reload(name, self._next_reload(name)))
                 continue
             if worker is not None:
                 await self._workers.pop(name).stop(drop_pending=False)
@@ -171,7 +173,7 @@ class Dispatcher:
             self._revive(worker)
             # A change (a pause) made since the round read the queue found no worker to apply
             # to: read the queue once more.
-            self._spawn(self._reload(name))
+            self._spawn(self._reload(name, self._next_reload(name)))
         await self._wake_due(holdings)
 
     async def _wake_due(self, holdings: Holdings) -> None:
@@ -200,9 +202,11 @@ class Dispatcher:
         self.signals.queue_changed(name)  # even while stopping: the holder may be another node
         worker = self._workers.get(name)
         if worker is not None and stored is not None:
-            worker.configure(stored)  # before the RPC answers: a paused queue starts nothing more
+            # Before the RPC answers, on the node that dispatches the queue (another node hears
+            # of it by a signal): a paused queue starts nothing more.
+            worker.configure(stored)
         if not self._stopping:
-            self._spawn(self._reload(name))
+            self._spawn(self._reload(name, self._next_reload(name)))
 
     def task_added(self, task: Task) -> None:
         worker = self._workers.get(task.name.queue)
@@ -222,7 +226,13 @@ class Dispatcher:
 
     def _queue_signalled(self, name: QueueName) -> None:
         if not self._stopping:
-            self._spawn(self._reload(name))
+            self._spawn(self._reload(name, self._next_reload(name)))
+
+    def _next_reload(self, name: QueueName) -> int:
+        """Number a reload when it is asked for: of reloads whose reads overlap, only the one
+        asked for last applies what it read (it read after every change it was asked for)."""
+        self._reloads[name] = self._reloads.get(name, 0) + 1
+        return self._reloads[name]
 
     def _signals_missed(self) -> None:
         """Signals may have been lost: every worker looks for work, and the node for queues."""
@@ -231,15 +241,12 @@ class Dispatcher:
             worker.wake()
         self.ownership.poke()
 
-    async def _reload(self, name: QueueName) -> None:
-        started = self._reloads[name] = self._reloads.get(name, 0) + 1
+    async def _reload(self, name: QueueName, number: int) -> None:
         try:
             queue = await self._store.get_queue(name)
-            if self._reloads.get(name) != started:
-                return  # a later change's reload reads what this one read, or newer
         except NotFound:
-            if self._reloads.get(name) == started:
-                del self._reloads[name]
+            if self._reloads.get(name) != number:
+                return  # a later reload decides (the queue may have been made again)
             worker = self._workers.pop(name, None)
             if worker is not None:
                 await worker.stop()  # the queue and its tasks are gone: send nothing more
@@ -249,6 +256,8 @@ class Dispatcher:
                 "could not reload queue %s; its dispatching keeps its previous settings", name
             )
             return
+        if self._reloads.get(name) != number:
+            return  # a reload asked for later reads what this one read, or newer
         worker = self._workers.get(name)
         if worker is not None:
             worker.configure(queue)

@@ -340,6 +340,8 @@ class QueueWorker:
         # Charge the bucket when the tasks leave, not when the claim began: a slow commit must
         # not bunch requests on the wire beyond what the bucket allows.
         self.held.extend(claim.tasks)
+        if self.queue.state != QueueState.RUNNING:
+            return 0, None  # paused while claiming: they wait for the resume like other held tasks
         started = self._release_held()
         if len(self.held) > self._earned_while_claiming():
             return started, None  # the releaser wakes the worker when the next claim is due
