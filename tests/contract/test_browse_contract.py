@@ -312,10 +312,12 @@ async def test_dead_letters_are_counted_up_to_the_cap(store: Store) -> None:
     await finish(store, "other", FinishReason.MAX_RETRY_DURATION, week, q=Q2)
     assert await store.dead_letter_counts(T0, cap=5) == {Q: 5, Q2: 1}
     assert await store.dead_letter_counts(T0, cap=4) == {Q: 5, Q2: 1}  # more than 4
+    assert await store.dead_letter_counts(T0, cap=3) == {Q: 4, Q2: 1}  # more than 3
     assert await store.dead_letter_counts(T0, Q, cap=2) == {Q: 3}
     later = T0 + timedelta(days=2)  # the brief ones expired, not pruned
     assert await store.dead_letter_counts(later, cap=3) == {Q: 3, Q2: 1}
     assert await store.dead_letter_counts(later, cap=2) == {Q: 3, Q2: 1}
+    assert await store.dead_letter_counts(later, cap=1) == {Q: 2, Q2: 1}
     assert await store.dead_letter_counts(later, Q, cap=1) == {Q: 2}
 
 

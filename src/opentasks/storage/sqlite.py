@@ -584,7 +584,7 @@ class SqliteStore(LocalNodes):
             " WHERE parent = ? AND queue_id = ?" if key else ""
         )
 
-        def run(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
+        def count(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
             gone = {(p, q): n for p, q, n in conn.execute(gone_sql, (codec.to_micros(now), *key))}
             counted = []
             for parent, queue_id in conn.execute(queues_sql, key).fetchall():
@@ -593,7 +593,7 @@ class SqliteStore(LocalNodes):
                 counted.append((parent, queue_id, kept - expired))
             return counted
 
-        return rows.dead_letters(await self._read(run), cap)
+        return rows.dead_letters(await self._read(_in_one_snapshot(count)), cap)
 
     async def browse_tasks(
         self,
@@ -882,6 +882,20 @@ def _prune_history(conn: sqlite3.Connection, now_us: int) -> None:
 def _log_prune_failure(pruning: asyncio.Future[None]) -> None:
     if not pruning.cancelled() and pruning.exception() is not None:
         _log.warning("could not drop expired history: %s", pruning.exception())
+
+
+def _in_one_snapshot(read: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    """``read`` in one read transaction: its statements see the same commit (a prune between
+    them would otherwise be seen by some and not others)."""
+
+    def run(conn: sqlite3.Connection) -> T:
+        conn.execute("BEGIN")
+        try:
+            return read(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    return run
 
 
 def _finished_filter(
