@@ -23,6 +23,7 @@ from opentasks.api.health import GrpcHealth
 from opentasks.api.health import add_routes as add_health_routes
 from opentasks.api.history_rest import add_history_routes
 from opentasks.api.http_server import BoundedSite
+from opentasks.api.origins import HostPolicy
 from opentasks.api.rest import RestApi, error_response
 from opentasks.api.v2beta3 import CloudTasksV2beta3Api
 from opentasks.api.v2beta3 import handlers as v2beta3_handlers
@@ -326,7 +327,8 @@ class Server:
         self.health.start()
         minter = self.minter
         read_timeout = self.settings.read_timeout.total_seconds()
-        app = RestApi(api, auth, read_timeout_s=read_timeout, v2beta3=v2beta3).app(
+        hosts = self.host_policy
+        app = RestApi(api, auth, read_timeout_s=read_timeout, v2beta3=v2beta3, hosts=hosts).app(
             extra_routes=lambda app: self._extra_routes(app, minter)
         )
         # aiohttp's keep-alive timer also closes a new connection that sends no whole request in time.
@@ -370,7 +372,7 @@ class Server:
     def _extra_routes(self, app: web.Application, minter: TokenMinter) -> None:
         """Routes of the HTTP port beside the Cloud Tasks API: kept history (with the API's
         authentication), OIDC discovery, health, metrics and the dashboard."""
-        add_history_routes(app, self.services.history, self.auth, error_response)
+        add_history_routes(app, self.services.history, self.auth, error_response, self.host_policy)
         if self.settings.dashboard:
             self._add_dashboard(app)
         discovery.add_routes(app, minter.keys, lambda: minter.issuer)
@@ -396,7 +398,14 @@ class Server:
             tokens=self.settings.api_tokens,
             read_only_tokens=self.settings.api_read_only_tokens,
             monotonic=self.clock.monotonic,
+            allowed_hosts=self.host_policy.allowed,
         )
+
+    @property
+    def host_policy(self) -> HostPolicy:
+        """The host names the HTTP port answers (without tokens: local ones and those allowed)."""
+        allowed = frozenset(name.strip().lower().rstrip(".") for name in self.settings.allowed_hosts)
+        return HostPolicy(auth_on=self.auth is not None, allowed=allowed)
 
     async def stop(self) -> None:
         """Stop claiming tasks and let attempts in flight finish (bounded), then stop taking

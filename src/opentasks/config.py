@@ -343,6 +343,15 @@ class Settings:
         flag="--api-read-only-token",
         secret=True,
     )
+    allowed_hosts: tuple[str, ...] = _option(
+        (),
+        "Without API tokens, also answer HTTP calls by this host name (e.g. a compose service "
+        "name; repeatable; * for any). localhost and IP addresses are always answered; other "
+        "names are refused so that no web site can reach the server through DNS rebinding.",
+        kind="multiple",
+        flag="--allowed-host",
+        metavar="NAME",
+    )
     insecure_no_auth: bool = _option(
         False,
         "Listen on a non-loopback --host without API authentication (e.g. behind an "

@@ -55,6 +55,8 @@ def server(
         str(folder / "keys"),
         "--oauth-token",
         f"{SA}=opaque-oauth-token",
+        "--allowed-host",
+        "opentasks",
         log_path=folder / "server.log",
     ) as running:
         yield running
@@ -263,7 +265,7 @@ def test_a_public_bind_needs_authentication() -> None:
         {"Origin": "null"},  # a sandboxed frame
         # DNS rebinding: the page's own name resolves here; to its browser it is same-origin.
         {"Host": "evil.example:8124", "Origin": "http://evil.example:8124", "Sec-Fetch-Site": "same-origin"},
-        {"Host": "evil.example:8124", "Sec-Fetch-Mode": "cors"},
+        {"Host": "evil.example:8124"},  # over http a browser sends no Sec-Fetch-*, a GET no Origin
     ],
     ids=["cross-site", "origin-only", "same-site", "null-origin", "rebound", "rebound-get"],
 )
@@ -287,22 +289,27 @@ def test_browsers_of_other_sites_cannot_call_the_tokenless_api(
     assert answer.status_code == 403, answer.text
     error = answer.json()["error"]
     assert error["status"] == "PERMISSION_DENIED"
-    assert "Use the server's IP address" in error["message"] or "other sites are refused" in error["message"]
+    assert "--allowed-host evil.example" in error["message"] or "other sites are refused" in error["message"]
     assert client.get_queue(name=queue).state == tasks_v2.Queue.State.RUNNING
     assert list(client.list_tasks(parent=queue)) == []
     names = [q.name for q in client.list_queues(parent=PARENT)]
     assert f"{PARENT}/queues/forged" not in names
 
 
-def test_same_origin_browsers_and_named_hosts_without_browsers_are_served(
+def test_same_origin_browsers_and_allowed_names_are_served(
     server: ServerProcess, client: tasks_v2.CloudTasksClient
 ) -> None:
     """What the refusals must not catch: a page served by this server at its IP address, and
-    programs (clients, gcloud, curl) calling it by any host name, as in a compose file."""
+    programs calling it by a name given with --allowed-host, as in a compose file."""
     queue = make_queue(client, "allowed")
     same_origin = {"Origin": server.rest_url, "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"}
     assert requests.get(f"{server.rest_url}/v2/{queue}", headers=same_origin, timeout=10).status_code == 200
-    named = {"Host": "opentasks:8124", "Content-Type": "application/json"}
+    named = {"Host": "OpenTasks:8124", "Content-Type": "application/json"}
     answer = requests.post(f"{server.rest_url}/v2/{queue}:pause", data="{}", headers=named, timeout=10)
     assert answer.status_code == 200, answer.text
+    assert client.get_queue(name=queue).state == tasks_v2.Queue.State.PAUSED
+    other = {"Host": "tasks.internal:8124", "Content-Type": "application/json"}
+    answer = requests.post(f"{server.rest_url}/v2/{queue}:resume", data="{}", headers=other, timeout=10)
+    assert answer.status_code == 403
+    assert "start it with --allowed-host tasks.internal" in answer.json()["error"]["message"]
     assert client.get_queue(name=queue).state == tasks_v2.Queue.State.PAUSED

@@ -150,7 +150,11 @@ ONE_ATTEMPT = RetryConfig(max_attempts=1)
 
 @asynccontextmanager
 async def dashboard_site(
-    *, tokens: tuple[str, ...] = (), read_only: tuple[str, ...] = (), world: World | None = None
+    *,
+    tokens: tuple[str, ...] = (),
+    read_only: tuple[str, ...] = (),
+    world: World | None = None,
+    allowed_hosts: frozenset[str] = frozenset(),
 ) -> AsyncIterator[Site]:
     world = world or World()
     await world.store.open()
@@ -163,6 +167,7 @@ async def dashboard_site(
         tokens=tokens,
         read_only_tokens=read_only,
         monotonic=world.clock.monotonic,
+        allowed_hosts=allowed_hosts,
     )
     async with TestClient(TestServer(app)) as client:
         yield Site(client, world)

@@ -231,6 +231,14 @@ async def test_an_open_dashboard_answers_only_to_local_names(open_site: Site) ->
     assert (await open_site.world.queues.get_queue(Q)).state == QueueState.RUNNING
 
 
+async def test_an_open_dashboard_answers_to_the_allowed_names() -> None:
+    async with dashboard_site(allowed_hosts=frozenset({"tasks.internal"})) as opened:
+        await opened.world.queue()
+        assert (await opened.get(QUEUE_PATH, headers={"Host": "tasks.internal:8124"}))[0] == 200
+        status, page = await opened.get(QUEUE_PATH, headers={"Host": "other.internal:8124"})
+        assert status == 403 and "--allowed-host other.internal" in page
+
+
 async def test_with_tokens_any_name_reaches_the_login(site: Site) -> None:
     status, page = await site.get("/ui/login", headers={"Host": "tasks.example.com"})
     assert status == 200 and '<form id="login"' in page

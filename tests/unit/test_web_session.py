@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
-from opentasks.api.origins import browser_refusal, cross_site
+from opentasks.api.origins import HostPolicy, cross_site
 from opentasks.web.session import (
     Access,
     Flash,
@@ -125,11 +125,19 @@ def test_only_dashboard_paths_are_followed_after_a_login() -> None:
         assert safe_next(target) == "/ui/", target
 
 
-def test_browser_refusals_of_the_http_api() -> None:
+def test_host_policy_of_the_http_port() -> None:
+    tokenless, allowed = HostPolicy(), HostPolicy(allowed=frozenset({"opentasks"}))
     rebound = {"Sec-Fetch-Site": "same-origin", "Origin": "http://evil.example"}
-    assert browser_refusal(rebound, "evil.example", auth_on=False) is not None
-    assert browser_refusal(rebound, "evil.example", auth_on=True) is None  # its token guards it
-    assert browser_refusal({}, "opentasks:8124", auth_on=False) is None  # a program, by any name
-    assert browser_refusal({"Sec-Fetch-Mode": "cors"}, "127.0.0.1:8124", auth_on=False) is None
-    forged = browser_refusal({"Origin": "http://evil.example"}, "127.0.0.1:8124", auth_on=True)
+    assert tokenless.refusal(rebound, "evil.example") is not None
+    assert tokenless.refusal({}, "evil.example:8124") is not None  # plain GETs carry no header
+    assert HostPolicy(auth_on=True).refusal(rebound, "evil.example") is None  # tokens guard it
+    assert tokenless.refusal({}, "opentasks:8124") is not None
+    assert allowed.refusal({}, "OpenTasks.:8124") is None  # the name, in any case, any port
+    assert allowed.refusal({}, "other:8124") is not None
+    assert HostPolicy(allowed=frozenset({"*"})).refusal({}, "other:8124") is None
+    assert tokenless.refusal({"Sec-Fetch-Mode": "cors"}, "127.0.0.1:8124") is None
+    assert tokenless.refusal({}, "[::1]:8124") is None
+    forged = HostPolicy(auth_on=True).refusal({"Origin": "http://evil.example"}, "127.0.0.1:8124")
     assert forged is not None and "http://evil.example" in forged.message
+    refused = tokenless.refusal({}, "tasks.internal:8124")
+    assert refused is not None and "--allowed-host tasks.internal" in refused.message

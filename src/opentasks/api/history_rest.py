@@ -23,7 +23,7 @@ from google.protobuf import json_format
 from opentasks.api import call
 from opentasks.api.auth import ApiAuth
 from opentasks.api.convert import task_to_pb
-from opentasks.api.origins import browser_refusal
+from opentasks.api.origins import HostPolicy
 from opentasks.domain.history import FAILED_REASONS, AttemptRecord, FinishedTask
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.task import TaskView
@@ -42,9 +42,11 @@ def add_history_routes(
     history: HistoryService,
     auth: ApiAuth | None,
     error: Callable[[OpenTasksError], web.Response],
+    hosts: HostPolicy | None = None,
 ) -> None:
-    """Register the routes on ``app``; ``error`` renders a refusal as the API's JSON envelope."""
-    routes = _HistoryRoutes(history, auth, error)
+    """Register the routes on ``app``; ``error`` renders a refusal as the API's JSON envelope,
+    ``hosts`` refuses calls of other sites' pages (as the API does)."""
+    routes = _HistoryRoutes(history, auth, error, hosts or HostPolicy(auth_on=auth is not None))
     app.router.add_get(_QUEUE + "/finishedTasks", routes.guarded("list_tasks", routes.finished))
     app.router.add_post(_QUEUE + "/finishedTasks:redrive", routes.guarded("create_task", routes.redrive))
     app.router.add_get(_QUEUE + "/tasks/{task}/history", routes.guarded("get_task", routes.task_history))
@@ -52,11 +54,16 @@ def add_history_routes(
 
 class _HistoryRoutes:
     def __init__(
-        self, history: HistoryService, auth: ApiAuth | None, error: Callable[[OpenTasksError], web.Response]
+        self,
+        history: HistoryService,
+        auth: ApiAuth | None,
+        error: Callable[[OpenTasksError], web.Response],
+        hosts: HostPolicy,
     ) -> None:
         self._history = history
         self._auth = auth
         self._error = error
+        self._hosts = hosts
 
     def guarded(self, rpc: str, serve: Handler) -> Handler:
         """``serve`` behind the API's credentials (``rpc`` says which a read-only token may call)."""
@@ -64,7 +71,7 @@ class _HistoryRoutes:
         async def handle(request: web.Request) -> web.Response:
             call.bind(request.headers.items())
             try:
-                refused = browser_refusal(request.headers, request.host, auth_on=self._auth is not None)
+                refused = self._hosts.refusal(request.headers, request.host)
                 if refused is not None:
                     raise refused
                 if self._auth is not None:

@@ -28,7 +28,7 @@ from opentasks.api.cloud_tasks_grpc import CloudTasksApi
 from opentasks.api.content_encoding import decode_body
 from opentasks.api.json_errors import load_json, parse_json
 from opentasks.api.messages import PB
-from opentasks.api.origins import browser_refusal
+from opentasks.api.origins import HostPolicy
 from opentasks.api.status import grpc_code, http_status, rpc_status
 from opentasks.errors import (
     Internal,
@@ -292,8 +292,10 @@ class RestApi:
         *,
         read_timeout_s: float = 60.0,
         v2beta3: Any = None,
+        hosts: HostPolicy | None = None,
     ) -> None:
         self._api = api
+        self._hosts = hosts or HostPolicy(auth_on=auth is not None)
         self._versions = {"v2": ApiVersion("v2", ROUTES, _IGNORED_PARAMETERS, api)}
         if v2beta3 is not None:
             self._versions["v2beta3"] = ApiVersion(
@@ -305,7 +307,7 @@ class RestApi:
         self._server_log = _server_logger(ThrottledLog(_log, api.clock.monotonic))
 
     def _authorize(self, request: web.Request, rpc: str) -> None:
-        refused = browser_refusal(request.headers, request.host, auth_on=self._auth is not None)
+        refused = self._hosts.refusal(request.headers, request.host)
         if refused is not None:
             raise refused
         if self._auth is not None:

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlencode
 from aiohttp import web
 from multidict import MultiDict
 
-from opentasks.api.origins import cross_site, local_host
+from opentasks.api.origins import HostPolicy, cross_site, host_refused
 from opentasks.api.rest import read_body
 from opentasks.domain.browse import DEAD_LETTER_COUNT_CAP, MAX_SEARCH_CHARS, TaskSearch
 from opentasks.domain.names import QueueName, TaskName
@@ -112,9 +112,11 @@ class Dashboard:
         *,
         monotonic: Callable[[], float],
         login_limiter: LoginLimiter | None = None,
+        hosts: HostPolicy | None = None,
     ) -> None:
         self._service = service
         self._keeper = keeper
+        self._hosts = hosts or HostPolicy(auth_on=keeper.auth_on)
         self._views = views
         self._errors = ThrottledLog(_log, monotonic)
         self._limiter = login_limiter or LoginLimiter(monotonic)
@@ -167,19 +169,11 @@ class Dashboard:
         return handle
 
     async def _visit(self, request: web.Request, page: Page, public: bool) -> web.StreamResponse:
-        if not self._keeper.auth_on and not local_host(request.headers.get("Host", "")):
+        host = request.headers.get("Host", "")
+        if not self._hosts.host_allowed(host):
             # Open to every visitor, so only by a name no other site can take: a page whose own
             # name was made to resolve here (DNS rebinding) would otherwise read and act freely.
-            return self._html(
-                403,
-                "error.html",
-                None,
-                request,
-                title="Refused",
-                message="Without API tokens this dashboard answers only to localhost or an IP "
-                "address, so that no other web site can reach it through its own host name. "
-                "Use the server's IP address, or start it with --api-token.",
-            )
+            return self._html(403, "error.html", None, request, title="Refused", message=host_refused(host))
         now = self._service.now()
         session = self._session(request, now)
         if session is None and not public and self._keeper.auth_on:
