@@ -52,7 +52,7 @@ def _still_answers(server: ServerProcess) -> None:
     deadline = time.monotonic() + 10  # the server notices closed connections in its own time
     while time.monotonic() < deadline:
         with _connect(server.http_port) as probe:
-            probe.sendall(b"GET /v2/projects/p/locations/l/queues HTTP/1.1\r\nHost: x\r\n\r\n")
+            probe.sendall(b"GET /v2/projects/p/locations/l/queues HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             if not probe.recv(64).startswith(b"HTTP/1.1 503"):
                 break
     assert list(server.client().list_queues(parent="projects/p/locations/l")) == []
@@ -61,7 +61,7 @@ def _still_answers(server: ServerProcess) -> None:
 
 def test_http_connection_that_never_finishes_its_headers_is_closed(bounded: ServerProcess) -> None:
     with _connect(bounded.http_port) as connection:
-        connection.sendall(b"GET /v2/projects/p/locations/l/queues HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        connection.sendall(b"GET /v2/projects/p/locations/l/queues HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
         started = time.monotonic()
         assert _read_until_closed(connection) == b""
     assert time.monotonic() - started < READ_TIMEOUT_S * 3
@@ -71,7 +71,7 @@ def test_http_connection_that_never_finishes_its_headers_is_closed(bounded: Serv
 def test_http_body_trickled_slower_than_the_read_timeout_gets_408(bounded: ServerProcess) -> None:
     with _connect(bounded.http_port) as connection:
         connection.sendall(
-            b"POST /v2/projects/p/locations/l/queues HTTP/1.1\r\nHost: x\r\n"
+            b"POST /v2/projects/p/locations/l/queues HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
         )
         started = time.monotonic()
