@@ -14,7 +14,7 @@ from opentasks.domain.attempt import after_attempt
 from opentasks.domain.limits import LATEST_TIME, MAX_RETRY_DELAY, Limits
 from opentasks.domain.names import QueueName
 from opentasks.domain.outbound import OutboundRequest
-from opentasks.domain.queue import Queue, RateLimits, RetryConfig
+from opentasks.domain.queue import Queue, QueueState, RateLimits, RetryConfig, resolve_queue
 from opentasks.domain.task import AttemptFailure, AttemptOutcome, HttpRequest, TaskDraft, TaskView, new_task
 from opentasks.service.attempts import ResultWriter
 from opentasks.service.dispatcher import ALERT_INTERVAL_S, DispatchSettings
@@ -445,6 +445,44 @@ async def test_tasks_claimed_while_the_queue_is_paused_wait_for_the_resume() -> 
     for _ in range(50):
         await asyncio.sleep(0)
     assert world.pusher.sent == []
+    await world.queues.resume_queue(Q)
+    await until(lambda: len(world.pusher.sent) == 1)
+    await world.dispatcher.stop()
+
+
+class StaleListing(HeldReads):
+    """Its queue listing (what a node's round reads) can lag behind the queue: the queues as
+    they were when frozen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen: list[Queue] | None = None
+
+    async def all_queues(self) -> list[Queue]:
+        return self.frozen if self.frozen is not None else await super().all_queues()
+
+
+async def test_a_new_worker_starts_only_once_it_has_read_its_queue_again() -> None:
+    """A node's round read the queue running; it was paused before the worker began: the
+    worker waits for its own read of the queue and sends nothing."""
+    store = StaleListing()
+    world = await looping_world(store)
+    await store.create_queue(resolve_queue(Queue(Q), Limits()), world.clock.now())
+    store.frozen = await store.all_queues()
+    await store.update_queue(Q, lambda q: replace(q, state=QueueState.PAUSED), world.clock.now())
+    store.hold = True
+    await world.dispatcher.ownership.round()  # the worker is made from the running snapshot
+    await world.task()
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert world.pusher.sent == []
+    store.hold = False
+    for gate in store.waiting:
+        gate.set()
+    await until(lambda: all(gate.is_set() for gate in store.waiting))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert world.pusher.sent == []  # it read the pause
     await world.queues.resume_queue(Q)
     await until(lambda: len(world.pusher.sent) == 1)
     await world.dispatcher.stop()

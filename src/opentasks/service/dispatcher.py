@@ -94,6 +94,7 @@ class Dispatcher:
         # Reloads asked for per queue (the last one wins): one number per queue ever changed
         # while this node runs, a few bytes each.
         self._reloads: dict[QueueName, int] = {}
+        self._unread: set[QueueName] = set()  # new workers that wait for their queue's reload
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -169,10 +170,10 @@ class Dispatcher:
             # cluster (epoch 1) starts full, one taken over empty.
             full = fence.epoch == 1 and name not in self._ever_held
             self._ever_held.add(name)
-            worker = self._workers[name] = self._worker(holdings.queues[name], fence, full)
-            self._revive(worker)
+            self._workers[name] = self._worker(holdings.queues[name], fence, full)
             # A change (a pause) made since the round read the queue found no worker to apply
-            # to: read the queue once more.
+            # to: the worker starts once it has read the queue again.
+            self._unread.add(name)
             self._spawn(self._reload(name, self._next_reload(name)))
         await self._wake_due(holdings)
 
@@ -247,6 +248,7 @@ class Dispatcher:
         except NotFound:
             if self._reloads.get(name) != number:
                 return  # a later reload decides (the queue may have been made again)
+            self._unread.discard(name)
             worker = self._workers.pop(name, None)
             if worker is not None:
                 await worker.stop()  # the queue and its tasks are gone: send nothing more
@@ -255,9 +257,13 @@ class Dispatcher:
             DISPATCH_LOG.exception(
                 "could not reload queue %s; its dispatching keeps its previous settings", name
             )
+            self._unread.discard(name)
+            if (worker := self._workers.get(name)) is not None:
+                self._revive(worker)
             return
         if self._reloads.get(name) != number:
             return  # a reload asked for later reads what this one read, or newer
+        self._unread.discard(name)
         worker = self._workers.get(name)
         if worker is not None:
             worker.configure(queue)
@@ -271,8 +277,13 @@ class Dispatcher:
 
     def _revive(self, worker: QueueWorker) -> None:
         """Start a worker's loop if the dispatcher loops and the worker's loop is not running
-        (a new queue, or a loop that died for any reason)."""
-        if self._looping and not self._stopping and not worker.running:
+        (a new queue, or a loop that died for any reason), once it has read its queue again."""
+        if (
+            self._looping
+            and not self._stopping
+            and not worker.running
+            and worker.queue.name not in self._unread
+        ):
             worker.start()
 
     # -- dispatching ------------------------------------------------------------------------
