@@ -33,8 +33,9 @@ unit: $(STAMP)  ## Fast tests only (no server process)
 test: lint typecheck  ## Everything CI runs: lint, types, unit, contract, integration
 	$(BIN)/pytest -q
 
-bench: $(STAMP)  ## Benchmarks (several minutes): CreateTask, dispatch, memory, HTTP/2 resets, nodes (PostgreSQL)
+bench: $(STAMP)  ## Benchmarks (several minutes): CreateTask (gRPC, REST), dispatch, memory, HTTP/2 resets, nodes (PostgreSQL)
 	$(BIN)/python bench/create_tasks.py
+	$(BIN)/python bench/create_tasks_rest.py
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/http2_resets.py
