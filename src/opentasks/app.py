@@ -404,8 +404,7 @@ class Server:
     @property
     def host_policy(self) -> HostPolicy:
         """The host names the HTTP port answers (without tokens: local ones and those allowed)."""
-        allowed = frozenset(name.strip().lower().rstrip(".") for name in self.settings.allowed_hosts)
-        return HostPolicy(auth_on=self.auth is not None, allowed=allowed)
+        return HostPolicy.of(self.settings.allowed_hosts, auth_on=self.auth is not None)
 
     async def stop(self) -> None:
         """Stop claiming tasks and let attempts in flight finish (bounded), then stop taking

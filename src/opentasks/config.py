@@ -199,6 +199,8 @@ def _option(default: Any, help: str, **how: Any) -> Any:
 
 
 _NODE_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?")  # a DNS name, a final dot allowed
 
 
 def _duration_option(default: str, help: str) -> Any:
@@ -434,6 +436,7 @@ class Settings:
         if self.max_rate_per_queue <= 0:
             raise ConfigError("--max-rate-per-queue must be a positive number of dispatches per second.")
         self._check_node()
+        self._check_allowed_hosts()
         self._check_windows()
         for label, url in (("--app-engine-url", self.app_engine_url), *self.app_engine_services):
             if not url.startswith(("http://", "https://")):
@@ -453,6 +456,14 @@ class Settings:
             raise ConfigError("--history-retention must not be negative (0 keeps no history).")
         if not 0 <= self.history_response_bytes <= 1_048_576:
             raise ConfigError("--history-response-bytes must be between 0 and 1048576.")
+
+    def _check_allowed_hosts(self) -> None:
+        for name in self.allowed_hosts:
+            if name != "*" and not _HOST_NAME.fullmatch(name):
+                raise ConfigError(
+                    f"--allowed-host takes a host name such as opentasks or tasks.example.com (no "
+                    f"scheme, port or path), or * for any; got {name!r}."
+                )
 
     def _check_node(self) -> None:
         if self.node_lease < timedelta(seconds=1):

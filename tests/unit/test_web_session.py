@@ -2,7 +2,12 @@
 
 from datetime import UTC, datetime, timedelta
 
-from opentasks.api.origins import HostPolicy, cross_site
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from opentasks.api.origins import HostPolicy, cross_site, local_host
+from opentasks.config import ConfigError, Settings
 from opentasks.web.session import (
     Access,
     Flash,
@@ -141,3 +146,38 @@ def test_host_policy_of_the_http_port() -> None:
     assert forged is not None and "http://evil.example" in forged.message
     refused = tokenless.refusal({}, "tasks.internal:8124")
     assert refused is not None and "--allowed-host tasks.internal" in refused.message
+
+
+_LABELS = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
+_NAMES = (
+    st.lists(_LABELS, min_size=1, max_size=4)
+    .map(".".join)
+    .filter(lambda name: not local_host(name) and name != "localhost")
+)
+
+
+def _spelled(name: str, data: st.DataObject) -> str:
+    """``name`` as a Host header may carry it: any case, a final dot, a port."""
+    cased = "".join(c.upper() if data.draw(st.booleans()) else c for c in name)
+    dot = "." if data.draw(st.booleans()) else ""
+    port = data.draw(st.sampled_from(["", ":80", ":8124", ":65535"]))
+    return cased + dot + port
+
+
+@given(name=_NAMES, data=st.data())
+def test_any_spelling_of_an_allowed_name_is_served_and_of_others_refused(
+    name: str, data: st.DataObject
+) -> None:
+    host = _spelled(name, data)
+    operator = _spelled(name, data).split(":")[0]  # as given to --allowed-host
+    assert HostPolicy.of([operator], auth_on=False).refusal({}, host) is None
+    assert HostPolicy.of(["other.invalid"], auth_on=False).refusal({}, host) is not None
+    assert HostPolicy.of([], auth_on=True).refusal({}, host) is None
+
+
+@given(name=_NAMES)
+def test_allowed_host_settings_take_names_and_refuse_urls(name: str) -> None:
+    assert Settings(allowed_hosts=(name, name + ".", "*")).allowed_hosts
+    for wrong in (f"http://{name}", f"{name}:8124", f"{name}/x", f"{name} x", ""):
+        with pytest.raises(ConfigError, match="--allowed-host takes a host name"):
+            Settings(allowed_hosts=(wrong,))

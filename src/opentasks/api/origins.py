@@ -13,7 +13,7 @@ addresses, and the names the operator lists (``--allowed-host``, e.g. a compose 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -28,6 +28,11 @@ class HostPolicy:
 
     auth_on: bool = False
     allowed: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, names: Iterable[str], *, auth_on: bool) -> HostPolicy:
+        """The policy of ``names`` as the operator spells them (any case, a final dot)."""
+        return cls(auth_on=auth_on, allowed=frozenset(host_name(name) for name in names))
 
     def refusal(self, headers: Mapping[str, str], host: str) -> PermissionDenied | None:
         """Why this call is refused (None when it is not)."""

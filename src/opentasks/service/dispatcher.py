@@ -155,6 +155,7 @@ class Dispatcher:
         if self._stopping:
             return
         for name in [name for name in self._workers if name not in holdings.fences]:
+            self._unread.discard(name)
             await self._workers.pop(name).stop(drop_pending=False)  # handed over: send what it claimed
         for name, fence in holdings.fences.items():
             worker = self._workers.get(name)
@@ -257,19 +258,17 @@ class Dispatcher:
             DISPATCH_LOG.exception(
                 "could not reload queue %s; its dispatching keeps its previous settings", name
             )
-            self._unread.discard(name)
-            if (worker := self._workers.get(name)) is not None:
-                self._revive(worker)
-            return
+            queue = None
         if self._reloads.get(name) != number:
             return  # a reload asked for later reads what this one read, or newer
         self._unread.discard(name)
         worker = self._workers.get(name)
         if worker is not None:
-            worker.configure(queue)
+            if queue is not None:
+                worker.configure(queue)
             self._revive(worker)
-        elif name in self.ownership.known:
-            return  # another node holds it
+        elif queue is None or name in self.ownership.known:
+            return  # unread, or another node holds it
         elif self._looping:
             self.ownership.poke()  # a new queue: its node takes it in the next round
         else:

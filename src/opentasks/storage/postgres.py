@@ -576,8 +576,7 @@ class PostgresStore:
     ) -> dict[QueueName, int]:
         key = () if queue is None else _key(queue)
         statement = sql.DEAD_LETTERS.format(
-            queue="" if queue is None else sql.one_queue(3),
-            queue_of_q="" if queue is None else "AND q.parent = $3 AND q.queue_id = $4",
+            queue="" if queue is None else "AND q.parent = $3 AND q.queue_id = $4"
         )
 
         async def run(conn: Conn) -> list[Any]:

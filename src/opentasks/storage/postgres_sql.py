@@ -286,24 +286,24 @@ FROM queues q CROSS JOIN LATERAL (
 # Dead letters per queue: the failed rows past their keep time that no sweep has deleted yet (few:
 # found through finished_tasks_expiry), then per queue at most $1 (the cap + 1) more entries of
 # the partial index finished_tasks_failed, so that no kept row is read for its expire_us and no
-# count reads more than about the cap. {queue} narrows it to one queue (ONE_QUEUE from $3).
-_FAILED = FAILED_ONLY  # as in the partial index finished_tasks_failed
+# count reads more than about the cap. {queue} narrows it to one queue ($3 and $4).
 DEAD_LETTERS = f"""
 WITH gone AS (
     SELECT parent, queue_id, count(*) AS n FROM finished_tasks
-    WHERE expire_us <= $2 AND {_FAILED} {{queue}} GROUP BY parent, queue_id
+    WHERE expire_us <= $2 AND {FAILED_ONLY} GROUP BY parent, queue_id
 )
 SELECT q.parent, q.queue_id, kept.n - coalesce(gone.n, 0)
 FROM queues q LEFT JOIN gone ON gone.parent = q.parent AND gone.queue_id = q.queue_id
 CROSS JOIN LATERAL (
     SELECT count(*) AS n FROM (
         SELECT 1 FROM finished_tasks f
-        WHERE f.parent = q.parent AND f.queue_id = q.queue_id AND {_FAILED}
+        WHERE f.parent = q.parent AND f.queue_id = q.queue_id AND {FAILED_ONLY}
         LIMIT $1 + coalesce(gone.n, 0)
     ) capped
 ) kept
-WHERE true {{queue_of_q}}
+WHERE true {{queue}}
 """
+DEAD_LETTERS_OF_ONE = "AND q.parent = $3 AND q.queue_id = $4"
 
 
 def one_queue(first: int) -> str:

@@ -569,29 +569,26 @@ class SqliteStore(LocalNodes):
         self, now: datetime, queue: QueueName | None = None, *, cap: int = DEAD_LETTER_COUNT_CAP
     ) -> dict[QueueName, int]:
         # The failed rows past their keep time that no prune has dropped yet (few: found through
-        # finished_tasks_expiry), then per queue at most cap + 1 more entries of the partial index
-        # finished_tasks_failed (index only: no kept row is read for its expire_us).
+        # finished_tasks_expiry), then in one statement per queue at most cap + 1 + the most of
+        # those any queue has entries of the partial index finished_tasks_failed (index only: no
+        # kept row is read for its expire_us). Reading that many still leaves more than the cap
+        # to every queue that has more, once its own expired rows are taken off.
         where, key = ("", ()) if queue is None else (" AND parent = ? AND queue_id = ?", _key(queue))
         gone_sql = (
             "SELECT parent, queue_id, COUNT(*) FROM finished_tasks INDEXED BY finished_tasks_expiry"
             f" WHERE expire_us <= ? AND {rows.FAILED_ONLY}{where} GROUP BY parent, queue_id"
         )
         kept_sql = (
-            "SELECT COUNT(*) FROM (SELECT 1 FROM finished_tasks INDEXED BY finished_tasks_failed"
-            f" WHERE {rows.FAILED_ONLY} AND parent = ? AND queue_id = ? LIMIT ?)"
-        )
-        queues_sql = "SELECT parent, queue_id FROM queues" + (
-            " WHERE parent = ? AND queue_id = ?" if key else ""
-        )
+            "SELECT parent, queue_id, (SELECT COUNT(*) FROM (SELECT 1 FROM finished_tasks f"
+            f" INDEXED BY finished_tasks_failed WHERE {rows.FAILED_ONLY}"
+            " AND f.parent = q.parent AND f.queue_id = q.queue_id LIMIT ?)) FROM queues q"
+        ) + where.replace(" AND", " WHERE", 1)
 
         def count(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
             gone = {(p, q): n for p, q, n in conn.execute(gone_sql, (codec.to_micros(now), *key))}
-            counted = []
-            for parent, queue_id in conn.execute(queues_sql, key).fetchall():
-                expired = gone.get((parent, queue_id), 0)
-                [(kept,)] = conn.execute(kept_sql, (parent, queue_id, cap + 1 + expired)).fetchall()
-                counted.append((parent, queue_id, kept - expired))
-            return counted
+            limit = cap + 1 + max(gone.values(), default=0)
+            kept = conn.execute(kept_sql, (limit, *key)).fetchall()
+            return [(parent, queue_id, n - gone.get((parent, queue_id), 0)) for parent, queue_id, n in kept]
 
         return rows.dead_letters(await self._read(_in_one_snapshot(count)), cap)
 

@@ -35,7 +35,7 @@ def add_dashboard(
         Views(package_version()),
         monotonic=monotonic,
         login_limiter=login_limiter,
-        hosts=HostPolicy(auth_on=bool(tokens or read_only_tokens), allowed=allowed_hosts),
+        hosts=HostPolicy.of(allowed_hosts, auth_on=bool(tokens or read_only_tokens)),
     )
     dashboard.add_routes(app)
     return dashboard
