@@ -34,8 +34,10 @@ def storage() -> str:
     return fresh_storage(DATABASE)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def handler() -> Iterator[HandlerProcess]:
+    """A handler of each test's own: a killed node's attempts repeated after its test ended
+    must not count as the next test's deliveries."""
     with HandlerProcess() as running:
         yield running
 
