@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from opentasks.domain.outbound import OutboundRequest
 from opentasks.domain.task import AttemptFailure, AttemptOutcome
-from opentasks.service.http1 import ConnectionPool, Exchange, Origin, request_head, target
+from opentasks.service.http1 import Answer, ConnectionPool, Deadlines, Exchange, Origin, request_head, target
 from opentasks.service.pusher import AiohttpPusher, Http1Pusher
 
 PusherType = type[AiohttpPusher] | type[Http1Pusher]
@@ -390,3 +390,45 @@ async def test_a_connection_out_of_step_or_closing_is_not_reused(
     assert first.http_status in (204, 500)
     assert after.http_status == 200
     assert [s.connection for s in script.seen] == [1, 2]
+
+
+class _Waiting:
+    """An exchange as Deadlines sees it: told when its answer timed out."""
+
+    def __init__(self) -> None:
+        self.timed_out: list[asyncio.Future[Answer]] = []
+
+    def time_out(self, answer: asyncio.Future[Answer]) -> None:
+        self.timed_out.append(answer)
+        answer.set_exception(TimeoutError())
+
+
+async def test_deadlines_end_only_the_exchanges_still_waiting_when_theirs_passes() -> None:
+    loop = asyncio.get_running_loop()
+    deadlines, exchange = Deadlines(), _Waiting()
+    later, answered, overdue = (loop.create_future() for _ in range(3))
+    deadlines.add(loop.time() + 3600, exchange, later)  # armed first, for an hour
+    deadlines.add(loop.time() - 1, exchange, answered)  # a sooner one arms the timer again
+    deadlines.add(loop.time() - 1, exchange, overdue)
+    answered.set_result(Answer(200, None))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(overdue, 5)
+    assert exchange.timed_out == [overdue]
+    assert not later.done()
+    assert deadlines.entries() == 1  # the answered and the timed-out ones are gone
+    deadlines.close()
+
+
+async def test_answered_exchanges_leave_no_pile_of_deadlines() -> None:
+    loop = asyncio.get_running_loop()
+    deadlines, exchange = Deadlines(), _Waiting()
+    waiting = [loop.create_future() for _ in range(100)]
+    for answer in waiting:
+        deadlines.add(loop.time() + 3600, exchange, answer)
+    for _ in range(50_000):  # answered long before their deadline, as fast handlers answer
+        answer = loop.create_future()
+        deadlines.add(loop.time() + 3600, exchange, answer)
+        answer.set_result(Answer(200, None))
+    assert deadlines.entries() <= 2 * len(waiting) + 1024
+    deadlines.close()
+    assert not any(answer.done() for answer in waiting)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
+import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -138,9 +140,16 @@ class Exchange(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's are no subclasses
 
     def exchange(
-        self, head: bytes, body: bytes, *, head_only: bool, keep: int | None = None
+        self,
+        head: bytes,
+        body: bytes,
+        *,
+        head_only: bool,
+        keep: int | None = None,
+        deadline: tuple[Deadlines, float] | None = None,
     ) -> asyncio.Future[Answer]:
-        """Send one request; the future ends with the answer or the error that ended it."""
+        """Send one request; the future ends with the answer or the error that ended it
+        (``TimeoutError`` once ``deadline``, a time of the loop's clock, has passed)."""
         assert self.transport is not None and self._answer is None
         self.reusable = False
         self._keep = keep
@@ -149,6 +158,8 @@ class Exchange(asyncio.Protocol):
         if self._parser is None:
             self._parser = httptools.HttpResponseParser(self)
         self._answer = asyncio.get_running_loop().create_future()
+        if deadline is not None:
+            deadline[0].add(deadline[1], self, self._answer)
         if len(body) <= 16384:
             self.transport.write(head + body)
         else:
@@ -264,6 +275,14 @@ class Exchange(asyncio.Protocol):
             self._closed = True
             self.transport.close()
 
+    def time_out(self, answer: asyncio.Future[Answer]) -> None:
+        """End the exchange whose answer is ``answer``, if it is still waiting, with
+        ``TimeoutError`` (the caller drops the connection)."""
+        if self._answer is answer:
+            self._answer = None
+            if not answer.done():
+                answer.set_exception(TimeoutError())
+
     def abort(self) -> None:
         """Drop the connection at once (a timed-out or cancelled exchange)."""
         self._answer = None
@@ -271,6 +290,60 @@ class Exchange(asyncio.Protocol):
         if self.transport is not None:
             self._closed = True
             self.transport.abort()
+
+
+class Deadlines:
+    """Ends exchanges that outlive their deadline, with one timer for all of them.
+
+    A timer per request (``asyncio.timeout``) costs a timer handle made, armed and cancelled per
+    attempt, a tenth of a fast handler's round trip. Here a deadline is an entry in a heap; the
+    one timer is armed again only for a sooner deadline, and entries whose answer came are
+    dropped when they reach the top or when the heap has doubled since it was last cleaned.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Exchange, asyncio.Future[Answer]]] = []
+        self._order = itertools.count()  # ties never compare exchanges
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_for = float("inf")
+        self._compact_at = 1024
+
+    def add(self, when: float, exchange: Exchange, answer: asyncio.Future[Answer]) -> None:
+        heapq.heappush(self._heap, (when, next(self._order), exchange, answer))
+        if len(self._heap) >= self._compact_at:  # as often as the heap doubles: O(1) per entry
+            self._heap = [entry for entry in self._heap if not entry[3].done()]
+            heapq.heapify(self._heap)
+            self._compact_at = 2 * len(self._heap) + 1024
+        if when < self._armed_for:
+            self._arm(when)
+
+    def entries(self) -> int:
+        """Deadlines held, of exchanges answered or not (for tests)."""
+        return len(self._heap)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed_for = when
+        self._timer = asyncio.get_running_loop().call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._timer, self._armed_for = None, float("inf")
+        now = asyncio.get_running_loop().time()
+        heap = self._heap
+        while heap and (heap[0][0] <= now or heap[0][3].done()):
+            _, _, exchange, answer = heapq.heappop(heap)
+            if not answer.done():
+                exchange.time_out(answer)
+        if heap:
+            self._arm(heap[0][0])
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._heap.clear()
+        self._armed_for = float("inf")
 
 
 Connect = Callable[[Origin], Awaitable[Exchange]]
@@ -290,12 +363,19 @@ class ConnectionPool:
 
     async def acquire(self, origin: Origin) -> tuple[Exchange, bool]:
         """A connection to ``origin`` and whether it was reused."""
+        connection = self.idle(origin)
+        if connection is not None:
+            return connection, True
+        return await self._connect(origin), False
+
+    def idle(self, origin: Origin) -> Exchange | None:
+        """An idle open connection to ``origin``, taken out of the pool; None if there is none."""
         idle = self._idle.get(origin)
         while idle:
             connection = idle.pop()
             if not connection.closed:
-                return connection, True
-        return await self._connect(origin), False
+                return connection
+        return None
 
     def release(self, connection: Exchange) -> None:
         """Give back a connection after its exchange (it is kept only if it can be reused)."""

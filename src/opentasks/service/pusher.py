@@ -43,6 +43,7 @@ from opentasks.service.http1 import (
     Answer,
     ConnectionClosed,
     ConnectionPool,
+    Deadlines,
     Exchange,
     Origin,
     Target,
@@ -387,6 +388,7 @@ class Http1Pusher:
         self._guard = ConnectGuard(self._targets)
         self._tls = tls or ssl.create_default_context()  # the system's CAs, as aiohttp's
         self._pool = ConnectionPool(self._connect)
+        self._deadlines = Deadlines()
         self._general = AiohttpPusher(
             self._targets,
             nameservers=nameservers,
@@ -410,15 +412,19 @@ class Http1Pusher:
     async def _send(self, request: OutboundRequest, where: Target) -> AttemptOutcome:
         head = request_head(request.method, where, request.headers, request.body)
         head_only, origin = request.method == "HEAD", where.origin
+        deadline = asyncio.get_running_loop().time() + request.timeout_s
         try:
-            async with asyncio.timeout(request.timeout_s):
-                connection, reused = await self._pool.acquire(origin)
-                try:
-                    answer = await self._exchange(connection, head, request.body, head_only)
-                except ConnectionClosed:
-                    if not (reused and connection.answered_nothing):
-                        raise
-                    answer = await self._exchange(await self._connect(origin), head, request.body, head_only)
+            connection = self._pool.idle(origin)
+            reused = connection is not None
+            if connection is None:
+                connection = await self._connect_by(origin, deadline)
+            try:
+                answer = await self._exchange(connection, head, request.body, head_only, deadline)
+            except ConnectionClosed:
+                if not (reused and connection.answered_nothing):
+                    raise
+                connection = await self._connect_by(origin, deadline)
+                answer = await self._exchange(connection, head, request.body, head_only, deadline)
         except TimeoutError:
             return AttemptOutcome(failure=AttemptFailure.TIMEOUT)
         return AttemptOutcome(
@@ -428,14 +434,24 @@ class Http1Pusher:
             response_body=answer.body,
         )
 
-    async def _exchange(self, connection: Exchange, head: bytes, body: bytes, head_only: bool) -> Answer:
+    async def _exchange(
+        self, connection: Exchange, head: bytes, body: bytes, head_only: bool, deadline: float
+    ) -> Answer:
         try:
-            answer = await connection.exchange(head, body, head_only=head_only, keep=self._keep)
+            answer = await connection.exchange(
+                head, body, head_only=head_only, keep=self._keep, deadline=(self._deadlines, deadline)
+            )
         except BaseException:
             connection.abort()
             raise
         self._pool.release(connection)
         return answer
+
+    async def _connect_by(self, origin: Origin, deadline: float) -> Exchange:
+        """A new connection, opened before ``deadline`` (a time of the loop's clock) or not at
+        all (``TimeoutError``)."""
+        async with asyncio.timeout_at(deadline):
+            return await self._connect(origin)
 
     async def _connect(self, origin: Origin) -> Exchange:
         try:
@@ -480,6 +496,7 @@ class Http1Pusher:
 
     async def close(self) -> None:
         self._pool.close()
+        self._deadlines.close()
         await self._general.close()
         await self._resolver.close()
 
