@@ -1,4 +1,5 @@
-"""The SQLite store's files: private modes, clear refusals at open, and the readiness probe."""
+"""The SQLite store's files: private modes, clear refusals at open, the readiness probe, the
+indexes its reads use, and history kept across a schema upgrade."""
 
 import sqlite3
 import stat
@@ -8,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from opentasks.domain.history import FAILED_REASONS, FinishReason
-from opentasks.domain.names import QueueName
 from opentasks.storage import rows
-from opentasks.storage.base import StoreUnusable
+from opentasks.storage.base import AttemptResult, StoreUnusable
 from opentasks.storage.sqlite import DatabaseInUse, SqliteStore, _finished_filter
 from opentasks.storage.sqlite_files import latest_schema
+from tests.contract.test_history_contract import KEEP, claimed, record
+from tests.contract.test_store_contract import T0, Q, queue
 
 
 def mode(path: Path) -> int:
@@ -144,12 +146,64 @@ async def test_each_dashboard_tab_of_finished_tasks_reads_its_own_index(
     store = SqliteStore(path)
     await store.open()
     await store.close()
-    where, params = _finished_filter(QueueName("p", "l", "q"), datetime.now(UTC), reasons, 0)
+    where, params = _finished_filter(datetime.now(UTC), reasons, 0)
     with sqlite3.connect(path) as conn:
         plan = conn.execute(
             f"EXPLAIN QUERY PLAN SELECT {rows.FINISHED_COLUMNS} FROM finished_tasks WHERE {where}"
             " ORDER BY seq DESC LIMIT 51",
-            params,
+            (1, *params),  # the queue's history key first
         ).fetchall()
     assert f"USING INDEX {index} " in " ".join(str(step[-1]) for step in plan) + " "
     assert "TEMP B-TREE" not in str(plan)  # read in order, no sort
+
+
+# History as schema version 7 indexed it: by the queue's name, before history_queues.
+_VERSION_7_HISTORY = """
+DROP INDEX finished_tasks_queue; DROP INDEX finished_tasks_failed; DROP INDEX finished_tasks_succeeded;
+DROP INDEX finished_tasks_removed; DROP INDEX finished_tasks_name; DROP INDEX attempts_task;
+ALTER TABLE finished_tasks DROP COLUMN qkey; ALTER TABLE attempts DROP COLUMN qkey;
+DROP TABLE history_queues;
+CREATE INDEX finished_tasks_queue ON finished_tasks (parent, queue_id, seq);
+CREATE INDEX finished_tasks_failed ON finished_tasks (parent, queue_id, seq)
+    WHERE reason IN ('max_attempts', 'max_retry_duration');
+CREATE INDEX finished_tasks_name ON finished_tasks (parent, queue_id, task_id);
+CREATE INDEX finished_tasks_succeeded ON finished_tasks (parent, queue_id, seq) WHERE reason = 'succeeded';
+CREATE INDEX finished_tasks_removed ON finished_tasks (parent, queue_id, seq)
+    WHERE reason IN ('deleted', 'purged');
+CREATE INDEX attempts_task ON attempts (parent, queue_id, task_id);
+PRAGMA user_version = 7;
+"""
+
+
+async def test_history_kept_before_the_queue_keys_is_read_after_the_upgrade(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.create_queue(queue(), T0)
+    first = await claimed(store, "a")
+    ended = AttemptResult(
+        first.name,
+        1,
+        None,
+        attempt=record(first, 503),
+        finish=FinishReason.MAX_ATTEMPTS,
+        finish_time=T0,
+        finished_as=first,
+    )
+    await store.finish_attempts([ended], KEEP)
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.executescript(_VERSION_7_HISTORY)
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        [kept] = (await store.finished_tasks(Q, T0)).tasks
+        assert (kept.task.name, kept.reason) == (first.name, FinishReason.MAX_ATTEMPTS)
+        ends, attempts = await store.task_history(first.name, T0)
+        assert [a.http_status for a in attempts] == [503] and len(ends) == 1
+        assert (await store.dead_letter_counts(T0)) == {Q: 1}
+        second = await claimed(store, "b")  # the upgraded name's key is used for new rows too
+        await store.finish_attempts([AttemptResult(second.name, 1, None, attempt=record(second, 503))], KEEP)
+        assert len((await store.task_history(second.name, T0))[1]) == 1
+    finally:
+        await store.close()

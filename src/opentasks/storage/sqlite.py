@@ -289,7 +289,7 @@ class SqliteStore(LocalNodes):
                     name,
                     (FinishReason.PURGED, purge_time, windows.history_until),
                     where="queue_pk = ? AND enqueue_us < ?",
-                    params=[(pk, cutoff)],
+                    params=(pk, cutoff),
                 )
             conn.execute(
                 "INSERT OR REPLACE INTO task_tombstones "
@@ -368,7 +368,7 @@ class SqliteStore(LocalNodes):
                     name.queue,
                     (FinishReason.DELETED, now, windows.history_until),
                     where="queue_pk = ? AND task_id = ?",
-                    params=[(pk, name.task_id)],
+                    params=(pk, name.task_id),
                 )
             row = conn.execute(
                 "DELETE FROM tasks WHERE queue_pk = ? AND task_id = ? RETURNING named", (pk, name.task_id)
@@ -519,23 +519,30 @@ class SqliteStore(LocalNodes):
         before: int = 0,
         limit: int = 100,
     ) -> HistoryPage:
-        where, params = _finished_filter(queue, now, reasons, before)
+        where, params = _finished_filter(now, reasons, before)
         sql = f"SELECT {rows.FINISHED_COLUMNS} FROM finished_tasks WHERE {where} ORDER BY seq DESC LIMIT ?"
-        found = await self._read(lambda conn: conn.execute(sql, (*params, limit + 1)).fetchall())
-        return rows.history_page(found, limit)
+
+        def run(conn: sqlite3.Connection) -> list[Any]:
+            key = _known_history_key(conn, queue)
+            return [] if key is None else conn.execute(sql, (key, *params, limit + 1)).fetchall()
+
+        return rows.history_page(await self._read(run), limit)
 
     async def task_history(
         self, name: TaskName, now: datetime
     ) -> tuple[list[FinishedTask], list[AttemptRecord]]:
-        key = (str(name.queue.parent), name.queue.queue_id, name.task_id, codec.to_micros(now))
-        where = "parent = ? AND queue_id = ? AND task_id = ? AND expire_us > ? ORDER BY seq"
+        where = "qkey = ? AND task_id = ? AND expire_us > ? ORDER BY seq"
 
         def run(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
-            ends = conn.execute(f"SELECT {rows.FINISHED_COLUMNS} FROM finished_tasks WHERE {where}", key)
-            attempts = conn.execute(f"SELECT {rows.ATTEMPT_COLUMNS} FROM attempts WHERE {where}", key)
+            key = _known_history_key(conn, name.queue)
+            if key is None:
+                return [], []
+            found = (key, name.task_id, codec.to_micros(now))
+            ends = conn.execute(f"SELECT {rows.FINISHED_COLUMNS} FROM finished_tasks WHERE {where}", found)
+            attempts = conn.execute(f"SELECT {rows.ATTEMPT_COLUMNS} FROM attempts WHERE {where}", found)
             return ends.fetchall(), attempts.fetchall()
 
-        ends, attempts = await self._read(run)
+        ends, attempts = await self._read(_in_one_snapshot(run))
         return [rows.finished_of(row)[1] for row in ends], [rows.attempt_of(row) for row in attempts]
 
     # -- insights ----------------------------------------------------------------------------
@@ -579,10 +586,10 @@ class SqliteStore(LocalNodes):
             f" WHERE expire_us <= ? AND {rows.FAILED_ONLY}{where} GROUP BY parent, queue_id"
         )
         kept_sql = (
-            "SELECT parent, queue_id, (SELECT COUNT(*) FROM (SELECT 1 FROM finished_tasks f"
-            f" INDEXED BY finished_tasks_failed WHERE {rows.FAILED_ONLY}"
-            " AND f.parent = q.parent AND f.queue_id = q.queue_id LIMIT ?)) FROM queues q"
-        ) + where.replace(" AND", " WHERE", 1)
+            "SELECT q.parent, q.queue_id, (SELECT COUNT(*) FROM (SELECT 1 FROM finished_tasks f"
+            f" INDEXED BY finished_tasks_failed WHERE {rows.FAILED_ONLY} AND f.qkey = h.qkey LIMIT ?))"
+            " FROM queues q LEFT JOIN history_queues h ON h.parent = q.parent AND h.queue_id = q.queue_id"
+        ) + ("" if queue is None else " WHERE q.parent = ? AND q.queue_id = ?")
 
         def count(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
             gone = {(p, q): n for p, q, n in conn.execute(gone_sql, (codec.to_micros(now), *key))}
@@ -822,25 +829,47 @@ def _task_from_row(row: tuple[Any, ...]) -> Task:
 # -- kept history ---------------------------------------------------------------------------------
 
 
+# A copy of task rows into finished_tasks: the queue's history key, parent and queue_id, the
+# reason, finish and keep times, and the progress to keep (NULL: the row's own), then the
+# parameters of the WHERE clause that picks the task rows.
+_COPY_FINISHED = (
+    "INSERT INTO finished_tasks (qkey, parent, queue_id, task_id, reason, finish_us, expire_us,"
+    " schedule_us, spec, progress, body) SELECT ?, ?, ?, task_id, ?, ?, ?, schedule_us, spec,"
+    " COALESCE(?, progress), body FROM tasks WHERE "
+)
+
+
+def _history_key(conn: sqlite3.Connection, queue: QueueName) -> int:
+    """The number ``queue``'s history rows are indexed by (given to its name the first time)."""
+    found = _known_history_key(conn, queue)
+    if found is not None:
+        return found
+    row = conn.execute(
+        "INSERT INTO history_queues (parent, queue_id) VALUES (?, ?) RETURNING qkey", _key(queue)
+    ).fetchone()
+    return int(row[0])
+
+
+def _known_history_key(conn: sqlite3.Connection, queue: QueueName) -> int | None:
+    row = conn.execute(
+        "SELECT qkey FROM history_queues WHERE parent = ? AND queue_id = ?", _key(queue)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
 def _keep_finished(
     conn: sqlite3.Connection,
     queue: QueueName,
     end: tuple[FinishReason, datetime, datetime],
     *,
     where: str,
-    params: list[tuple[Any, ...]],
-    progress: str | None = None,
+    params: tuple[Any, ...],
 ) -> None:
-    """Copy the task rows that ``where`` selects (once per ``params``) into finished_tasks, with
-    ``end``: why they finished, when, and until when they are kept."""
+    """Copy the task rows that ``where`` selects into finished_tasks, with ``end``: why they
+    finished, when, and until when they are kept."""
     reason, when, until = end
-    head = (str(queue.parent), queue.queue_id, reason.value, codec.to_micros(when), codec.to_micros(until))
-    conn.executemany(
-        "INSERT INTO finished_tasks (parent, queue_id, task_id, reason, finish_us, expire_us, schedule_us,"
-        " spec, progress, body) SELECT ?, ?, task_id, ?, ?, ?, schedule_us, spec, COALESCE(?, progress), body"
-        f" FROM tasks WHERE {where}",
-        [(*head, progress, *p) for p in params],
-    )
+    head = (_history_key(conn, queue), *_key(queue), reason.value, codec.to_micros(when))
+    conn.execute(_COPY_FINISHED + where, (*head, codec.to_micros(until), None, *params))
 
 
 def _keep_history(
@@ -849,23 +878,37 @@ def _keep_history(
     queues: dict[QueueName, tuple[int, Queue] | None],
     until: datetime,
 ) -> None:
-    """Keep the attempts of ``results`` and the tasks they finish (before the tasks go)."""
+    """Keep the attempts of ``results`` and the tasks they finish (before the tasks go), each
+    kind in one statement."""
     until_us = codec.to_micros(until)
+    keys = {queue: _history_key(conn, queue) for queue in queues}
     conn.executemany(
-        f"INSERT INTO attempts ({rows.ATTEMPT_COLUMNS}, expire_us) VALUES ({', '.join('?' * 13)})",
-        [(*rows.attempt_values(r.attempt), until_us) for r in results if r.attempt is not None],
+        f"INSERT INTO attempts (qkey, {rows.ATTEMPT_COLUMNS}, expire_us) VALUES ({', '.join('?' * 14)})",
+        [
+            (keys[r.name.queue], *rows.attempt_values(r.attempt), until_us)
+            for r in results
+            if r.attempt is not None
+        ],
     )
-    for result in results:
-        found = queues[result.name.queue]
-        if result.task is None and result.finish is not None and result.finish_time is not None and found:
-            _keep_finished(
-                conn,
-                result.name.queue,
-                (result.finish, result.finish_time, until),
-                where="queue_pk = ? AND task_id = ? AND dispatch_count = ?",
-                params=[(found[0], result.name.task_id, result.dispatch_count)],
-                progress=None if result.finished_as is None else rows.progress_json(result.finished_as),
+    finished = []
+    for r in results:
+        found = queues[r.name.queue]
+        if r.task is None and r.finish is not None and r.finish_time is not None and found:
+            progress = None if r.finished_as is None else rows.progress_json(r.finished_as)
+            finished.append(
+                (
+                    keys[r.name.queue],
+                    *_key(r.name.queue),
+                    r.finish.value,
+                    codec.to_micros(r.finish_time),
+                    until_us,
+                    progress,
+                    found[0],
+                    r.name.task_id,
+                    r.dispatch_count,
+                )
             )
+    conn.executemany(_COPY_FINISHED + "queue_pk = ? AND task_id = ? AND dispatch_count = ?", finished)
 
 
 def _prune_history(conn: sqlite3.Connection, now_us: int) -> None:
@@ -896,11 +939,12 @@ def _in_one_snapshot(read: Callable[[sqlite3.Connection], T]) -> Callable[[sqlit
 
 
 def _finished_filter(
-    queue: QueueName, now: datetime, reasons: Collection[FinishReason] | None, before: int
+    now: datetime, reasons: Collection[FinishReason] | None, before: int
 ) -> tuple[str, tuple[Any, ...]]:
-    """The WHERE clause of a page of finished tasks; the reasons of a dashboard tab use their own index."""
-    where = "parent = ? AND queue_id = ? AND expire_us > ?"
-    params: tuple[Any, ...] = (str(queue.parent), queue.queue_id, codec.to_micros(now))
+    """The WHERE clause of a page of one queue's finished tasks, and its parameters after the
+    queue's history key; the reasons of a dashboard tab use their own index."""
+    where = "qkey = ? AND expire_us > ?"
+    params: tuple[Any, ...] = (codec.to_micros(now),)
     indexed = None if reasons is None else rows.INDEXED_REASONS.get(frozenset(reasons))
     if indexed is not None:
         where += f" AND {indexed}"
