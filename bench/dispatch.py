@@ -3,10 +3,14 @@
 * throughput: a backlog of due tasks in one queue, resumed at once, versus the best of bare
   aiohttp client loops at several concurrencies (1 to 1,000) sending the same requests to the
   same handler in the same run (the baseline);
+* slow: the same with a handler that answers after 50 ms, against the most that
+  ``max_concurrent_dispatches`` allows (1,000 / 50 ms) or, below that, the best bare loop;
+* queues: 1,000 queues of 20 due tasks each, resumed together, against one queue of 20,000;
 * latency: create -> delivery at a steady 50 tasks/s, and lateness of tasks scheduled 2 s ahead;
 * rate: the steady dispatch rate of a queue at 5/s and 200/s, and its largest burst.
 
-Usage: python bench/dispatch.py [--backlog 20000] [--rate-seconds 60] [--only throughput,latency,rate]
+Usage: python bench/dispatch.py [--backlog 20000] [--rate-seconds 60]
+                                [--only throughput,slow,queues,latency,rate]
                                 [--storage URL ...] [--handler handler.py] [--history-cost]
 
 ``--storage`` (repeatable) measures those stores instead of a temporary SQLite file, e.g.
@@ -301,7 +305,9 @@ class Run:
     database_cpu_us: float = 0.0
 
 
-async def bare_client_loop(handler: Handler, total: int, concurrency: int, max_seconds: float) -> Run:
+async def bare_client_loop(
+    handler: Handler, total: int, concurrency: int, max_seconds: float, path: str = "/task"
+) -> Run:
     """The baseline: the fastest plain aiohttp loop we can write, sending the very request a
     dispatch sends (same URL, body and headers) to the same handler, ``concurrency`` at a time,
     ``total`` requests or for ``max_seconds``, whichever ends first."""
@@ -326,7 +332,7 @@ async def bare_client_loop(handler: Handler, total: int, concurrency: int, max_s
             for _ in remaining:
                 if time.monotonic() > deadline:
                     return
-                async with session.post(f"{base}/task", data=BODY, headers=headers) as response:
+                async with session.post(f"{base}{path}", data=BODY, headers=headers) as response:
                     await response.read()
                 sent += 1
 
@@ -338,7 +344,9 @@ async def bare_client_loop(handler: Handler, total: int, concurrency: int, max_s
         return Run(sent / elapsed, cpu / sent * 1e6, handler_cpu / sent * 1e6)
 
 
-async def opentasks_backlog(server: Server, handler: Handler, total: int, concurrency: int) -> Run:
+async def opentasks_backlog(
+    server: Server, handler: Handler, total: int, concurrency: int, path: str = "/task"
+) -> Run:
     """A paused backlog of ``total`` due tasks drained after resume: tasks/s and CPU per task."""
     client = _client(server.process.address)
     queue = _queue_name("throughput")
@@ -347,7 +355,7 @@ async def opentasks_backlog(server: Server, handler: Handler, total: int, concur
     async with aiohttp.ClientSession() as session:
         await _handler_call(session, handler.base, "/__reset", "POST")
         await create_paused_queue(client, {"name": queue, "rate_limits": limits}, server.url)
-        await _load(client, queue, f"{handler.base}/task", total)
+        await _load(client, queue, f"{handler.base}{path}", total)
         await check_paused(session, handler.base, queue)
         process = psutil.Process(server.process.pid)
         start, cpu, handler_cpu = time.monotonic(), sum(process.cpu_times()[:2]), handler.cpu()
@@ -364,6 +372,34 @@ async def opentasks_backlog(server: Server, handler: Handler, total: int, concur
 def throughput(args: argparse.Namespace) -> None:
     """Alternate the baseline (every concurrency) and every store in rounds of one session;
     compare medians, the baseline being the best concurrency's median."""
+    bare, ours = _compare(args, "/task")
+    print(
+        f"throughput: backlog of {args.backlog} due tasks, max_concurrent_dispatches {args.concurrency}, "
+        f"rate cap lifted, {args.handler}; medians of {args.rounds} alternating rounds"
+    )
+    _report(args, bare, ours, max(_medians(bare).values()))
+    print("  (CPU per task; targets: PostgreSQL >= 70% of the best bare loop; history costs <= 10%)")
+
+
+def slow(args: argparse.Namespace) -> None:
+    """The same with a slow handler (each answer takes ``--slow-ms``): the dispatcher should use
+    its concurrency, up to what the bare loops show this machine can do at all."""
+    bare, ours = _compare(args, f"/slow/{args.slow_ms}")
+    ideal = args.concurrency / (args.slow_ms / 1000)
+    reachable = min(ideal, max(_medians(bare).values()))
+    print(
+        f"slow handler: answers after {args.slow_ms} ms, backlog of {args.backlog} due tasks, "
+        f"max_concurrent_dispatches {args.concurrency}; medians of {args.rounds} alternating rounds"
+    )
+    _report(args, bare, ours, reachable)
+    print(
+        f"  (ratios against min({args.concurrency} / {args.slow_ms} ms = {ideal:,.0f}/s, the best bare loop);"
+        " target >= 85%)"
+    )
+
+
+def _compare(args: argparse.Namespace, path: str) -> tuple[dict[int, list[Run]], dict[str, list[Run]]]:
+    """Rounds of the bare loops at every concurrency and of every store, sending to ``path``."""
     concurrencies = [int(c) for c in args.concurrencies.split(",")]
     bare: dict[int, list[Run]] = {c: [] for c in concurrencies}
     with (
@@ -373,27 +409,32 @@ def throughput(args: argparse.Namespace) -> None:
         ours: dict[str, list[Run]] = {server.label: [] for server in servers}
         for _ in range(args.rounds):
             for c in concurrencies:
-                bare[c].append(asyncio.run(bare_client_loop(handler, args.backlog, c, args.bare_seconds)))
+                bare[c].append(
+                    asyncio.run(bare_client_loop(handler, args.backlog, c, args.bare_seconds, path))
+                )
             for server in servers:
-                backlog = opentasks_backlog(server, handler, args.backlog, args.concurrency)
+                backlog = opentasks_backlog(server, handler, args.backlog, args.concurrency, path)
                 ours[server.label].append(asyncio.run(backlog))
-    medians = {c: statistics.median(r.rate for r in runs) for c, runs in bare.items()}
+    return bare, ours
+
+
+def _report(
+    args: argparse.Namespace, bare: dict[int, list[Run]], ours: dict[str, list[Run]], baseline: float
+) -> None:
+    """The bare loops by concurrency, then each store against ``baseline`` and the bare loop as
+    concurrent as the queue."""
+    medians = _medians(bare)
     best = max(medians, key=lambda c: medians[c])
-    baseline = medians[best]
-    print(
-        f"throughput: backlog of {args.backlog} due tasks, max_concurrent_dispatches {args.concurrency}, "
-        f"rate cap lifted, {args.handler}; medians of {args.rounds} alternating rounds"
-    )
     print("  bare aiohttp client loop by concurrency (requests/s; client, handler CPU per request):")
     for c, runs in bare.items():
-        mark = "  <- baseline" if c == best else ""
+        mark = "  <- best" if c == best else ""
         print(
             f"    {c:>5} : {medians[c]:8,.0f}  (rounds: {_figures([r.rate for r in runs])}; "
             f"{_median(runs, 'cpu_us'):.0f} us, {_median(runs, 'handler_cpu_us'):.0f} us){mark}"
         )
     same = medians.get(args.concurrency)  # the bare loop as concurrent as the queue, if measured
     print(
-        f"  {'store':<28}{'tasks/s':>9}{'vs best bare':>14}{'vs bare ' + str(args.concurrency):>14}"
+        f"  {'store':<28}{'tasks/s':>9}{'vs baseline':>14}{'vs bare ' + str(args.concurrency):>14}"
         f"{'server':>9}{'database':>10}{'handler':>9}"
     )
     for label, runs in ours.items():
@@ -405,7 +446,75 @@ def throughput(args: argparse.Namespace) -> None:
             f"{_median(runs, 'handler_cpu_us'):>6.0f} us"
             f"   (rounds: {_figures([r.rate for r in runs])})"
         )
-    print("  (CPU per task; targets: PostgreSQL >= 70% of the best bare loop; history costs <= 10%)")
+
+
+async def opentasks_queues(server: Server, handler: Handler, queues: int, per_queue: int) -> Run:
+    """``queues`` paused queues of ``per_queue`` due tasks each, resumed together and drained:
+    tasks/s from the first resume to the last delivery, and CPU per task."""
+    client = _client(server.process.address)
+    names = [_queue_name("many") for _ in range(queues)]
+    limits = {"max_dispatches_per_second": 1_000_000}
+    calls = asyncio.Semaphore(16)
+
+    async def each(call: Any) -> None:
+        async with calls:
+            await call
+
+    async with aiohttp.ClientSession() as session:
+        await _handler_call(session, handler.base, "/__reset", "POST")
+        for name in names:  # one at a time: each waits for its holder on PostgreSQL
+            await create_paused_queue(client, {"name": name, "rate_limits": limits}, server.url)
+        await asyncio.gather(*(each(_load(client, n, f"{handler.base}/task", per_queue)) for n in names))
+        await check_paused(session, handler.base, names[0])
+        process = psutil.Process(server.process.pid)
+        start, cpu, handler_cpu = time.monotonic(), sum(process.cpu_times()[:2]), handler.cpu()
+        await asyncio.gather(*(each(client.resume_queue(name=n)) for n in names))
+        end = await _wait_count(session, handler.base, queues * per_queue, timeout_s=600)
+        cpu = sum(process.cpu_times()[:2]) - cpu
+        handler_cpu = handler.cpu() - handler_cpu
+    await asyncio.gather(*(each(_delete_queue(client, n)) for n in names))
+    total = queues * per_queue
+    return Run(total / (end - start), cpu / total * 1e6, handler_cpu / total * 1e6)
+
+
+def many_queues(args: argparse.Namespace) -> None:
+    """``--queues`` queues of ``--per-queue`` due tasks against one queue of as many tasks, in
+    alternating rounds on the same server (target: >= 80% of the one queue's rate)."""
+    total = args.queues * args.per_queue
+    with (
+        handler_process(args.handler) as handler,
+        stores(args.storage, "--max-rate-per-queue", "1000000") as servers,
+    ):
+        one: dict[str, list[Run]] = {server.label: [] for server in servers}
+        many: dict[str, list[Run]] = {server.label: [] for server in servers}
+        for _ in range(args.rounds):
+            for server in servers:
+                one[server.label].append(
+                    asyncio.run(opentasks_backlog(server, handler, total, args.concurrency))
+                )
+                many[server.label].append(
+                    asyncio.run(opentasks_queues(server, handler, args.queues, args.per_queue))
+                )
+    print(
+        f"many queues: {args.queues} queues x {args.per_queue} due tasks against one queue of {total:,}, "
+        f"resumed at once; medians of {args.rounds} alternating rounds"
+    )
+    print(
+        f"  {'store':<28}{'one queue':>11}{'many queues':>13}{'ratio':>8}{'server CPU/task (one, many)':>30}"
+    )
+    for label, runs in one.items():
+        rate_one = statistics.median(r.rate for r in runs)
+        rate_many = statistics.median(r.rate for r in many[label])
+        print(
+            f"  {label:<28}{rate_one:>11,.0f}{rate_many:>13,.0f}{rate_many / rate_one:>8.0%}"
+            f"{_median(runs, 'cpu_us'):>17.0f} us, {_median(many[label], 'cpu_us'):.0f} us"
+            f"   (rounds: {_figures([r.rate for r in many[label]])})"
+        )
+    print("  (target: many queues >= 80% of one queue)")
+
+
+def _medians(bare: dict[int, list[Run]]) -> dict[int, float]:
+    return {c: statistics.median(r.rate for r in runs) for c, runs in bare.items()}
 
 
 def _median(runs: list[Run], field: str) -> float:
@@ -554,7 +663,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--latency-tasks", type=int, default=500)
     parser.add_argument("--rate-seconds", type=float, default=60)
-    parser.add_argument("--only", default="throughput,latency,rate")
+    parser.add_argument("--only", default="throughput,slow,queues,latency,rate")
+    parser.add_argument("--slow-ms", type=int, default=50, help="how long the slow handler takes to answer")
+    parser.add_argument("--queues", type=int, default=1000, help="queues of the many-queues run")
+    parser.add_argument("--per-queue", type=int, default=20, help="due tasks in each of those queues")
     parser.add_argument(
         "--handler",
         default="handler.py",
@@ -569,7 +681,13 @@ def main() -> None:
         help="also measure each store with --history-retention 0 (what keeping history costs)",
     )
     args = parser.parse_args()
-    benches = {"throughput": throughput, "latency": latency, "rate": rate}
+    benches = {
+        "throughput": throughput,
+        "slow": slow,
+        "queues": many_queues,
+        "latency": latency,
+        "rate": rate,
+    }
     for name in args.only.split(","):
         benches[name](args)
 

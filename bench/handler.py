@@ -1,12 +1,14 @@
 """A minimal task handler for the dispatch benchmarks: answers 200 and notes when each request
-arrived. GET /__stats returns the arrivals since the last POST /__reset; GET
-/__stats?by_queue=1 the requests and the last one's time by X-CloudTasks-QueueName.
+arrived; ``/slow/MS`` answers after MS milliseconds (a slow handler). GET /__stats returns the
+arrivals since the last POST /__reset; GET /__stats?by_queue=1 the requests and the last one's
+time by X-CloudTasks-QueueName.
 
 Run: python bench/handler.py PORT
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 
@@ -30,6 +32,8 @@ async def handle(request: web.Request) -> web.Response:
     seen[0] += 1
     seen[1] = now
     await request.read()
+    if request.path.startswith("/slow/"):
+        await asyncio.sleep(int(request.path.rsplit("/", 1)[1]) / 1000)
     return web.Response(status=200)
 
 

@@ -1,4 +1,5 @@
-"""A lean task handler: the interface of handler.py (answers 200, GET /__stats, POST /__reset)
+"""A lean task handler: the interface of handler.py (answers 200, ``/slow/MS`` after MS
+milliseconds, GET /__stats, POST /__reset)
 and GET /__stats?by_queue=1 (requests and the last one's time by X-CloudTasks-QueueName)
 on a bare asyncio protocol with just enough HTTP/1.1 for keep-alive requests that carry a
 Content-Length, at a fraction of aiohttp's CPU per request. For benchmarks where the handler's
@@ -90,7 +91,11 @@ class Handler(asyncio.Protocol):
             else:
                 seen[0] += 1
                 seen[1] = now
-            self.transport.write(OK)
+            if path.startswith(b"/slow/"):  # answers after that many ms (one request at a time)
+                delay = int(path.rsplit(b"/", 1)[1]) / 1000
+                asyncio.get_running_loop().call_later(delay, self.transport.write, OK)
+            else:
+                self.transport.write(OK)
 
     def _close(self) -> None:
         if self.transport is not None:
