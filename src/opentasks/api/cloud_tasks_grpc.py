@@ -21,7 +21,7 @@ from opentasks.clock import Clock
 from opentasks.domain.iam import policy_etag
 from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import HttpMethod
-from opentasks.domain.task import TaskView
+from opentasks.domain.task import Task, TaskView
 from opentasks.errors import Aborted, Internal, InvalidArgument, OpenTasksError, Unimplemented
 from opentasks.service.locations import LocationService
 from opentasks.service.queues import QueueService
@@ -109,14 +109,21 @@ class CloudTasksApi:
         )
 
     async def get_task(self, request: PB) -> PB:
+        return convert.task_to_pb(*await self.get_task_record(request))
+
+    async def get_task_record(self, request: PB) -> tuple[Task, TaskView]:
+        """GetTask's task and view, before conversion (REST builds its JSON from them)."""
         view = convert.task_view(request.response_view)
-        return convert.task_to_pb(await self._tasks.get_task(TaskName.parse(request.name), view), view)
+        return await self._tasks.get_task(TaskName.parse(request.name), view), view
 
     async def create_task(self, request: PB) -> PB:
+        return convert.task_to_pb(*await self.create_task_record(request))
+
+    async def create_task_record(self, request: PB) -> tuple[Task, TaskView]:
+        """CreateTask's task and view, before conversion (REST builds its JSON from them)."""
         view = convert.task_view(request.response_view)
         draft = convert.task_draft_from_pb(request.task)
-        task = await self._tasks.create_task(QueueName.parse(request.parent), draft, view)
-        return convert.task_to_pb(task, view)
+        return await self._tasks.create_task(QueueName.parse(request.parent), draft, view), view
 
     async def buffer_task(self, queue: str, task_id: str, method: str, body: bytes, content_type: str) -> PB:
         """BufferTask (REST only): the call's method, body and Content-Type make an HTTP task."""
