@@ -21,7 +21,7 @@ from opentasks.clock import Clock
 from opentasks.domain.iam import policy_etag
 from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import HttpMethod
-from opentasks.domain.task import Task, TaskView
+from opentasks.domain.task import Task, TaskDraft, TaskView
 from opentasks.errors import Aborted, Internal, InvalidArgument, OpenTasksError, Unimplemented
 from opentasks.service.locations import LocationService
 from opentasks.service.queues import QueueService
@@ -123,7 +123,11 @@ class CloudTasksApi:
         """CreateTask's task and view, before conversion (REST builds its JSON from them)."""
         view = convert.task_view(request.response_view)
         draft = convert.task_draft_from_pb(request.task)
-        return await self._tasks.create_task(QueueName.parse(request.parent), draft, view), view
+        return await self.create_task_draft(request.parent, draft, view), view
+
+    async def create_task_draft(self, parent: str, draft: TaskDraft, view: TaskView) -> Task:
+        """CreateTask of a draft read without protobuf (REST's plain bodies)."""
+        return await self._tasks.create_task(QueueName.parse(parent), draft, view)
 
     async def buffer_task(self, queue: str, task_id: str, method: str, body: bytes, content_type: str) -> PB:
         """BufferTask (REST only): the call's method, body and Content-Type make an HTTP task."""

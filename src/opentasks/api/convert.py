@@ -48,9 +48,11 @@ _MAX_NANOS = 999_999_999
 
 def _time(message: PB, field: str, label: str) -> datetime | None:
     """A Timestamp field as a datetime; ``label`` (``Task.scheduleTime``) names it in errors."""
-    if not message.HasField(field):
-        return None
-    value = getattr(message, field)
+    return time_value(getattr(message, field), label) if message.HasField(field) else None
+
+
+def time_value(value: PB, label: str) -> datetime:
+    """A Timestamp as a datetime, refused (naming ``label``) outside the years 1 to 9999."""
     seconds, nanos = value.seconds, value.nanos
     if not (_MIN_TIMESTAMP_SECONDS <= seconds <= _MAX_TIMESTAMP_SECONDS and 0 <= nanos <= _MAX_NANOS):
         raise InvalidArgument(
@@ -62,9 +64,11 @@ def _time(message: PB, field: str, label: str) -> datetime | None:
 
 def _duration(message: PB, field: str, label: str) -> timedelta | None:
     """A Duration field as a timedelta; ``label`` (``RetryConfig.minBackoff``) names it in errors."""
-    if not message.HasField(field):
-        return None
-    value = getattr(message, field)
+    return duration_value(getattr(message, field), label) if message.HasField(field) else None
+
+
+def duration_value(value: PB, label: str) -> timedelta:
+    """A Duration as a timedelta, refused (naming ``label``) outside what a Duration may hold."""
     seconds, nanos = value.seconds, value.nanos
     if (
         abs(seconds) > _MAX_DURATION_SECONDS

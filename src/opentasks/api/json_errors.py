@@ -241,7 +241,7 @@ def _check_message(field: Any, value: Any, path: str) -> str | None:
     return explain(value, field.message_type, path)
 
 
-def _timestamp_ok(text: str) -> bool:
+def timestamp_text_ok(text: str) -> bool:
     """RFC 3339 as Google reads it: 'T' and 'Z' upper case, 0 to 9 fractional digits, an offset
     of at most 23:59, in years 0001 to 9999 once the offset is applied."""
     match = _TIMESTAMP_TEXT.fullmatch(text)
@@ -262,7 +262,8 @@ def _timestamp_ok(text: str) -> bool:
     return _MIN_TIMESTAMP_SECONDS <= seconds <= _MAX_TIMESTAMP_SECONDS
 
 
-def _duration_ok(text: str) -> bool:
+def duration_text_ok(text: str) -> bool:
+    """Seconds with at most 9 fractional digits and an ``s``, within what a Duration holds."""
     match = _DURATION_TEXT.fullmatch(text)
     return match is not None and int(match[1]) <= _MAX_DURATION_SECONDS
 
@@ -273,8 +274,8 @@ def _field_mask_ok(text: str) -> bool:
 
 
 _WELL_KNOWN_TEXT: dict[str, Callable[[str], bool]] = {
-    _TIMESTAMP: _timestamp_ok,
-    _DURATION: _duration_ok,
+    _TIMESTAMP: timestamp_text_ok,
+    _DURATION: duration_text_ok,
     _FIELD_MASK: _field_mask_ok,
 }
 

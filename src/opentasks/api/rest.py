@@ -31,7 +31,7 @@ from opentasks.api.json_errors import load_json, parse_json
 from opentasks.api.messages import PB
 from opentasks.api.origins import HostPolicy
 from opentasks.api.status import grpc_code, http_status, rpc_status
-from opentasks.api.task_json import task_json
+from opentasks.api.task_json import create_task_request, task_json
 from opentasks.errors import (
     Internal,
     InvalidArgument,
@@ -360,9 +360,9 @@ class RestApi:
             return web.json_response({"task": body})  # BufferTaskResponse has no proto here
         route, resource = find_route(request.method, path, version.routes, version.name)
         self._authorize(request, route.rpc)
-        message = await _request_message(route, resource, request, version.ignored)
         if route.rpc in version.tasks_answered:
-            return await _task_answer(version, route.rpc, message, int_enums)
+            return await _task_answer(version, route, resource, request, int_enums)
+        message = await _request_message(route, resource, request, version.ignored)
         rpc: Rpc = getattr(version.api, route.rpc)
         response = await rpc(message)
         return web.json_response(json_format.MessageToDict(response, use_integers_for_enums=int_enums))
@@ -373,10 +373,20 @@ class RestApi:
         return task
 
 
-async def _task_answer(version: ApiVersion, rpc: str, message: PB, int_enums: bool) -> web.Response:
-    """A task answer built from the record itself (:func:`task_json`), through protobuf when
-    the task has a shape task_json leaves to it."""
-    task, view = await getattr(version.api, f"{rpc}_record")(message)
+async def _task_answer(
+    version: ApiVersion, route: Route, resource: str, request: web.Request, int_enums: bool
+) -> web.Response:
+    """CreateTask or GetTask: a plain CreateTask body is read straight into a draft and the task
+    answered built from the record (:mod:`task_json`); other requests and tasks go through
+    protobuf, which words their errors."""
+    query = query_parameters(route.rpc, request.query, version.ignored)
+    body = await _json_body(request) if route.body is not None else {}
+    read = create_task_request(body) if route.rpc == "create_task" and not query else None
+    if read is not None:
+        task, view = await version.api.create_task_draft(resource, *read), read[1]
+    else:
+        message = _message(route, resource, query, body)
+        task, view = await getattr(version.api, f"{route.rpc}_record")(message)
     built = task_json(task, view, int_enums=int_enums)
     if built is None:
         built = json_format.MessageToDict(task_to_pb(task, view), use_integers_for_enums=int_enums)
@@ -461,11 +471,17 @@ def _one_line(error: BaseException) -> str:
 async def _request_message(
     route: Route, resource: str, request: web.Request, ignored: Mapping[str, frozenset[str]]
 ) -> PB:
+    query = query_parameters(route.rpc, request.query, ignored)
+    body = await _json_body(request) if route.body is not None else {}
+    return _message(route, resource, query, body)
+
+
+def _message(route: Route, resource: str, query: dict[str, Any], body: dict[str, Any]) -> PB:
+    """The request message of ``route`` from its query fields, JSON body and path resource."""
     message = route.request()
     # json_format reads numbers and enum numbers from strings, as query values always are.
-    parse_json(query_parameters(route.rpc, request.query, ignored), message, query=True)
+    parse_json(query, message, query=True)
     if route.body is not None:
-        body = await _json_body(request)
         if route.body == "*":
             parse_json(body, message)
         else:
