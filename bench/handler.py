@@ -1,7 +1,7 @@
 """A minimal task handler for the dispatch benchmarks: answers 200 and notes when each request
-arrived; ``/slow/MS`` answers after MS milliseconds (a slow handler). GET /__stats returns the
-arrivals since the last POST /__reset; GET /__stats?by_queue=1 the requests and the last one's
-time by X-CloudTasks-QueueName.
+arrived; ``/slow/MS`` answers after MS milliseconds (a slow handler) and notes it then. GET
+/__stats returns the arrivals since the last POST /__reset; GET /__stats?by_queue=1 the requests
+and the last one's time by X-CloudTasks-QueueName.
 
 Run: python bench/handler.py PORT
 """
@@ -19,6 +19,9 @@ queues: dict[str, list[float]] = {}  # queue name -> [requests, monotonic time o
 
 
 async def handle(request: web.Request) -> web.Response:
+    await request.read()
+    if request.path.startswith("/slow/"):  # counted once answered, as a client counts it
+        await asyncio.sleep(int(request.path.rsplit("/", 1)[1]) / 1000)
     now = time.monotonic()
     arrivals.append(
         (
@@ -31,9 +34,6 @@ async def handle(request: web.Request) -> web.Response:
     seen = queues.setdefault(request.headers.get("X-CloudTasks-QueueName", ""), [0, now])
     seen[0] += 1
     seen[1] = now
-    await request.read()
-    if request.path.startswith("/slow/"):
-        await asyncio.sleep(int(request.path.rsplit("/", 1)[1]) / 1000)
     return web.Response(status=200)
 
 

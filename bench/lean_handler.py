@@ -79,23 +79,26 @@ class Handler(asyncio.Protocol):
             arrivals.clear()
             queues.clear()
             self.transport.write(_json({}))
+        elif path.startswith(b"/slow/"):  # answered, and counted, after that many ms
+            delay = int(path.rsplit(b"/", 1)[1]) / 1000
+            asyncio.get_running_loop().call_later(delay, self._task_answered, headers)
         else:
-            name = headers.get(b"x-cloudtasks-taskname", b"").decode("latin-1")
-            eta = headers.get(b"x-cloudtasks-tasketa", b"").decode("latin-1")
-            now = time.monotonic()
-            arrivals.append((now, time.time(), name, eta))
-            queue = headers.get(b"x-cloudtasks-queuename", b"").decode("latin-1")
-            seen = queues.get(queue)
-            if seen is None:
-                queues[queue] = [1, now]
-            else:
-                seen[0] += 1
-                seen[1] = now
-            if path.startswith(b"/slow/"):  # answers after that many ms (one request at a time)
-                delay = int(path.rsplit(b"/", 1)[1]) / 1000
-                asyncio.get_running_loop().call_later(delay, self.transport.write, OK)
-            else:
-                self.transport.write(OK)
+            self._task_answered(headers)
+
+    def _task_answered(self, headers: dict[bytes, bytes]) -> None:
+        name = headers.get(b"x-cloudtasks-taskname", b"").decode("latin-1")
+        eta = headers.get(b"x-cloudtasks-tasketa", b"").decode("latin-1")
+        now = time.monotonic()
+        arrivals.append((now, time.time(), name, eta))
+        queue = headers.get(b"x-cloudtasks-queuename", b"").decode("latin-1")
+        seen = queues.get(queue)
+        if seen is None:
+            queues[queue] = [1, now]
+        else:
+            seen[0] += 1
+            seen[1] = now
+        if not self.transport.is_closing():
+            self.transport.write(OK)
 
     def _close(self) -> None:
         if self.transport is not None:

@@ -417,6 +417,7 @@ async def test_deadlines_end_only_the_exchanges_still_waiting_when_theirs_passes
     assert not later.done()
     assert deadlines.entries() == 1  # the answered and the timed-out ones are gone
     deadlines.close()
+    assert isinstance(later.exception(), TimeoutError)
 
 
 async def test_answered_exchanges_leave_no_pile_of_deadlines() -> None:
@@ -430,5 +431,6 @@ async def test_answered_exchanges_leave_no_pile_of_deadlines() -> None:
         deadlines.add(loop.time() + 3600, exchange, answer)
         answer.set_result(Answer(200, None))
     assert deadlines.entries() <= 2 * len(waiting) + 1024
-    deadlines.close()
     assert not any(answer.done() for answer in waiting)
+    deadlines.close()  # the pusher closes: what still waits ends now
+    assert all(isinstance(answer.exception(), TimeoutError) for answer in waiting)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import TypeVar
@@ -82,6 +83,13 @@ def duration_value(value: PB, label: str) -> timedelta:
             "of the same sign."
         )
     return value.ToTimedelta()  # type: ignore[no-any-return]
+
+
+def sorted_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """A request's headers in name order: a protobuf map has no order of its own (its entries
+    come in hash order), so both ways of reading a request agree on the order headers are
+    checked, stored and sent in."""
+    return dict(sorted(headers.items()))
 
 
 def _enum(cls: type[_E], value: int, label: str) -> _E:
@@ -269,7 +277,7 @@ def _http_request_from_pb(message: PB) -> HttpRequest:
     return HttpRequest(
         url=message.url,
         http_method=_enum(HttpMethod, message.http_method, "HttpRequest.httpMethod"),
-        headers=dict(message.headers),
+        headers=sorted_headers(message.headers),
         body=message.body,
         oauth_token=_oauth_from_pb(message.oauth_token) if message.HasField("oauth_token") else None,
         oidc_token=_oidc_from_pb(message.oidc_token) if message.HasField("oidc_token") else None,
@@ -283,7 +291,7 @@ def _app_engine_request_from_pb(message: PB) -> AppEngineHttpRequest:
             _routing_from_pb(message.app_engine_routing) if message.HasField("app_engine_routing") else None
         ),
         relative_uri=message.relative_uri,
-        headers=dict(message.headers),
+        headers=sorted_headers(message.headers),
         body=message.body,
     )
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from opentasks.api.convert import duration_value, time_value
+from opentasks.api.convert import duration_value, sorted_headers, time_value
 from opentasks.api.json_errors import duration_text_ok, timestamp_text_ok
 from opentasks.domain.queue import HttpMethod, OAuthToken, OidcToken
 from opentasks.domain.task import HttpRequest, Task, TaskDraft, TaskView
@@ -70,7 +70,7 @@ def _read_http_request(given: object) -> HttpRequest:
     return HttpRequest(
         url=_text(found.get("url", "")),
         http_method=HttpMethod[_enum_name(found.get("httpMethod", "HTTP_METHOD_UNSPECIFIED"), HttpMethod)],
-        headers={_text(name): _text(value) for name, value in headers.items()},
+        headers=sorted_headers({_text(name): _text(value) for name, value in headers.items()}),
         body=_read_bytes(found.get("body", "")),
         oauth_token=None if oauth is None else OAuthToken(**_token_fields(oauth, "scope")),
         oidc_token=None if oidc is None else OidcToken(**_token_fields(oidc, "audience")),

@@ -29,6 +29,7 @@ from yarl import URL
 MAX_HEADER_BYTES = 8192  # of an answer's headers kept when asked to keep them
 MAX_HEAD_BYTES = 65536  # of an answer's status line and headers read at all
 IDLE_TIMEOUT_S = 15.0  # how long an unused connection is kept (aiohttp's keep-alive default)
+_TIMER_SLACK_S = 0.001  # how early the deadline timer may fire (see Deadlines._fire)
 # Methods that carry no Content-Length when their body is empty (as aiohttp sends them).
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
@@ -329,7 +330,9 @@ class Deadlines:
 
     def _fire(self) -> None:
         self._timer, self._armed_for = None, float("inf")
-        now = asyncio.get_running_loop().time()
+        # uvloop rounds timers to the millisecond and may fire up to half of one early: an
+        # entry due within a millisecond is due now, or the timer would be armed again at once.
+        now = asyncio.get_running_loop().time() + _TIMER_SLACK_S
         heap = self._heap
         while heap and (heap[0][0] <= now or heap[0][3].done()):
             _, _, exchange, answer = heapq.heappop(heap)
@@ -339,11 +342,15 @@ class Deadlines:
             self._arm(heap[0][0])
 
     def close(self) -> None:
+        """Stop the timer; exchanges still waiting end with ``TimeoutError`` now."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._heap.clear()
+        heap, self._heap = self._heap, []
         self._armed_for = float("inf")
+        for _, _, exchange, answer in heap:
+            if not answer.done():
+                exchange.time_out(answer)
 
 
 Connect = Callable[[Origin], Awaitable[Exchange]]
