@@ -1,5 +1,5 @@
 -- Kept history is indexed by a small number per queue name instead of the name's text. Every
--- dispatched task adds a row to five of these indexes; keyed by (parent, queue_id, ...), each
+-- dispatched task adds an entry to four of these indexes; keyed by (parent, queue_id, ...), each
 -- insert compared some sixty equal leading bytes at every level and filled pages with copies of
 -- the name, and writing history cost a third of a fast queue's dispatch rate. The rows keep
 -- their parent and queue_id (what readers show); history_queues gives each queue name ever kept
