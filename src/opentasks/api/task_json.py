@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -116,25 +117,24 @@ def _read_bytes(value: object) -> bytes:
 
 
 def _read_time(value: object) -> datetime:
-    if not timestamp_text_ok(_text(value)):  # stricter than protobuf, as Google is
-        raise _Unusual
-    found = timestamp_pb2.Timestamp()
-    try:
-        found.FromJsonString(_text(value))
-    except ValueError:
-        raise _Unusual from None
-    return time_value(found, "Task.scheduleTime")
+    return time_value(_parsed(value, timestamp_text_ok, timestamp_pb2.Timestamp()), "Task.scheduleTime")
 
 
 def _read_duration(value: object) -> timedelta:
-    if not duration_text_ok(_text(value)):
+    return duration_value(_parsed(value, duration_text_ok, duration_pb2.Duration()), "Task.dispatchDeadline")
+
+
+def _parsed(value: object, text_ok: Callable[[str], bool], message: Any) -> Any:
+    """``value`` read into ``message`` (a Timestamp or Duration), if its text is one Google
+    reads (stricter than protobuf)."""
+    text = _text(value)
+    if not text_ok(text):
         raise _Unusual
-    found = duration_pb2.Duration()
     try:
-        found.FromJsonString(_text(value))
+        message.FromJsonString(text)
     except ValueError:
         raise _Unusual from None
-    return duration_value(found, "Task.dispatchDeadline")
+    return message
 
 
 def task_json(task: Task, view: TaskView, *, int_enums: bool) -> dict[str, Any] | None:
