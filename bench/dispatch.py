@@ -5,7 +5,8 @@
   same handler in the same run (the baseline);
 * slow: the same with a handler that answers after 50 ms, against the most that
   ``max_concurrent_dispatches`` allows (1,000 / 50 ms) or, below that, the best bare loop;
-* queues: 1,000 queues of 20 due tasks each, resumed together, against one queue of 20,000;
+* queues: 1,000 queues of 20 tasks each, all falling due at one moment, against one queue of
+  20,000 the same way;
 * latency: create -> delivery at a steady 50 tasks/s, and lateness of tasks scheduled 2 s ahead;
 * rate: the steady dispatch rate of a queue at 5/s and 200/s, and its largest burst.
 
@@ -126,9 +127,16 @@ async def _delete_queue(client: tasks_v2.CloudTasksAsyncClient, queue: str) -> N
         await client.delete_queue(name=queue)
 
 
-async def _load(client: tasks_v2.CloudTasksAsyncClient, queue: str, url: str, count: int) -> None:
-    """Create ``count`` tasks with BatchCreateTasks, 100 per call, 8 calls at a time."""
-    task = {"http_request": {"url": url, "body": BODY, "headers": {"Content-Type": "application/json"}}}
+async def _load(
+    client: tasks_v2.CloudTasksAsyncClient, queue: str, url: str, count: int, due: float | None = None
+) -> None:
+    """Create ``count`` tasks with BatchCreateTasks, 100 per call, 8 calls at a time; due at
+    ``due`` (a wall-clock time) if given."""
+    task: dict[str, Any] = {
+        "http_request": {"url": url, "body": BODY, "headers": {"Content-Type": "application/json"}}
+    }
+    if due is not None:
+        task["schedule_time"] = timestamp_pb2.Timestamp(seconds=int(due), nanos=int(due % 1 * 1e9))
     batches = [min(100, count - start) for start in range(0, count, 100)]
     pending = iter(batches)
 
@@ -448,14 +456,14 @@ def _report(
         )
 
 
-async def opentasks_queues(
-    server: Server, handler: Handler, queues: int, per_queue: int
-) -> tuple[Run, float]:
-    """``queues`` paused queues of ``per_queue`` due tasks each, resumed together and drained:
-    tasks/s from the first resume to the last delivery, and CPU per task (the ResumeQueue calls
-    included, which a queue of due tasks would not need); and how long the resumes took."""
+async def opentasks_due_together(
+    server: Server, handler: Handler, queues: int, per_queue: int, load_s: float
+) -> Run:
+    """``queues`` running queues of ``per_queue`` tasks each, all scheduled ``load_s`` seconds
+    after loading starts (no call in the measured time): tasks/s from that moment to the last
+    delivery, and the server's CPU per task."""
     client = _client(server.process.address)
-    names = [_queue_name("many") for _ in range(queues)]
+    names = [_queue_name("due") for _ in range(queues)]
     limits = {"max_dispatches_per_second": 1_000_000}
     calls = asyncio.Semaphore(16)
 
@@ -465,25 +473,36 @@ async def opentasks_queues(
 
     async with aiohttp.ClientSession() as session:
         await _handler_call(session, handler.base, "/__reset", "POST")
-        for name in names:  # one at a time: each waits for its holder on PostgreSQL
-            await create_paused_queue(client, {"name": name, "rate_limits": limits}, server.url)
-        await asyncio.gather(*(each(_load(client, n, f"{handler.base}/task", per_queue)) for n in names))
-        await check_paused(session, handler.base, names[0])
+        due = time.time() + load_s
+        due_monotonic = time.monotonic() + load_s
+        await asyncio.gather(
+            *(
+                each(client.create_queue(parent=PARENT, queue={"name": n, "rate_limits": limits}))
+                for n in names
+            )
+        )
+        if is_postgres(server.url):
+            await asyncio.gather(*(each(wait_held(server.url, n)) for n in names))
+        url = f"{handler.base}/task"
+        await asyncio.gather(*(each(_load(client, n, url, per_queue, due)) for n in names))
+        if time.monotonic() > due_monotonic - 1:
+            raise RuntimeError(f"loading took more than {load_s - 1:g} s: give a larger --load-seconds")
+        await check_paused(session, handler.base, "(all, scheduled ahead)")
         process = psutil.Process(server.process.pid)
-        start, cpu, handler_cpu = time.monotonic(), sum(process.cpu_times()[:2]), handler.cpu()
-        await asyncio.gather(*(each(client.resume_queue(name=n)) for n in names))
-        resumed = time.monotonic() - start
+        await asyncio.sleep(max(0.0, due_monotonic - 0.5 - time.monotonic()))
+        cpu, handler_cpu = sum(process.cpu_times()[:2]), handler.cpu()
         end = await _wait_count(session, handler.base, queues * per_queue, timeout_s=600)
         cpu = sum(process.cpu_times()[:2]) - cpu
         handler_cpu = handler.cpu() - handler_cpu
     await asyncio.gather(*(each(_delete_queue(client, n)) for n in names))
     total = queues * per_queue
-    return Run(total / (end - start), cpu / total * 1e6, handler_cpu / total * 1e6), resumed
+    return Run(total / (end - due_monotonic), cpu / total * 1e6, handler_cpu / total * 1e6)
 
 
 def many_queues(args: argparse.Namespace) -> None:
-    """``--queues`` queues of ``--per-queue`` due tasks against one queue of as many tasks, in
-    alternating rounds on the same server (target: >= 80% of the one queue's rate)."""
+    """``--queues`` queues of ``--per-queue`` tasks against one queue of as many, the tasks of
+    each run all falling due at one moment, in alternating rounds on the same server (target:
+    >= 80% of the one queue's rate)."""
     total = args.queues * args.per_queue
     with (
         handler_process(args.handler) as handler,
@@ -491,18 +510,16 @@ def many_queues(args: argparse.Namespace) -> None:
     ):
         one: dict[str, list[Run]] = {server.label: [] for server in servers}
         many: dict[str, list[Run]] = {server.label: [] for server in servers}
-        resumes: list[float] = []
         for _ in range(args.rounds):
             for server in servers:
-                one[server.label].append(
-                    asyncio.run(opentasks_backlog(server, handler, total, args.concurrency))
-                )
-                run, resumed = asyncio.run(opentasks_queues(server, handler, args.queues, args.per_queue))
-                many[server.label].append(run)
-                resumes.append(resumed)
+                for runs, queues in ((one, 1), (many, args.queues)):
+                    due_together = opentasks_due_together(
+                        server, handler, queues, total // queues, args.load_seconds
+                    )
+                    runs[server.label].append(asyncio.run(due_together))
     print(
-        f"many queues: {args.queues} queues x {args.per_queue} due tasks against one queue of {total:,}, "
-        f"resumed at once; medians of {args.rounds} alternating rounds"
+        f"many queues: {args.queues} queues x {args.per_queue} tasks against one queue of {total:,},"
+        f" all falling due at one moment; medians of {args.rounds} alternating rounds"
     )
     print(
         f"  {'store':<28}{'one queue':>11}{'many queues':>13}{'ratio':>8}{'server CPU/task (one, many)':>30}"
@@ -515,10 +532,7 @@ def many_queues(args: argparse.Namespace) -> None:
             f"{_median(runs, 'cpu_us'):>17.0f} us, {_median(many[label], 'cpu_us'):.0f} us"
             f"   (rounds: {_figures([r.rate for r in many[label]])})"
         )
-    print(
-        f"  (target: many queues >= 80% of one queue; their time includes the {args.queues} ResumeQueue"
-        f" calls, {statistics.median(resumes):.2f} s of it)"
-    )
+    print("  (target: many queues >= 80% of one queue)")
 
 
 def _medians(bare: dict[int, list[Run]]) -> dict[int, float]:
@@ -717,6 +731,9 @@ def main() -> None:
     parser.add_argument("--slow-ms", type=int, default=50, help="how long the slow handler takes to answer")
     parser.add_argument("--queues", type=int, default=1000, help="queues of the many-queues run")
     parser.add_argument("--per-queue", type=int, default=20, help="due tasks in each of those queues")
+    parser.add_argument(
+        "--load-seconds", type=float, default=40, help="how long after loading starts the tasks fall due"
+    )
     parser.add_argument(
         "--handler",
         default="handler.py",

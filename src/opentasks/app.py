@@ -143,6 +143,7 @@ def build_dispatcher(
         lease_grace=settings.lease_grace,
         shutdown_grace=settings.shutdown_grace,
         follow_redirects=settings.follow_redirects,
+        max_attempts_in_flight=attempts_in_flight(resource.getrlimit(resource.RLIMIT_NOFILE)[0], settings),
     )
     node = NodeSettings(timing=LeaseTiming(settings.node_lease))
     if settings.node_id is not None:
@@ -447,6 +448,15 @@ async def serve(settings: Settings, *, on_ready: Callable[[Server], None] | None
     await stop.wait()
     _log.info("opentasks stopping")
     await server.stop()
+
+
+def attempts_in_flight(open_files: int, settings: Settings) -> int:
+    """The node's cap on attempts in flight: what the open-files limit leaves once both ports
+    hold ``--max-connections`` each and the store, logs and lookups have some, at most 10,000
+    and at least 64."""
+    if open_files == resource.RLIM_INFINITY:
+        return 10_000
+    return max(64, min(10_000, open_files - 2 * settings.max_connections - 256))
 
 
 def _raise_open_files_limit(max_connections: int) -> None:

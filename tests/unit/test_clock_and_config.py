@@ -1,10 +1,11 @@
 import asyncio
+import resource
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from opentasks.app import build_store
+from opentasks.app import attempts_in_flight, build_store
 from opentasks.clock import FakeClock
 from opentasks.config import (
     ConfigError,
@@ -96,3 +97,18 @@ def test_settings_come_from_flags_variables_and_files_alike() -> None:
     assert settings.storage == StorageUrl.parse("sqlite:////d/opentasks.db")
     assert settings.keys_dir == Path("/d/keys")
     assert set(file_keys()) >= {"locations", "no_dispatch", "log_level", "read_timeout"}
+
+
+@pytest.mark.parametrize(
+    ("open_files", "max_connections", "cap"),
+    [
+        (1_048_576, 1000, 10_000),  # at most 10,000
+        (resource.RLIM_INFINITY, 1000, 10_000),
+        (4096, 1000, 1840),  # what both ports and the store leave
+        (1024, 1000, 64),  # at least 64: the server warns of the low limit at start
+    ],
+)
+def test_the_nodes_cap_on_attempts_in_flight_follows_the_open_files_limit(
+    open_files: int, max_connections: int, cap: int
+) -> None:
+    assert attempts_in_flight(open_files, Settings(max_connections=max_connections)) == cap

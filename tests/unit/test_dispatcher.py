@@ -185,6 +185,30 @@ async def test_concurrency_cap(world: World) -> None:
     assert await world.step() == 2
 
 
+async def test_the_nodes_cap_on_attempts_in_flight_holds_over_all_its_queues() -> None:
+    world = World(settings=DispatchSettings(claim_batch=50, max_attempts_in_flight=3))
+    await world.dispatcher.start(loop=False)
+    other = QueueName("p", "l", "other")
+    await world.queue()
+    await world.queues.create_queue(PARENT, Queue(other))
+    await world.dispatcher.settle()
+    for queue in (Q, other):
+        for _ in range(4):
+            draft = TaskDraft(http_request=HttpRequest(url=f"https://h/{queue.queue_id}"))
+            await world.tasks.create_task(queue, draft, TaskView.FULL)
+    world.pusher.hold = True
+    await world.dispatcher.run_once()  # both queues claim all of theirs
+    await world.pusher.release(0)
+    assert len(world.pusher.sent) == 3  # the rest wait for a slot, whichever queue they are of
+    await world.pusher.release(1)
+    await world.pusher.release(0)
+    assert len(world.pusher.sent) == 4
+    world.pusher.hold = False
+    await world.pusher.release(3)
+    await world.dispatcher.settle()
+    assert len(world.pusher.sent) == 8
+
+
 async def test_retries_follow_the_backoff_from_the_failure(world: World) -> None:
     retry = RetryConfig(min_backoff=timedelta(seconds=1), max_backoff=timedelta(seconds=10), max_doublings=3)
     await world.queue(retry_config=retry)

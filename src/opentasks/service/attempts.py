@@ -57,6 +57,8 @@ class DispatchSettings:
         claim_batch: most tasks claimed by one store call.
         shutdown_grace: how long a stopping dispatcher lets attempts in flight finish.
         follow_redirects: follow 3xx answers of HTTP targets (Cloud Tasks was observed not to).
+        max_attempts_in_flight: most attempts the node sends at once over all its queues (each
+            holds a connection); claimed tasks beyond it wait for a slot.
     """
 
     app_engine: AppEngineRoutes = field(default_factory=AppEngineRoutes)
@@ -64,6 +66,7 @@ class DispatchSettings:
     claim_batch: int = 500
     shutdown_grace: timedelta = timedelta(seconds=10)
     follow_redirects: bool = False
+    max_attempts_in_flight: int = 10_000
 
 
 class MinuteCount:
@@ -113,6 +116,9 @@ class AttemptRunner:
         # What tasks and handlers can cause again and again is logged at most every 10 s.
         self.alerts = ThrottledLog(DISPATCH_LOG, clock.monotonic, interval_s=ALERT_INTERVAL_S)
         self.jobs: set[asyncio.Task[Any]] = set()
+        # Every queue's cap allows 1,000 by default: a thousand queues with due tasks would
+        # otherwise open connections until the process has no file left (for its database too).
+        self.slots = asyncio.Semaphore(settings.max_attempts_in_flight)
 
     def track(self, job: Coroutine[Any, Any, object]) -> None:
         """Run a coroutine that sends attempts; :meth:`finish` waits for it."""

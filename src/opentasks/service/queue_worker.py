@@ -174,11 +174,12 @@ class QueueWorker:
         try:
             while self.pending:
                 claimed = self.pending.popleft()
-                if self._lease_ended(claimed):
-                    continue
                 self.inflight += 1
                 try:
-                    due = await runner.attempt(claimed, self.queue, self.refusals, self.executed)
+                    async with runner.slots:  # the node's cap on attempts in flight
+                        if self._lease_ended(claimed):
+                            continue
+                        due = await runner.attempt(claimed, self.queue, self.refusals, self.executed)
                     if due is not None:
                         self.note_due(due)
                 except Exception:  # attempt() does not raise; if it ever does, the next one still goes
