@@ -255,12 +255,12 @@ async def create_paused_queue(
     return created
 
 
-async def check_paused(session: aiohttp.ClientSession, base: str, queue: str) -> None:
-    """Fail loudly if tasks of a paused queue were delivered (the figures would be wrong)."""
+async def check_paused(session: aiohttp.ClientSession, base: str, what: str) -> None:
+    """Fail loudly if tasks of ``what`` (not due yet) were delivered (the figures would be wrong)."""
     await asyncio.sleep(0.2)
     count = (await _handler_call(session, base, "/__stats?count_only=1"))["count"]
     if count:
-        raise RuntimeError(f"{count} tasks of the paused queue {queue} were delivered before resume")
+        raise RuntimeError(f"{count} tasks of {what} were delivered before they were due")
 
 
 @dataclass(frozen=True)
@@ -364,7 +364,7 @@ async def opentasks_backlog(
         await _handler_call(session, handler.base, "/__reset", "POST")
         await create_paused_queue(client, {"name": queue, "rate_limits": limits}, server.url)
         await _load(client, queue, f"{handler.base}{path}", total)
-        await check_paused(session, handler.base, queue)
+        await check_paused(session, handler.base, f"the paused queue {queue}")
         process = psutil.Process(server.process.pid)
         start, cpu, handler_cpu = time.monotonic(), sum(process.cpu_times()[:2]), handler.cpu()
         database = database_cpu() if postgres else 0.0
@@ -487,7 +487,7 @@ async def opentasks_due_together(
         await asyncio.gather(*(each(_load(client, n, url, per_queue, due)) for n in names))
         if time.monotonic() > due_monotonic - 1:
             raise RuntimeError(f"loading took more than {load_s - 1:g} s: give a larger --load-seconds")
-        await check_paused(session, handler.base, "(all, scheduled ahead)")
+        await check_paused(session, handler.base, "queues scheduled ahead")
         process = psutil.Process(server.process.pid)
         await asyncio.sleep(max(0.0, due_monotonic - 0.5 - time.monotonic()))
         cpu, handler_cpu = sum(process.cpu_times()[:2]), handler.cpu()
@@ -658,7 +658,7 @@ async def rate_run(server: Server, base: str, rate: float, seconds: float) -> tu
         burst = created.rate_limits.max_burst_size
         total = int(rate * seconds) + burst
         await _load(client, queue, f"{base}/task", total)
-        await check_paused(session, base, queue)
+        await check_paused(session, base, f"the paused queue {queue}")
         await client.resume_queue(name=queue)
         await _wait_count(session, base, total, timeout_s=seconds * 2 + 30)
         stats = await _handler_call(session, base, "/__stats")

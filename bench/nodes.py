@@ -280,7 +280,7 @@ def drain(args: argparse.Namespace, handlers: list[Handler], node_ids: list[str]
                     target = handlers[index % len(handlers)]
                     await _load(loader, queue, f"{target.base}/task", args.tasks_per_queue)
                 for handler in handlers:
-                    await check_paused(session, handler.base, "scaling-*")
+                    await check_paused(session, handler.base, "the paused queues scaling-*")
                 total = args.tasks_per_queue * len(queues)
                 pids = {node: nodes.nodes[node].pid for node in node_ids}
                 node_cpu = {node: _cpu(pid) for node, pid in pids.items()}

@@ -329,14 +329,14 @@ async def test_the_pool_closes_connections_left_idle() -> None:
         opened.append(connection)
         return connection
 
-    pool = ConnectionPool(connect, idle_timeout_s=0.05)
+    pool = ConnectionPool(idle_timeout_s=0.05)
     origin = Origin("http", "h", 80)
-    first, reused = await pool.acquire(origin)
-    assert not reused
+    assert pool.idle(origin) is None
+    first = await connect(origin)
     first.reusable = True
     pool.release(first)
-    again, reused = await pool.acquire(origin)
-    assert (again, reused) == (first, True)
+    again = pool.idle(origin)
+    assert again is first
     again.reusable = True
     pool.release(again)
     assert pool.idle_connections() == 1

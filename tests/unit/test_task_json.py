@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from google.protobuf import json_format
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from opentasks.api import messages as pb
 from opentasks.api.convert import task_draft_from_pb, task_to_pb, task_view
@@ -235,3 +237,13 @@ def test_a_body_read_here_is_read_as_protobuf_reads_it(body: dict[str, object]) 
     ours = _outcome(lambda: create_task_request(body))
     if ours is not None:
         assert ours == _outcome(lambda: through_protobuf(body))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=6), st.text(max_size=6), max_size=8))
+def test_headers_come_in_the_same_order_whichever_path_reads_them(headers: dict[str, str]) -> None:
+    """A protobuf map gives its entries in hash order: both paths put them in name order."""
+    body = {"task": {"httpRequest": {"url": "http://h/", "headers": headers}}}
+    ours, theirs = create_task_request(body), through_protobuf(body)
+    assert ours is not None
+    assert _header_order(ours[0]) == _header_order(theirs[0]) == sorted(headers)

@@ -9,8 +9,8 @@ registries, per-request timers), so this module does only that: it writes one bu
 request and parses answers with ``httptools`` (llhttp). Redirects are not followed here; the
 pusher hands requests that follow them to aiohttp.
 
-Where connections go is decided by the caller's ``connect`` function (which applies the target
-policy to every address); the pool only reuses what it was given.
+Where connections go is decided by the caller, who opens them (applying the target policy to
+every address); the pool only reuses what it was given back.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import asyncio
 import functools
 import heapq
 import itertools
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -353,27 +352,16 @@ class Deadlines:
                 exchange.time_out(answer)
 
 
-Connect = Callable[[Origin], Awaitable[Exchange]]
-
-
 class ConnectionPool:
     """Idle keep-alive connections by origin, the most recently used first; connections unused
-    for ``idle_timeout_s`` are closed. There is no cap here: concurrency is capped per queue by
-    the dispatcher."""
+    for ``idle_timeout_s`` are closed. There is no cap here: the dispatcher caps attempts per
+    queue and per node."""
 
-    def __init__(self, connect: Connect, *, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
-        self._connect = connect
+    def __init__(self, *, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
         self._idle: dict[Origin, list[Exchange]] = {}
         self._idle_timeout_s = idle_timeout_s
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
-
-    async def acquire(self, origin: Origin) -> tuple[Exchange, bool]:
-        """A connection to ``origin`` and whether it was reused."""
-        connection = self.idle(origin)
-        if connection is not None:
-            return connection, True
-        return await self._connect(origin), False
 
     def idle(self, origin: Origin) -> Exchange | None:
         """An idle open connection to ``origin``, taken out of the pool; None if there is none."""

@@ -387,7 +387,7 @@ class Http1Pusher:
         )
         self._guard = ConnectGuard(self._targets)
         self._tls = tls or ssl.create_default_context()  # the system's CAs, as aiohttp's
-        self._pool = ConnectionPool(self._connect)
+        self._pool = ConnectionPool()
         self._deadlines = Deadlines()
         self._general = AiohttpPusher(
             self._targets,
