@@ -4,12 +4,14 @@ keep time, pages of dead letters, and nothing kept when history is off."""
 import dataclasses
 from datetime import timedelta
 
+import pytest
 from msgspec.structs import replace
 
 from opentasks.domain.history import FAILED_REASONS, AttemptRecord, FinishReason
 from opentasks.domain.names import TaskName
 from opentasks.domain.task import AttemptFailure, Task
-from opentasks.storage.base import AttemptResult, Store
+from opentasks.errors import AlreadyExists, FailedPrecondition, NotFound
+from opentasks.storage.base import AttemptResult, Store, Windows
 from tests.contract.test_store_contract import T0, WINDOWS, Q, queue, task
 
 KEEP = dataclasses.replace(WINDOWS, history_until=T0 + timedelta(days=7), now=T0)
@@ -124,3 +126,70 @@ async def test_a_void_result_keeps_its_attempt_but_finishes_nothing(store: Store
     ends, attempts = await store.task_history(first.name, T0)
     assert (ends, attempts) == ([], [failure])
     assert await store.get_task(first.name, T0)
+
+
+async def dead_letter(store: Store, task_id: str, windows: Windows = KEEP) -> Task:
+    one = await claimed(store, task_id)
+    end = AttemptResult(
+        one.name, 1, None, attempt=record(one, 500), finish=FinishReason.MAX_ATTEMPTS, finish_time=T0
+    )
+    await store.finish_attempts([end], windows)
+    return one
+
+
+async def test_a_dead_letter_is_redriven_once_and_then_is_no_dead_letter(store: Store) -> None:
+    await store.create_queue(queue(), T0)
+    for task_id in ("d0", "d1", "d2"):
+        await dead_letter(store, task_id)
+    letter = TaskName(Q, "d1")
+    later = T0 + timedelta(seconds=5)
+    again = await store.redrive_task(letter, task("again-1", body=b"payload"), later)
+    assert again.name == TaskName(Q, "again-1")
+    assert (await store.get_task(again.name, later)).name == again.name
+
+    [end], _ = await store.task_history(letter, later)
+    assert (end.reason, end.redriven_as, end.redrive_time) == (FinishReason.MAX_ATTEMPTS, "again-1", later)
+    assert not end.dead_letter
+    dead = await store.finished_tasks(Q, later, reasons=FAILED_REASONS)
+    assert [f.task.name.task_id for f in dead.tasks] == ["d2", "d0"]
+    assert (await store.finished_tasks(Q, later, reasons={FinishReason.MAX_ATTEMPTS})).tasks == dead.tasks
+    every = await store.finished_tasks(Q, later)
+    assert [(f.task.name.task_id, f.redriven_as) for f in every.tasks] == [
+        ("d2", None),
+        ("d1", "again-1"),
+        ("d0", None),
+    ]
+    assert await store.dead_letter_counts(later) == {Q: 2}
+
+    with pytest.raises(FailedPrecondition, match="already redriven as task again-1"):
+        await store.redrive_task(letter, task("again-2"), later)
+    with pytest.raises(NotFound, match="not a kept dead letter"):
+        await store.redrive_task(TaskName(Q, "nothing"), task("again-3"), later)
+    for refused in ("again-2", "again-3"):
+        with pytest.raises(NotFound):
+            await store.get_task(TaskName(Q, refused), later)
+
+
+async def test_a_redrive_that_cannot_create_its_task_leaves_the_dead_letter(store: Store) -> None:
+    await store.create_queue(queue(), T0)
+    await dead_letter(store, "d0")
+    await store.create_task(task("taken"), T0)
+    with pytest.raises(AlreadyExists):
+        await store.redrive_task(TaskName(Q, "d0"), task("taken"), T0)
+    [end], _ = await store.task_history(TaskName(Q, "d0"), T0)
+    assert end.dead_letter
+    assert await store.dead_letter_counts(T0) == {Q: 1}
+
+
+async def test_only_a_failed_end_is_redriven(store: Store) -> None:
+    await store.create_queue(queue(), T0)
+    done = await claimed(store, "ok")
+    end = AttemptResult(
+        done.name, 1, None, attempt=record(done, 200), finish=FinishReason.SUCCEEDED, finish_time=T0
+    )
+    await store.finish_attempts([end], KEEP)
+    with pytest.raises(NotFound, match="not a kept dead letter"):
+        await store.redrive_task(done.name, task("again"), T0)
+    await dead_letter(store, "old")
+    with pytest.raises(NotFound, match="not a kept dead letter"):  # past its keep time
+        await store.redrive_task(TaskName(Q, "old"), task("again"), T0 + timedelta(days=8))

@@ -2,6 +2,7 @@
 of newer schemas, no blind lease release, bounded tombstone tables, and one-line errors."""
 
 import asyncio
+import dataclasses
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,9 @@ from opentasks.storage.base import AttemptResult, Fence, StoreUnusable, Windows
 from opentasks.storage.postgres import PostgresStore
 from opentasks.storage.postgres_sql import latest_schema
 from tests.contract.conftest import empty_postgres
+from tests.contract.test_history_contract import KEEP, dead_letter
+from tests.contract.test_store_contract import Q as HISTORY_Q
+from tests.contract.test_store_contract import queue as history_queue
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 Q = QueueName("p", "l", "q")
@@ -133,6 +137,20 @@ async def test_expired_tombstones_are_swept_and_live_ones_kept(pg: PostgresStore
         assert await conn.fetchval("SELECT count(*) FROM queue_tombstones") == 0
     finally:
         await conn.close()
+
+
+async def test_expired_history_is_swept_and_kept_history_stays(pg: PostgresStore, postgres_dsn: str) -> None:
+    await pg.create_queue(history_queue(), T0)
+    for task_id, keep in (("short", timedelta(hours=1)), ("long", timedelta(days=7))):
+        await dead_letter(pg, task_id, dataclasses.replace(KEEP, history_until=T0 + keep))
+    await pg.sweep_tombstones(T0 + timedelta(hours=2))
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        assert await conn.fetchval("SELECT array_agg(task_id) FROM finished_tasks") == ["long"]
+        assert await conn.fetchval("SELECT array_agg(task_id) FROM attempts") == ["long"]
+    finally:
+        await conn.close()
+    assert await pg.dead_letter_counts(T0 + timedelta(hours=2)) == {HISTORY_Q: 1}
 
 
 async def test_writes_sweep_expired_tombstones_in_the_background(

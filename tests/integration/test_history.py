@@ -53,9 +53,9 @@ def cli(server: ServerProcess, *args: str) -> Any:
     return run
 
 
-def failed(server: ServerProcess, *extra: str) -> list[dict[str, Any]]:
+def failed(server: ServerProcess, *extra: str, queue: str = "q") -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = json.loads(
-        cli(server, "tasks", "failed", "--queue", "q", "--format", "json", *extra).stdout
+        cli(server, "tasks", "failed", "--queue", queue, "--format", "json", *extra).stdout
     )
     return found
 
@@ -117,6 +117,57 @@ def test_dead_letters_are_listed_explained_and_sent_again(
     [again] = handler.take(1)
     assert again.header("X-CloudTasks-TaskName") == created.rsplit("/", 1)[1]
     assert (again.body, again.header("X-Custom")) == (b'{"x": 1}', "kept")
+
+    kept = json.loads(cli(server, "tasks", "history", "doomed", "--queue", "q", "--format", "json").stdout)
+    assert kept["ends"][0]["redrivenAs"] == created and kept["ends"][0]["redriveTime"].endswith("Z")
+    assert "doomed" not in [f["task"]["name"].rsplit("/", 1)[1] for f in failed(server)]
+    refused = cli_refused(server, "tasks", "redrive", "--queue", "q", "doomed")
+    assert f"was already redriven as task {created.rsplit('/', 1)[1]}" in refused
+
+
+def cli_refused(server: ServerProcess, *args: str) -> str:
+    """What the CLI printed on stderr when it refused ``args`` (exit status 1)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENTASKS_", "CLOUDSDK_"))}
+    env.update({"CLOUD_TASKS_EMULATOR_HOST": server.address, "OPENTASKS_REST_URL": server.rest_url})
+    run = subprocess.run(
+        [OPENTASKS, *args, "--project", "hist", "--location", "us-central1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    return run.stderr
+
+
+def test_dead_letters_matching_a_filter_are_sent_again_once(server: ServerProcess) -> None:
+    with HandlerProcess() as handler:  # its own: the other tests' redriven tasks still retry
+        redrive_by_filter(server, handler)
+
+
+def redrive_by_filter(server: ServerProcess, handler: HandlerProcess) -> None:
+    client = server.client()
+    queue = f"{PARENT}/queues/filtered"
+    client.create_queue(parent=PARENT, queue={"name": queue, "retry_config": {"max_attempts": 1}})
+    for task_id, path in (
+        ("charge-1", "/plan/500/charge"),
+        ("charge-2", "/plan/500/charge"),
+        ("mail", "/plan/500/mail"),
+    ):
+        request = {"url": handler.url(path)}
+        client.create_task(parent=queue, task={"name": f"{queue}/tasks/{task_id}", "http_request": request})
+    handler.take(3)
+    wait_for(lambda: len(failed(server, queue="filtered")) == 3)
+    expression = "task.httpRequest.url~/charge"
+    run = cli(server, "tasks", "redrive", "--queue", "filtered", "--filter", expression)
+    assert len(run.stdout.split()) == 2 and "Sent 2 task(s) again" in run.stderr
+    assert {r.path for r in handler.take(2)} == {"/plan/500/charge"}
+    left = wait_for(lambda: (found := failed(server, queue="filtered")) and found)
+    assert "mail" in [f["task"]["name"].rsplit("/", 1)[1] for f in left]
+    run = cli(server, "tasks", "redrive", "--queue", "filtered", "--filter", "task.name~charge-")
+    assert run.stdout == "" and "No dead letter of queue [us-central1/filtered] matches." in run.stderr
 
 
 def test_a_task_without_history_is_refused_clearly(server: ServerProcess) -> None:

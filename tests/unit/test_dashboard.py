@@ -12,6 +12,7 @@ from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.queue import QueueState, RetryConfig
 from opentasks.domain.task import AttemptOutcome, TaskView
 from opentasks.errors import NotFound
+from opentasks.service import dashboard
 from opentasks.web.dashboard import CONTENT_SECURITY_POLICY
 from tests.unit.test_dashboard_helpers import ONE_ATTEMPT, QUEUE_PATH, Q, Site, dashboard_site
 
@@ -528,6 +529,39 @@ async def test_bulk_redrive_every_dead_letter(site: Site) -> None:
     assert flashes(page) == ["Redrove 2 tasks."]
     _, due = await site.get(f"{QUEUE_PATH}?tab=due")
     assert len(task_ids(due)) == 2
+
+
+async def test_bulk_redrive_all_sends_each_dead_letter_once_past_the_bulk_limit(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dashboard, "BULK_LIMIT", 2)
+    await site.world.queue(retry_config=ONE_ATTEMPT)
+    for name in ("a", "b", "c"):
+        await site.world.dead_letter(name)
+    await site.get(f"{QUEUE_PATH}?tab=failed")
+    every = {"action": "redrive", "scope": "all", "tab": "failed"}
+    _, page = await site.post(f"{QUEUE_PATH}/bulk", every)
+    assert flashes(page)[0].startswith("Redrove 2 tasks. More tasks match")
+    _, page = await site.post(f"{QUEUE_PATH}/bulk", every)
+    assert flashes(page) == ["Redrove 1 task."]
+    assert task_ids(page) == []  # no dead letter left in the Failed tab
+    _, due = await site.get(f"{QUEUE_PATH}?tab=due")
+    assert len(task_ids(due)) == 3
+    _, page = await site.post(f"{QUEUE_PATH}/bulk", every)
+    assert len(task_ids((await site.get(f"{QUEUE_PATH}?tab=due"))[1])) == 3  # nothing sent twice
+
+
+async def test_a_redriven_dead_letter_links_its_new_task_and_is_not_redriven_again(site: Site) -> None:
+    await site.world.queue(retry_config=ONE_ATTEMPT)
+    await site.world.dead_letter("bounced")
+    await site.get(f"{QUEUE_PATH}/tasks/bounced")
+    _, page = await site.post(f"{QUEUE_PATH}/tasks/bounced", {"action": "redrive"})
+    new_id = flashes(page)[0].rsplit(" ", 1)[1].rstrip(".")
+    _, page = await site.get(f"{QUEUE_PATH}/tasks/bounced")
+    assert re.search(rf'id="task-redriven".*href="[^"]*/tasks/{new_id}"', page)
+    assert 'value="redrive"' not in page
+    _, page = await site.post(f"{QUEUE_PATH}/tasks/bounced", {"action": "redrive"})
+    assert error_flashes(page) == [f"Dead letter bounced of {Q} was already redriven as task {new_id}."]
 
 
 async def test_a_bulk_action_that_does_not_fit_the_tab_is_refused(site: Site) -> None:

@@ -1,20 +1,22 @@
 """The SQLite store's files: private modes, clear refusals at open, the readiness probe, the
-indexes its reads use, and history kept across a schema upgrade."""
+indexes its reads use, history kept across a schema upgrade and pruned past its keep time."""
 
+import dataclasses
 import sqlite3
 import stat
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from opentasks.domain.history import FAILED_REASONS, FinishReason
+from opentasks.domain.names import QueueName
 from opentasks.storage import rows
 from opentasks.storage.base import AttemptResult, StoreUnusable
 from opentasks.storage.sqlite import DatabaseInUse, SqliteStore, _finished_filter
 from opentasks.storage.sqlite_files import latest_schema
-from tests.contract.test_history_contract import KEEP, claimed, record
-from tests.contract.test_store_contract import T0, Q, queue
+from tests.contract.test_history_contract import KEEP, claimed, dead_letter, record
+from tests.contract.test_store_contract import T0, Q, queue, task
 
 
 def mode(path: Path) -> int:
@@ -132,7 +134,7 @@ async def test_probe_reports_a_removed_or_replaced_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("reasons", "index"),
     [
-        (FAILED_REASONS, "finished_tasks_failed"),
+        (FAILED_REASONS, "finished_tasks_dead"),
         ({FinishReason.SUCCEEDED}, "finished_tasks_succeeded"),
         ({FinishReason.DELETED, FinishReason.PURGED}, "finished_tasks_removed"),
         (None, "finished_tasks_queue"),
@@ -157,11 +159,13 @@ async def test_each_dashboard_tab_of_finished_tasks_reads_its_own_index(
     assert "TEMP B-TREE" not in str(plan)  # read in order, no sort
 
 
-# History as schema version 7 indexed it: by the queue's name, before history_queues.
+# History as schema version 7 indexed it: by the queue's name, before history_queues (and before
+# redrives were marked).
 _VERSION_7_HISTORY = """
-DROP INDEX finished_tasks_queue; DROP INDEX finished_tasks_failed; DROP INDEX finished_tasks_succeeded;
+DROP INDEX finished_tasks_queue; DROP INDEX finished_tasks_dead; DROP INDEX finished_tasks_succeeded;
 DROP INDEX finished_tasks_removed; DROP INDEX finished_tasks_name; DROP INDEX attempts_task;
 ALTER TABLE finished_tasks DROP COLUMN qkey; ALTER TABLE attempts DROP COLUMN qkey;
+ALTER TABLE finished_tasks DROP COLUMN redriven_as; ALTER TABLE finished_tasks DROP COLUMN redrive_us;
 DROP TABLE history_queues;
 CREATE INDEX finished_tasks_queue ON finished_tasks (parent, queue_id, seq);
 CREATE INDEX finished_tasks_failed ON finished_tasks (parent, queue_id, seq)
@@ -205,5 +209,25 @@ async def test_history_kept_before_the_queue_keys_is_read_after_the_upgrade(tmp_
         second = await claimed(store, "b")  # the upgraded name's key is used for new rows too
         await store.finish_attempts([AttemptResult(second.name, 1, None, attempt=record(second, 503))], KEEP)
         assert len((await store.task_history(second.name, T0))[1]) == 1
+        await store.redrive_task(first.name, task("again"), T0)  # an upgraded dead letter is marked
+        assert (await store.dead_letter_counts(T0)) == {}
+    finally:
+        await store.close()
+
+
+async def test_expired_history_is_pruned_and_kept_history_stays(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await store.create_queue(queue(), T0)
+        for task_id, keep in (("short", timedelta(hours=1)), ("long", timedelta(days=7))):
+            await dead_letter(store, task_id, dataclasses.replace(KEEP, history_until=T0 + keep))
+        later = dataclasses.replace(KEEP, now=T0 + timedelta(hours=2))
+        await store.finish_attempts([], later)  # results more than a minute on start a prune
+        await store.create_queue(queue(QueueName("p", "l", "other")), T0)  # a write after it
+        with sqlite3.connect(path) as conn:
+            for table in ("finished_tasks", "attempts"):
+                assert conn.execute(f"SELECT task_id FROM {table}").fetchall() == [("long",)]
     finally:
         await store.close()

@@ -1,10 +1,12 @@
 """Kept history over REST, beside the Cloud Tasks API (which keeps Cloud Tasks' behaviour):
 
 * ``GET /opentasks/v1/{queue}/finishedTasks[?failed=true][&pageSize=N][&pageToken=T]``: tasks
-  that left the queue, newest first (``failed=true``: only the dead letters);
+  that left the queue, newest first (``failed=true``: only the dead letters, the failed tasks
+  not redriven yet); a redriven one names its new task (``redrivenAs``, ``redriveTime``);
 * ``GET /opentasks/v1/{task}/history``: how a task ended and each of its attempts;
 * ``POST /opentasks/v1/{queue}/finishedTasks:redrive`` with ``{"taskIds": [...]}`` (or ``{}``
-  for every dead letter, ``pageToken`` to go on): the dead letters sent again as new tasks.
+  for every dead letter, ``pageToken`` to go on): the dead letters sent again as new tasks,
+  each once (one already redriven is refused by ID and skipped by ``{}``).
 
 ``{queue}`` is ``projects/P/locations/L/queues/Q`` and ``{task}`` that plus ``/tasks/T``. The
 same API credentials apply: reading needs any token, redriving a full-access one.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -121,17 +124,25 @@ class _HistoryRoutes:
 
 
 def finished_json(finished: FinishedTask) -> dict[str, Any]:
-    return {
+    answer = {
         "task": _task_json(finished.task),
         "reason": finished.reason.value,
-        "finishTime": finished.finish_time.isoformat().replace("+00:00", "Z"),
+        "finishTime": _time_text(finished.finish_time),
     }
+    if finished.redriven_as is not None and finished.redrive_time is not None:
+        answer["redrivenAs"] = f"{finished.task.name.queue}/tasks/{finished.redriven_as}"
+        answer["redriveTime"] = _time_text(finished.redrive_time)
+    return answer
+
+
+def _time_text(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def attempt_json(record: AttemptRecord) -> dict[str, Any]:
     return {
         "attempt": record.attempt,
-        "dispatchTime": record.dispatch_time.isoformat().replace("+00:00", "Z"),
+        "dispatchTime": _time_text(record.dispatch_time),
         "duration": f"{record.duration.total_seconds():.6f}s",
         "responseStatus": record.http_status,
         "failure": record.failure.name.lower(),

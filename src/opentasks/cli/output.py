@@ -131,7 +131,7 @@ def list_options(default: str) -> Callable[[Callable[..., Any]], Callable[..., A
             click.option(
                 "--filter",
                 "filter_",
-                callback=_filter,
+                callback=filter_value,
                 metavar="EXPRESSION",
                 help="Keep what matches, e.g. 'state:PAUSED' or 'name~^a AND NOT dispatchCount>2'",
             ),
@@ -156,7 +156,8 @@ def list_options(default: str) -> Callable[[Callable[..., Any]], Callable[..., A
     return decorate
 
 
-def _filter(ctx: click.Context, param: click.Parameter, value: str | None) -> Filter | None:
+def filter_value(ctx: click.Context, param: click.Parameter, value: str | None) -> Filter | None:
+    """A ``--filter`` option's callback: the parsed expression, or None when not given."""
     if not value:
         return None
     try:

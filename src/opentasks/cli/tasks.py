@@ -11,8 +11,10 @@ from typing import Any
 
 import click
 
+from opentasks.cli.filters import Filter
 from opentasks.cli.output import (
     ListOptions,
+    filter_value,
     format_option,
     limited,
     list_options,
@@ -316,28 +318,74 @@ def history(remote: Remote, task: str, queue: str | None, output_format: Project
 @click.argument("task_ids", nargs=-1)
 @_queue_option(required=True)
 @click.option("--all", "every", is_flag=True, help="Every dead letter of the queue.")
+@click.option(
+    "--filter",
+    "filter_",
+    callback=filter_value,
+    metavar="EXPRESSION",
+    help="The dead letters that match, as 'tasks failed --filter' lists them,"
+    " e.g. 'task.httpRequest.url~/charge'.",
+)
 @remote_options
 @reports_errors
-def redrive(remote: Remote, task_ids: tuple[str, ...], queue: str, every: bool) -> None:
-    """Send dead letters of QUEUE again as new tasks (same request, new IDs): TASK_IDS, or
-    ``--all`` of them."""
-    if bool(task_ids) == every:
-        raise click.UsageError("Give the IDs of the tasks to send again, or --all.")
+def redrive(
+    remote: Remote, task_ids: tuple[str, ...], queue: str, every: bool, filter_: Filter | None
+) -> None:
+    """Send dead letters of QUEUE again as new tasks (same request, new IDs): TASK_IDS, ``--all``
+    of them, or those ``--filter`` matches. Each dead letter is sent again once: afterwards it is
+    no longer a dead letter, and naming it again is refused."""
+    if bool(task_ids) + every + (filter_ is not None) != 1:
+        raise click.UsageError("Give the IDs of the tasks to send again, --all or --filter.")
     name = remote.queue(queue)
+    path = f"/opentasks/v1/{name}/finishedTasks:redrive"
     if every:
         confirm(remote, f"You are about to send every dead letter of queue [{short_name(name)}] again.")
-    path = f"/opentasks/v1/{name}/finishedTasks:redrive"
-    asked: dict[str, Any] = {} if every else {"taskIds": list(task_ids)}
+        created = _redrive_all(remote, path)
+    else:
+        if filter_ is not None:
+            task_ids = _matching_dead_letters(remote, name, filter_)
+            if not task_ids:
+                click.echo(f"No dead letter of queue [{short_name(name)}] matches.", err=True)
+                return
+            count = f"{len(task_ids)} dead letter(s)"
+            confirm(remote, f"You are about to send {count} of queue [{short_name(name)}] again.")
+        created = _redrive_ids(remote, path, task_ids)
+    click.echo(f"Sent {created} task(s) again in queue [{short_name(name)}].", err=True)
+
+
+def _redrive_all(remote: Remote, path: str) -> int:
+    asked: dict[str, Any] = {}
     created = 0
     while True:
         answer = _rest(remote, "POST", path, json.dumps(asked).encode(), "application/json")
-        for task in answer.get("tasks", []):
-            click.echo(task["name"])
-            created += 1
+        created += _echo_names(answer)
         if "nextPageToken" not in answer:
-            break
+            return created
         asked = {"pageToken": answer["nextPageToken"]}
-    click.echo(f"Sent {created} task(s) again in queue [{short_name(name)}].", err=True)
+
+
+def _redrive_ids(remote: Remote, path: str, task_ids: tuple[str, ...]) -> int:
+    created = 0
+    for start in range(0, len(task_ids), _REDRIVE_IDS_PER_CALL):
+        asked = {"taskIds": list(task_ids[start : start + _REDRIVE_IDS_PER_CALL])}
+        created += _echo_names(_rest(remote, "POST", path, json.dumps(asked).encode(), "application/json"))
+    return created
+
+
+def _matching_dead_letters(remote: Remote, queue: str, filter_: Filter) -> tuple[str, ...]:
+    path = f"/opentasks/v1/{queue}/finishedTasks?failed=true&pageSize=1000"
+    found = (letter["task"]["name"] for letter in _history_pages(remote, path) if filter_.matches(letter))
+    return tuple(dict.fromkeys(name.rsplit("/", 1)[-1] for name in found))
+
+
+def _echo_names(answer: dict[str, Any]) -> int:
+    tasks = answer.get("tasks", [])
+    for task in tasks:
+        click.echo(task["name"])
+    return len(tasks)
+
+
+_REDRIVE_IDS_PER_CALL = 1000  # the most the server takes in one call
 
 
 @tasks.command(name="list")

@@ -3,7 +3,8 @@
 Cloud Tasks forgets a task the moment it succeeds or runs out of retries. opentasks keeps both
 for a while, outside the Cloud Tasks API (GetTask and ListTasks behave as Cloud Tasks does):
 each attempt as it ends, and each task as it leaves its queue, with why it left. Tasks that
-failed for good are the dead letters, which can be sent again as new tasks.
+failed for good are the dead letters, which can be sent again as new tasks ("redriven"), each
+once: a redriven one is kept with the ID of the task it became, and is no dead letter after.
 """
 
 from __future__ import annotations
@@ -78,11 +79,20 @@ def attempt_record(claimed: Task, outcome: AttemptOutcome, duration: timedelta) 
 @dataclass(frozen=True)
 class FinishedTask:
     """A task as it was when it left its queue (``task``: its last stored state), why, and
-    when."""
+    when; for one that failed for good and was sent again, the ID of the task that carried its
+    request again (in the same queue) and when that task was made."""
 
     task: Task
     reason: FinishReason
     finish_time: datetime
+    redriven_as: str | None = None
+    redrive_time: datetime | None = None
+
+    @property
+    def dead_letter(self) -> bool:
+        """True while it failed for good and has not been redriven: once redriven it is no
+        longer a dead letter, and it is not redriven twice."""
+        return self.reason.failed and self.redriven_as is None
 
 
 @dataclass(frozen=True)

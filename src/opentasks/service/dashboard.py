@@ -196,8 +196,14 @@ class TaskDetail:
 
     @property
     def dead_letter(self) -> bool:
-        """True when a kept end of this name failed for good (so it can be redriven)."""
-        return any(end.reason.failed for end in self.ends)
+        """True when the latest kept end of this name that failed for good was not redriven
+        yet (so it can be, once)."""
+        failed = [end for end in self.ends if end.reason.failed]
+        return bool(failed) and failed[-1].dead_letter
+
+    def redriven_to(self, end: FinishedTask) -> TaskName | None:
+        """The task ``end`` (one of :attr:`ends`) was redriven as, if it was."""
+        return None if end.redriven_as is None else TaskName(self.name.queue, end.redriven_as)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ attempts, and sending dead letters again as new tasks ("redrive")."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -12,10 +13,10 @@ from opentasks.clock import Clock
 from opentasks.domain.headers import reserved_http_header
 from opentasks.domain.history import FAILED_REASONS, AttemptRecord, FinishedTask, FinishReason, HistoryPage
 from opentasks.domain.names import QueueName, TaskName
-from opentasks.domain.task import Task, TaskDraft, TaskView
-from opentasks.errors import InvalidArgument, NotFound
+from opentasks.domain.task import Task, TaskDraft
+from opentasks.errors import FailedPrecondition, InvalidArgument, NotFound
 from opentasks.service.tasks import TaskService
-from opentasks.storage.base import Store
+from opentasks.storage.base import Store, letter_to_redrive
 
 MAX_PAGE_SIZE = 1000
 MAX_REDRIVE = 10_000  # dead letters sent again by one call (the answer says where to go on)
@@ -66,7 +67,10 @@ class HistoryService:
     ) -> Redriven:
         """Send dead letters of ``queue`` again as new tasks (new IDs, the same request): the
         latest of each of ``task_ids``, or every one kept (newest first, from ``before``, at
-        most :data:`MAX_REDRIVE` per call)."""
+        most :data:`MAX_REDRIVE` per call). Each dead letter is redriven once: it is marked
+        with its new task in the same commit, and is no dead letter after that. Named ones
+        already redriven are refused (FailedPrecondition); those of "every one" that another
+        call redrives meanwhile are left to it."""
         if task_ids is not None:
             letters = [await self._latest_dead_letter(queue, task_id) for task_id in task_ids]
             return Redriven([await self._again(letter) for letter in letters], None)
@@ -79,23 +83,19 @@ class HistoryService:
                 before=cursor,
                 page_size=min(MAX_PAGE_SIZE, MAX_REDRIVE - len(created)),
             )
-            created += [await self._again(letter) for letter in page.tasks]
+            for letter in page.tasks:
+                with contextlib.suppress(FailedPrecondition):
+                    created.append(await self._again(letter))
             cursor = page.next_before
         return Redriven(created, cursor)
 
     async def _latest_dead_letter(self, queue: QueueName, task_id: str) -> FinishedTask:
-        ends, _ = await self._store.task_history(TaskName(queue, task_id), self._clock.now())
-        failed = [end for end in ends if end.reason.failed]
-        if not failed:
-            raise NotFound(
-                f"Task {task_id} of {queue} is not a kept dead letter (a task that failed for good)."
-            )
-        return failed[-1]
+        name = TaskName(queue, task_id)
+        ends, _ = await self._store.task_history(name, self._clock.now())
+        return ends[letter_to_redrive(name, ends)]
 
     async def _again(self, letter: FinishedTask) -> Task:
-        return await self._tasks.create_task(
-            letter.task.name.queue, redrive_draft(letter.task), TaskView.BASIC
-        )
+        return await self._tasks.redrive_task(letter.task.name, redrive_draft(letter.task))
 
 
 def redrive_draft(task: Task) -> TaskDraft:

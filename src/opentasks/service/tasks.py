@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import random
 import typing
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 from msgspec.structs import replace
@@ -93,11 +94,29 @@ class TaskService:
         self._runner = runner
 
     async def create_task(self, parent: QueueName, draft: TaskDraft, view: TaskView) -> Task:
+        return await self._create(parent, draft, view, self._store.create_task)
+
+    async def redrive_task(self, letter: TaskName, draft: TaskDraft) -> Task:
+        """A new task of ``letter``'s queue from ``draft`` (the dead letter's request), made
+        only if ``letter`` is a dead letter not yet redriven, and marking it redriven."""
+
+        async def insert(task: Task, now: datetime) -> Task:
+            return await self._store.redrive_task(letter, task, now)
+
+        return await self._create(letter.queue, draft, TaskView.BASIC, insert)
+
+    async def _create(
+        self,
+        parent: QueueName,
+        draft: TaskDraft,
+        view: TaskView,
+        insert: Callable[[Task, datetime], Awaitable[Task]],
+    ) -> Task:
         now = self._clock.now()
         for _ in range(3):
             task = self._routed(new_task(draft, parent, now, generate_task_id(), self._limits))
             try:
-                created = await self._store.create_task(task, now)
+                created = await insert(task, now)
             except AlreadyExists:
                 if task.named:
                     raise

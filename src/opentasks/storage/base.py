@@ -333,7 +333,10 @@ class Store(Protocol):
     ) -> HistoryPage:
         """Tasks kept after they left ``queue`` (those whose keep time is after ``now``), the
         most recent first, with a reason in ``reasons`` (all if None), below the cursor
-        ``before`` (0: from the most recent). Kept tasks outlive their queue."""
+        ``before`` (0: from the most recent). Kept tasks outlive their queue.
+
+        A filter by reason lists the dead letters among failed tasks: those already redriven
+        are listed only when ``reasons`` is None."""
         ...
 
     async def task_history(
@@ -342,13 +345,22 @@ class Store(Protocol):
         """Everything kept of tasks named ``name``: their ends and their attempts, oldest first."""
         ...
 
+    async def redrive_task(self, letter: TaskName, task: Task, now: datetime) -> Task:
+        """Create ``task`` (in the queue of ``letter``, as :meth:`create_task` does) from the
+        dead letter ``letter`` and mark that letter redriven as ``task`` at ``now``, both or
+        neither: the latest kept end of that name must have failed for good and not have been
+        redriven yet. NotFound when no failed end of that name is kept; FailedPrecondition
+        when the latest was redriven already (naming the task it became)."""
+        ...
+
     async def dead_letter_counts(
         self, now: datetime, queue: QueueName | None = None, *, cap: int = DEAD_LETTER_COUNT_CAP
     ) -> dict[QueueName, int]:
-        """How many kept tasks failed for good (kept past ``now``), per existing queue that has
-        any (of ``queue`` alone if given). Exact up to ``cap``; a queue with more is given as
-        ``cap + 1``, so that a count reads at most about ``cap`` entries of an index of the failed
-        ones (never the succeeded ones), however many a queue has."""
+        """How many dead letters (kept tasks that failed for good and were not redriven, kept
+        past ``now``) each existing queue has, of those that have any (of ``queue`` alone if
+        given). Exact up to ``cap``; a queue with more is given as ``cap + 1``, so that a count
+        reads at most about ``cap`` entries of an index of the dead letters (never the succeeded
+        ones), however many a queue has."""
         ...
 
     # -- browsing (the dashboard) --------------------------------------------------------------
@@ -438,3 +450,27 @@ def queue_recently_deleted() -> FailedPrecondition:
     return FailedPrecondition(
         "The queue cannot be created because a queue with this name existed too recently."
     )
+
+
+def no_dead_letter(letter: TaskName) -> NotFound:
+    return NotFound(
+        f"Task {letter.task_id} of {letter.queue} is not a kept dead letter (a task that failed for good)."
+    )
+
+
+def already_redriven(letter: TaskName, redriven_as: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"Dead letter {letter.task_id} of {letter.queue} was already redriven as task {redriven_as}."
+    )
+
+
+def letter_to_redrive(letter: TaskName, ends: list[FinishedTask]) -> int:
+    """Where in ``letter``'s kept ``ends`` (oldest first) the end to redrive is: its latest
+    failed one, which must not have been redriven."""
+    failed = [at for at, end in enumerate(ends) if end.reason.failed]
+    if not failed:
+        raise no_dead_letter(letter)
+    redriven_as = ends[failed[-1]].redriven_as
+    if redriven_as is not None:
+        raise already_redriven(letter, redriven_as)
+    return failed[-1]

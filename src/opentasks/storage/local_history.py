@@ -6,10 +6,11 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Collection
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from opentasks.domain.browse import OutcomeMinute
-from opentasks.domain.history import FAILED_REASONS, AttemptRecord, FinishedTask, FinishReason, HistoryPage
+from opentasks.domain.history import AttemptRecord, FinishedTask, FinishReason, HistoryPage
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.task import Task
 
@@ -62,7 +63,7 @@ class LocalHistory:
         for seq, until, finished in reversed(self._finished.get(queue, ())):
             if (before and seq >= before) or until <= now:
                 continue
-            if reasons is not None and finished.reason not in reasons:
+            if reasons is not None and (finished.reason not in reasons or finished.redriven_as):
                 continue
             if len(found) == limit:
                 return HistoryPage(found, last)
@@ -73,14 +74,19 @@ class LocalHistory:
     def dead_letter_counts(self, now: datetime, queues: list[QueueName]) -> dict[QueueName, int]:
         """The kept dead letters of each of ``queues`` that has any."""
         counts = {
-            name: sum(
-                1
-                for _, until, f in self._finished.get(name, ())
-                if f.reason in FAILED_REASONS and until > now
-            )
+            name: sum(1 for _, until, f in self._finished.get(name, ()) if f.dead_letter and until > now)
             for name in queues
         }
         return {name: count for name, count in counts.items() if count}
+
+    def mark_redriven(self, letter: TaskName, redriven_as: str, when: datetime) -> None:
+        """Mark the latest failed end of ``letter`` redriven as task ``redriven_as``."""
+        kept = self._finished.get(letter.queue, deque())
+        for at in range(len(kept) - 1, -1, -1):
+            seq, until, finished = kept[at]
+            if finished.task.name == letter and finished.reason.failed:
+                kept[at] = (seq, until, replace(finished, redriven_as=redriven_as, redrive_time=when))
+                return
 
     def task_history(self, name: TaskName, now: datetime) -> tuple[list[FinishedTask], list[AttemptRecord]]:
         ends = [

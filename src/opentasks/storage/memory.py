@@ -374,6 +374,12 @@ class MemoryStore(LocalNodes):
     ) -> tuple[list[FinishedTask], list[AttemptRecord]]:
         return self._history.task_history(name, now)
 
+    async def redrive_task(self, letter: TaskName, task: Task, now: datetime) -> Task:
+        base.letter_to_redrive(letter, self._history.task_history(letter, now)[0])  # or refuse
+        created = await self.create_task(task, now)
+        self._history.mark_redriven(letter, task.name.task_id, now)
+        return created
+
     async def dead_letter_counts(
         self, now: datetime, queue: QueueName | None = None, *, cap: int = DEAD_LETTER_COUNT_CAP
     ) -> dict[QueueName, int]:

@@ -57,7 +57,7 @@ from opentasks.storage.base import (
     Windows,
 )
 from opentasks.storage.browsing import BrowseScan
-from opentasks.storage.postgres_inserts import TaskInserter
+from opentasks.storage.postgres_inserts import TaskInserter, insert_one
 from opentasks.storage.postgres_nodes import Listener, NodeRows
 from opentasks.storage.postgres_sql import DRIVER_ERRORS, TRANSIENT, Conn
 
@@ -568,6 +568,20 @@ class PostgresStore:
             }
 
         return await self._run("count tasks", run)
+
+    async def redrive_task(self, letter: TaskName, task: Task, now: datetime) -> Task:
+        key = (*_key(letter.queue), letter.task_id, codec.to_micros(now))
+
+        async def run(conn: Conn) -> Task:
+            async with _transaction(conn):
+                found: list[Any] = await conn.fetch(sql.TASK_ENDS_LOCKED, *key)
+                ends = [rows.finished_of(row) for row in found]
+                at = base.letter_to_redrive(letter, [finished for _, finished in ends])
+                created = await insert_one(conn, task, now)
+                await conn.execute(sql.MARK_REDRIVEN, ends[at][0], task.name.task_id, codec.to_micros(now))
+                return created
+
+        return await self._run("redrive the task", run)
 
     # -- browsing ----------------------------------------------------------------------------
 

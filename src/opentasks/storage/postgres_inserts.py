@@ -126,6 +126,20 @@ class TaskInserter:
         return True
 
 
+async def insert_one(conn: Conn, task: Task, now: datetime) -> Task:
+    """Store ``task`` on ``conn`` alone (in the caller's transaction): NotFound for a missing
+    queue, AlreadyExists for a live or reserved name, as a group would answer."""
+    create = _Create(
+        task, codec.to_micros(now), rows.body_of(task), asyncio.get_running_loop().create_future()
+    )
+    row = await conn.fetchrow(sql.CREATE_TASKS, *_columns([create]))
+    if row is None or row["pk"] is None:
+        raise base.queue_missing()
+    if not row["added"]:
+        raise base.task_exists()
+    return task
+
+
 def _distinct(group: list[_Create]) -> tuple[list[_Create], list[tuple[_Create, _Create]]]:
     """The first CreateTask of each name, and every repeat with the first of its name."""
     first: dict[tuple[str, str, str], _Create] = {}

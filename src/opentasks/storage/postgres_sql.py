@@ -21,7 +21,7 @@ from opentasks.domain.queue import Queue
 from opentasks.storage.base import StoreUnusable, Windows
 from opentasks.storage.codec import to_micros
 from opentasks.storage.migrations import scripts
-from opentasks.storage.rows import FAILED_ONLY
+from opentasks.storage.rows import FAILED_ONLY, FINISHED_COLUMNS
 
 Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
@@ -254,15 +254,17 @@ INSERT INTO attempts (parent, queue_id, task_id, created_us, attempt, dispatch_u
 SELECT *, $13 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::integer[], $6::bigint[],
                           $7::bigint[], $8::integer[], $9::smallint[], $10::text[], $11::text[], $12::bytea[])
 """
-FINISHED_COLUMNS = "seq, parent, queue_id, task_id, reason, finish_us, schedule_us, spec, progress, body"
 FINISHED_PAGE = f"""
 SELECT {FINISHED_COLUMNS} FROM finished_tasks
 WHERE parent = $1 AND queue_id = $2 AND expire_us > $3 AND ($4::bigint = 0 OR seq < $4) AND {{reasons}}
 ORDER BY seq DESC LIMIT $5
 """
-SOME_REASONS = "reason = ANY ($6::text[])"
+SOME_REASONS = "reason = ANY ($6::text[]) AND redriven_as IS NULL"
 _OF_TASK = "WHERE parent = $1 AND queue_id = $2 AND task_id = $3 AND expire_us > $4 ORDER BY seq"
 TASK_ENDS = f"SELECT {FINISHED_COLUMNS} FROM finished_tasks {_OF_TASK}"
+# Two redrives of one dead letter at once: the second waits for the first, then refuses.
+TASK_ENDS_LOCKED = TASK_ENDS + " FOR UPDATE"
+MARK_REDRIVEN = "UPDATE finished_tasks SET redriven_as = $2, redrive_us = $3 WHERE seq = $1"
 TASK_ATTEMPTS = (
     """
 SELECT parent, queue_id, task_id, created_us, attempt, dispatch_us, duration_us, http_status, failure, detail,
@@ -285,7 +287,7 @@ FROM queues q CROSS JOIN LATERAL (
 """
 # Dead letters per queue: the failed rows past their keep time that no sweep has deleted yet (few:
 # found through finished_tasks_expiry), then per queue at most $1 (the cap + 1) more entries of
-# the partial index finished_tasks_failed, so that no kept row is read for its expire_us and no
+# the partial index finished_tasks_dead, so that no kept row is read for its expire_us and no
 # count reads more than about the cap. {queue} narrows it to one queue ($3 and $4).
 DEAD_LETTERS = f"""
 WITH gone AS (

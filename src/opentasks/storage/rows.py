@@ -87,11 +87,16 @@ ATTEMPT_COLUMNS = (
     "parent, queue_id, task_id, created_us, attempt, dispatch_us, duration_us, http_status, failure,"
     " detail, headers, body"
 )
-FINISHED_COLUMNS = "seq, parent, queue_id, task_id, reason, finish_us, schedule_us, spec, progress, body"
-# The sets of reasons that have a partial index of their own (finished_tasks_failed, _succeeded,
+FINISHED_COLUMNS = (
+    "seq, parent, queue_id, task_id, reason, finish_us, schedule_us, spec, progress, body,"
+    " redriven_as, redrive_us"
+)
+# The sets of reasons that have a partial index of their own (finished_tasks_dead, _succeeded,
 # _removed), each with the condition written as in its index: only then do the planners of SQLite
-# and PostgreSQL see that the index holds the rows asked for.
-FAILED_ONLY = "reason IN ('max_attempts', 'max_retry_duration')"
+# and PostgreSQL see that the index holds the rows asked for. A filter by reason lists dead
+# letters, never failed tasks already redriven (see Store.finished_tasks).
+FAILED_ONLY = "reason IN ('max_attempts', 'max_retry_duration') AND redriven_as IS NULL"
+NOT_REDRIVEN = "redriven_as IS NULL"
 INDEXED_REASONS: dict[frozenset[FinishReason], str] = {
     frozenset(FAILED_REASONS): FAILED_ONLY,
     frozenset({FinishReason.SUCCEEDED}): "reason = 'succeeded'",
@@ -150,9 +155,12 @@ def attempt_of(row: Sequence[Any]) -> AttemptRecord:
 
 def finished_of(row: Sequence[Any]) -> tuple[int, FinishedTask]:
     """A finished task and its cursor from the values of :data:`FINISHED_COLUMNS`."""
-    seq, _, _, _, reason, finish_us, schedule_us, spec, progress, body = row
+    seq, _, _, _, reason, finish_us, schedule_us, spec, progress, body, redriven_as, redrive_us = row
     task = task_of(spec, progress, body, codec.from_micros(schedule_us))
-    return seq, FinishedTask(task, FinishReason(reason), codec.from_micros(finish_us))
+    redrive_time = None if redrive_us is None else codec.from_micros(redrive_us)
+    return seq, FinishedTask(
+        task, FinishReason(reason), codec.from_micros(finish_us), redriven_as, redrive_time
+    )
 
 
 def history_page(found: Sequence[Sequence[Any]], limit: int) -> HistoryPage:

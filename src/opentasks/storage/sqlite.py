@@ -304,33 +304,7 @@ class SqliteStore(LocalNodes):
     # -- tasks -------------------------------------------------------------------------------
 
     async def create_task(self, task: Task, now: datetime) -> Task:
-        def run(conn: sqlite3.Connection) -> Task:
-            pk = _queue_pk(conn, task.name.queue)
-            if pk is None:
-                raise base.queue_missing()
-            if task.named and _tombstoned(conn, pk, task.name.task_id, now):
-                raise base.task_exists()
-            schedule = codec.to_micros(task.schedule_time)
-            try:
-                conn.execute(
-                    "INSERT INTO tasks (queue_pk, task_id, named, schedule_us, due_us, enqueue_us,"
-                    " spec, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        pk,
-                        task.name.task_id,
-                        task.named,
-                        schedule,
-                        schedule,
-                        codec.to_micros(task.enqueue_time),
-                        rows.spec_json(task),
-                        rows.body_of(task),
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                raise base.task_exists() from None
-            return task
-
-        return await self._write(run)
+        return await self._write(lambda conn: _insert_task(conn, task, now))
 
     async def get_task(self, name: TaskName, now: datetime) -> Task:
         def run(conn: sqlite3.Connection) -> Task:
@@ -531,15 +505,13 @@ class SqliteStore(LocalNodes):
     async def task_history(
         self, name: TaskName, now: datetime
     ) -> tuple[list[FinishedTask], list[AttemptRecord]]:
-        where = "qkey = ? AND task_id = ? AND expire_us > ? ORDER BY seq"
-
         def run(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
             key = _known_history_key(conn, name.queue)
             if key is None:
                 return [], []
             found = (key, name.task_id, codec.to_micros(now))
-            ends = conn.execute(f"SELECT {rows.FINISHED_COLUMNS} FROM finished_tasks WHERE {where}", found)
-            attempts = conn.execute(f"SELECT {rows.ATTEMPT_COLUMNS} FROM attempts WHERE {where}", found)
+            ends = conn.execute(_TASK_ENDS, found)
+            attempts = conn.execute(f"SELECT {rows.ATTEMPT_COLUMNS} FROM attempts WHERE {_OF_TASK}", found)
             return ends.fetchall(), attempts.fetchall()
 
         ends, attempts = await self._read(_in_one_snapshot(run))
@@ -572,12 +544,29 @@ class SqliteStore(LocalNodes):
 
     # -- browsing ----------------------------------------------------------------------------
 
+    async def redrive_task(self, letter: TaskName, task: Task, now: datetime) -> Task:
+        def run(conn: sqlite3.Connection) -> Task:
+            key = _known_history_key(conn, letter.queue)
+            found = (
+                [] if key is None else conn.execute(_TASK_ENDS, (key, letter.task_id, codec.to_micros(now)))
+            )
+            ends = [rows.finished_of(row) for row in found]
+            at = base.letter_to_redrive(letter, [finished for _, finished in ends])
+            created = _insert_task(conn, task, now)
+            conn.execute(
+                "UPDATE finished_tasks SET redriven_as = ?, redrive_us = ? WHERE seq = ?",
+                (task.name.task_id, codec.to_micros(now), ends[at][0]),
+            )
+            return created
+
+        return await self._write(run)
+
     async def dead_letter_counts(
         self, now: datetime, queue: QueueName | None = None, *, cap: int = DEAD_LETTER_COUNT_CAP
     ) -> dict[QueueName, int]:
         # The failed rows past their keep time that no prune has dropped yet (few: found through
         # finished_tasks_expiry), then in one statement per queue at most cap + 1 + the most of
-        # those any queue has entries of the partial index finished_tasks_failed (index only: no
+        # those any queue has entries of the partial index finished_tasks_dead (index only: no
         # kept row is read for its expire_us). Reading that many still leaves more than the cap
         # to every queue that has more, once its own expired rows are taken off.
         where, key = ("", ()) if queue is None else (" AND parent = ? AND queue_id = ?", _key(queue))
@@ -587,7 +576,7 @@ class SqliteStore(LocalNodes):
         )
         kept_sql = (
             "SELECT q.parent, q.queue_id, (SELECT COUNT(*) FROM (SELECT 1 FROM finished_tasks f"
-            f" INDEXED BY finished_tasks_failed WHERE {rows.FAILED_ONLY} AND f.qkey = h.qkey LIMIT ?))"
+            f" INDEXED BY finished_tasks_dead WHERE {rows.FAILED_ONLY} AND f.qkey = h.qkey LIMIT ?))"
             " FROM queues q LEFT JOIN history_queues h ON h.parent = q.parent AND h.queue_id = q.queue_id"
         ) + ("" if queue is None else " WHERE q.parent = ? AND q.queue_id = ?")
 
@@ -821,6 +810,33 @@ def _finish(
     conn.executemany(f"UPDATE tasks SET schedule_us = ?, due_us = ?, progress = ? WHERE {fenced}", retried)
 
 
+def _insert_task(conn: sqlite3.Connection, task: Task, now: datetime) -> Task:
+    pk = _queue_pk(conn, task.name.queue)
+    if pk is None:
+        raise base.queue_missing()
+    if task.named and _tombstoned(conn, pk, task.name.task_id, now):
+        raise base.task_exists()
+    schedule = codec.to_micros(task.schedule_time)
+    try:
+        conn.execute(
+            "INSERT INTO tasks (queue_pk, task_id, named, schedule_us, due_us, enqueue_us,"
+            " spec, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                pk,
+                task.name.task_id,
+                task.named,
+                schedule,
+                schedule,
+                codec.to_micros(task.enqueue_time),
+                rows.spec_json(task),
+                rows.body_of(task),
+            ),
+        )
+    except sqlite3.IntegrityError:
+        raise base.task_exists() from None
+    return task
+
+
 def _task_from_row(row: tuple[Any, ...]) -> Task:
     _, schedule_us, spec, progress, body = row
     return rows.task_of(spec, progress, body, codec.from_micros(schedule_us))
@@ -828,6 +844,9 @@ def _task_from_row(row: tuple[Any, ...]) -> Task:
 
 # -- kept history ---------------------------------------------------------------------------------
 
+
+_OF_TASK = "qkey = ? AND task_id = ? AND expire_us > ? ORDER BY seq"
+_TASK_ENDS = f"SELECT {rows.FINISHED_COLUMNS} FROM finished_tasks WHERE {_OF_TASK}"
 
 # A copy of task rows into finished_tasks: the queue's history key, parent and queue_id, the
 # reason, finish and keep times, and the progress to keep (NULL: the row's own), then the
@@ -949,7 +968,7 @@ def _finished_filter(
     if indexed is not None:
         where += f" AND {indexed}"
     elif reasons is not None:
-        where += f" AND reason IN ({', '.join('?' * len(set(reasons)))})"
+        where += f" AND reason IN ({', '.join('?' * len(set(reasons)))}) AND {rows.NOT_REDRIVEN}"
         params += tuple(r.value for r in set(reasons))
     if before:
         where += " AND seq < ?"
