@@ -454,6 +454,27 @@ def _report(
             f"{_median(runs, 'handler_cpu_us'):>6.0f} us"
             f"   (rounds: {_figures([r.rate for r in runs])})"
         )
+    _report_history_cost(ours)
+
+
+HISTORY_COST_TARGET = 0.10  # of dispatch throughput, at most
+
+
+def _report_history_cost(ours: dict[str, list[Run]]) -> None:
+    """For each store measured with and without history: what keeping it costs, as the share of
+    tasks/s lost and as server CPU per task, against the target."""
+    for label, runs in ours.items():
+        without = ours.get(f"{label} no history")
+        if without is None:
+            continue
+        kept, off = statistics.median(r.rate for r in runs), statistics.median(r.rate for r in without)
+        cost = 1 - kept / off
+        verdict = "met" if cost <= HISTORY_COST_TARGET else "NOT met"
+        cpu = _median(runs, "cpu_us") - _median(without, "cpu_us")
+        print(
+            f"  history costs {label} {cost:.0%} of its tasks/s (+{cpu:.0f} us server CPU per task):"
+            f" target <= {HISTORY_COST_TARGET:.0%} {verdict}"
+        )
 
 
 async def opentasks_due_together(
