@@ -353,15 +353,19 @@ async def test_answers_are_kept_for_history_only_when_asked(
     answer = b"HTTP/1.1 500 Oops\r\nX-Why: db down\r\nContent-Length: 11\r\n\r\nhello world"
     script.answers = {"/x": (answer, False)}
     keeping = pusher_type(keep_response_bytes=5)
+    headers_only = pusher_type(keep_response_bytes=0)  # --history-response-bytes 0
     plain = pusher_type()
     try:
         kept = await keeping.push(post(base + "/x"))
         assert ("X-Why", "db down") in kept.response_headers
         assert kept.response_body == b"hello"
+        bodiless = await headers_only.push(post(base + "/x"))
+        assert ("X-Why", "db down") in bodiless.response_headers and bodiless.response_body == b""
         forgotten = await plain.push(post(base + "/x"))
         assert (forgotten.http_status, forgotten.response_headers, forgotten.response_body) == (500, (), b"")
     finally:
         await keeping.close()
+        await headers_only.close()
         await plain.close()
 
 
