@@ -2,7 +2,7 @@
 keep time, pages of dead letters, and nothing kept when history is off."""
 
 import dataclasses
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from msgspec.structs import replace
@@ -137,13 +137,20 @@ async def dead_letter(store: Store, task_id: str, windows: Windows = KEEP) -> Ta
     return one
 
 
+async def end_key(store: Store, name: TaskName, now: datetime = T0) -> int:
+    """The key of the latest kept end of ``name``."""
+    ends, _ = await store.task_history(name, now)
+    return ends[-1].key
+
+
 async def test_a_dead_letter_is_redriven_once_and_then_is_no_dead_letter(store: Store) -> None:
     await store.create_queue(queue(), T0)
     for task_id in ("d0", "d1", "d2"):
         await dead_letter(store, task_id)
     letter = TaskName(Q, "d1")
     later = T0 + timedelta(seconds=5)
-    again = await store.redrive_task(letter, task("again-1", body=b"payload"), later)
+    key = await end_key(store, letter)
+    again = await store.redrive_task(letter, key, task("again-1", body=b"payload"), later)
     assert again.name == TaskName(Q, "again-1")
     assert (await store.get_task(again.name, later)).name == again.name
 
@@ -162,20 +169,43 @@ async def test_a_dead_letter_is_redriven_once_and_then_is_no_dead_letter(store: 
     assert await store.dead_letter_counts(later) == {Q: 2}
 
     with pytest.raises(FailedPrecondition, match="already redriven as task again-1"):
-        await store.redrive_task(letter, task("again-2"), later)
+        await store.redrive_task(letter, key, task("again-2"), later)
     with pytest.raises(NotFound, match="not a kept dead letter"):
-        await store.redrive_task(TaskName(Q, "nothing"), task("again-3"), later)
+        await store.redrive_task(TaskName(Q, "nothing"), key, task("again-3"), later)
+    with pytest.raises(NotFound, match="not a kept dead letter"):  # another name's end
+        await store.redrive_task(TaskName(Q, "d0"), key, task("again-3"), later)
     for refused in ("again-2", "again-3"):
         with pytest.raises(NotFound):
             await store.get_task(TaskName(Q, refused), later)
+
+
+async def test_each_failed_end_of_one_name_is_a_dead_letter_of_its_own(store: Store) -> None:
+    await store.create_queue(queue(), T0)
+    await dead_letter(store, "n")
+    again = T0 + timedelta(hours=2)  # the name is free again
+    await store.create_task(task("n", at=again), again)
+    [second] = (await store.claim_due_tasks(Q, again, 1, timedelta(minutes=1))).tasks
+    end = AttemptResult(
+        second.name, 1, None, attempt=record(second, 500), finish=FinishReason.MAX_ATTEMPTS, finish_time=again
+    )
+    await store.finish_attempts([end], KEEP)
+    older, newer = (await store.task_history(second.name, again))[0]
+    assert older.key != newer.key and older.dead_letter and newer.dead_letter
+    await store.redrive_task(second.name, newer.key, task("from-newer", at=again), again)
+    assert await store.dead_letter_counts(again) == {Q: 1}
+    await store.redrive_task(second.name, older.key, task("from-older", at=again), again)
+    ends, _ = await store.task_history(second.name, again)
+    assert [e.redriven_as for e in ends] == ["from-older", "from-newer"]
+    assert await store.dead_letter_counts(again) == {}
 
 
 async def test_a_redrive_that_cannot_create_its_task_leaves_the_dead_letter(store: Store) -> None:
     await store.create_queue(queue(), T0)
     await dead_letter(store, "d0")
     await store.create_task(task("taken"), T0)
+    key = await end_key(store, TaskName(Q, "d0"))
     with pytest.raises(AlreadyExists):
-        await store.redrive_task(TaskName(Q, "d0"), task("taken"), T0)
+        await store.redrive_task(TaskName(Q, "d0"), key, task("taken"), T0)
     [end], _ = await store.task_history(TaskName(Q, "d0"), T0)
     assert end.dead_letter
     assert await store.dead_letter_counts(T0) == {Q: 1}
@@ -189,7 +219,8 @@ async def test_only_a_failed_end_is_redriven(store: Store) -> None:
     )
     await store.finish_attempts([end], KEEP)
     with pytest.raises(NotFound, match="not a kept dead letter"):
-        await store.redrive_task(done.name, task("again"), T0)
+        await store.redrive_task(done.name, await end_key(store, done.name), task("again"), T0)
     await dead_letter(store, "old")
+    key = await end_key(store, TaskName(Q, "old"))
     with pytest.raises(NotFound, match="not a kept dead letter"):  # past its keep time
-        await store.redrive_task(TaskName(Q, "old"), task("again"), T0 + timedelta(days=8))
+        await store.redrive_task(TaskName(Q, "old"), key, task("again"), T0 + timedelta(days=8))

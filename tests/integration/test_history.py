@@ -123,6 +123,8 @@ def test_dead_letters_are_listed_explained_and_sent_again(
     assert "doomed" not in [f["task"]["name"].rsplit("/", 1)[1] for f in failed(server)]
     refused = cli_refused(server, "tasks", "redrive", "--queue", "q", "doomed")
     assert f"was already redriven as task {created.rsplit('/', 1)[1]}" in refused
+    table = cli(server, "tasks", "failed", "--queue", "q", "--all").stdout
+    assert "REDRIVEN_AS" in table and created.rsplit("/", 1)[1] in table
 
 
 def cli_refused(server: ServerProcess, *args: str) -> str:
@@ -168,6 +170,11 @@ def redrive_by_filter(server: ServerProcess, handler: HandlerProcess) -> None:
     assert "mail" in [f["task"]["name"].rsplit("/", 1)[1] for f in left]
     run = cli(server, "tasks", "redrive", "--queue", "filtered", "--filter", "task.name~charge-")
     assert run.stdout == "" and "No dead letter of queue [us-central1/filtered] matches." in run.stderr
+
+    refused = cli_refused(server, "tasks", "redrive", "--queue", "filtered", "charge-1", "mail")
+    assert "ERROR: task charge-1: Dead letter charge-1" in refused and "already redriven" in refused
+    assert "Sent 1 task(s) again" in refused  # mail went, charge-1 did not
+    assert {r.path for r in handler.take(1)} == {"/plan/500/mail"}
 
 
 def test_a_task_without_history_is_refused_clearly(server: ServerProcess) -> None:

@@ -209,7 +209,8 @@ async def test_history_kept_before_the_queue_keys_is_read_after_the_upgrade(tmp_
         second = await claimed(store, "b")  # the upgraded name's key is used for new rows too
         await store.finish_attempts([AttemptResult(second.name, 1, None, attempt=record(second, 503))], KEEP)
         assert len((await store.task_history(second.name, T0))[1]) == 1
-        await store.redrive_task(first.name, task("again"), T0)  # an upgraded dead letter is marked
+        [end] = (await store.task_history(first.name, T0))[0]
+        await store.redrive_task(first.name, end.key, task("again"), T0)  # an upgraded one is marked
         assert (await store.dead_letter_counts(T0)) == {}
     finally:
         await store.close()

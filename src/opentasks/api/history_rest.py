@@ -6,7 +6,9 @@
 * ``GET /opentasks/v1/{task}/history``: how a task ended and each of its attempts;
 * ``POST /opentasks/v1/{queue}/finishedTasks:redrive`` with ``{"taskIds": [...]}`` (or ``{}``
   for every dead letter, ``pageToken`` to go on): the dead letters sent again as new tasks,
-  each once (one already redriven is refused by ID and skipped by ``{}``).
+  each once (one already redriven is refused by ID and skipped by ``{}``). Named IDs are
+  redriven or refused each on its own: the answer lists the refused ones (``refused``: task ID,
+  status and message), and is an error only when none was redriven.
 
 ``{queue}`` is ``projects/P/locations/L/queues/Q`` and ``{task}`` that plus ``/tasks/T``. The
 same API credentials apply: reading needs any token, redriving a full-access one.
@@ -27,6 +29,7 @@ from opentasks.api import call
 from opentasks.api.auth import ApiAuth
 from opentasks.api.convert import task_to_pb
 from opentasks.api.origins import HostPolicy
+from opentasks.api.status import grpc_code, wire_message
 from opentasks.domain.history import FAILED_REASONS, AttemptRecord, FinishedTask
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.task import TaskView
@@ -120,6 +123,11 @@ class _HistoryRoutes:
         body: dict[str, Any] = {"tasks": [_task_json(task) for task in done.tasks]}
         if done.next_before is not None:
             body["nextPageToken"] = str(done.next_before)
+        if done.refused:
+            body["refused"] = [
+                {"taskId": task_id, "status": grpc_code(error).name, "message": wire_message(error)}
+                for task_id, error in done.refused
+            ]
         return web.json_response(body)
 
 

@@ -27,7 +27,15 @@ from opentasks.cli.params import ScheduleTime, key_value, rfc3339
 from opentasks.cli.projection import Projection
 from opentasks.cli.prompts import confirm
 from opentasks.cli.queues import routing
-from opentasks.cli.remote import Refused, Remote, Unreachable, remote_options, reports_errors, short_name
+from opentasks.cli.remote import (
+    Refused,
+    Remote,
+    Unreachable,
+    fail,
+    remote_options,
+    reports_errors,
+    short_name,
+)
 
 # gcloud's `tasks list` table.
 LIST_FORMAT = (
@@ -272,7 +280,8 @@ def _rest(
 FAILED_FORMAT = (
     "table(task.name.basename():label=TASK_NAME, reason, finishTime:label=FINISHED,"
     " task.dispatchCount:label=ATTEMPTS,"
-    ' task.lastAttempt.responseStatus.message.yesno(no="Unknown"):label=LAST_ATTEMPT_STATUS)'
+    ' task.lastAttempt.responseStatus.message.yesno(no="Unknown"):label=LAST_ATTEMPT_STATUS,'
+    " redrivenAs.basename():label=REDRIVEN_AS)"
 )
 
 
@@ -349,7 +358,10 @@ def redrive(
                 return
             count = f"{len(task_ids)} dead letter(s)"
             confirm(remote, f"You are about to send {count} of queue [{short_name(name)}] again.")
-        created = _redrive_ids(remote, path, task_ids)
+        created, refused = _redrive_ids(remote, path, task_ids)
+        if refused:
+            click.echo(f"Sent {created} task(s) again in queue [{short_name(name)}].", err=True)
+            fail(f"{refused} dead letter(s) were not sent again (see above).")
     click.echo(f"Sent {created} task(s) again in queue [{short_name(name)}].", err=True)
 
 
@@ -364,12 +376,27 @@ def _redrive_all(remote: Remote, path: str) -> int:
         asked = {"pageToken": answer["nextPageToken"]}
 
 
-def _redrive_ids(remote: Remote, path: str, task_ids: tuple[str, ...]) -> int:
-    created = 0
+def _redrive_ids(remote: Remote, path: str, task_ids: tuple[str, ...]) -> tuple[int, int]:
+    """Redrive ``task_ids`` a call's worth at a time; how many were sent and how many refused
+    (each refusal on stderr). A single ID refused is the command's error."""
+    created, refused = 0, 0
     for start in range(0, len(task_ids), _REDRIVE_IDS_PER_CALL):
-        asked = {"taskIds": list(task_ids[start : start + _REDRIVE_IDS_PER_CALL])}
-        created += _echo_names(_rest(remote, "POST", path, json.dumps(asked).encode(), "application/json"))
-    return created
+        chunk = list(task_ids[start : start + _REDRIVE_IDS_PER_CALL])
+        body = json.dumps({"taskIds": chunk}).encode()
+        try:
+            answer = _rest(remote, "POST", path, body, "application/json")
+        except Refused as error:  # none of the chunk was sent; the first refusal says why
+            if len(task_ids) == 1:
+                raise
+            named = ", ".join(chunk[:3]) + (" …" if len(chunk) > 3 else "")
+            click.echo(f"ERROR: tasks {named}: {error.message}", err=True)
+            refused += len(chunk)
+            continue
+        created += _echo_names(answer)
+        for refusal in answer.get("refused", []):
+            click.echo(f"ERROR: task {refusal['taskId']}: {refusal['message']}", err=True)
+            refused += 1
+    return created, refused
 
 
 def _matching_dead_letters(remote: Remote, queue: str, filter_: Filter) -> tuple[str, ...]:

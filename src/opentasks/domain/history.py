@@ -80,13 +80,15 @@ def attempt_record(claimed: Task, outcome: AttemptOutcome, duration: timedelta) 
 class FinishedTask:
     """A task as it was when it left its queue (``task``: its last stored state), why, and
     when; for one that failed for good and was sent again, the ID of the task that carried its
-    request again (in the same queue) and when that task was made."""
+    request again (in the same queue) and when that task was made. ``key`` tells it apart from
+    the other ends kept of the same name (the store's number for it; 0: not stored)."""
 
     task: Task
     reason: FinishReason
     finish_time: datetime
     redriven_as: str | None = None
     redrive_time: datetime | None = None
+    key: int = 0
 
     @property
     def dead_letter(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from msgspec.structs import replace
 
@@ -14,7 +14,7 @@ from opentasks.domain.headers import reserved_http_header
 from opentasks.domain.history import FAILED_REASONS, AttemptRecord, FinishedTask, FinishReason, HistoryPage
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.task import Task, TaskDraft
-from opentasks.errors import FailedPrecondition, InvalidArgument, NotFound
+from opentasks.errors import FailedPrecondition, InvalidArgument, NotFound, OpenTasksError, Unavailable
 from opentasks.service.tasks import TaskService
 from opentasks.storage.base import Store, letter_to_redrive
 
@@ -24,11 +24,12 @@ MAX_REDRIVE = 10_000  # dead letters sent again by one call (the answer says whe
 
 @dataclass(frozen=True)
 class Redriven:
-    """Tasks created again from dead letters, and the cursor of the dead letters left (None:
-    none left)."""
+    """Tasks created again from dead letters, the cursor of the dead letters left (None: none
+    left), and the task IDs named that were not redriven, with why."""
 
     tasks: list[Task]
     next_before: int | None
+    refused: list[tuple[str, OpenTasksError]] = field(default_factory=list)
 
 
 class HistoryService:
@@ -66,14 +67,16 @@ class HistoryService:
         self, queue: QueueName, task_ids: Collection[str] | None = None, before: int = 0
     ) -> Redriven:
         """Send dead letters of ``queue`` again as new tasks (new IDs, the same request): the
-        latest of each of ``task_ids``, or every one kept (newest first, from ``before``, at
-        most :data:`MAX_REDRIVE` per call). Each dead letter is redriven once: it is marked
-        with its new task in the same commit, and is no dead letter after that. Named ones
-        already redriven are refused (FailedPrecondition); those of "every one" that another
-        call redrives meanwhile are left to it."""
+        latest not redriven of each of ``task_ids``, or every one kept (newest first, from
+        ``before``, at most :data:`MAX_REDRIVE` per call). Each dead letter is redriven once:
+        it is marked with its new task in the same commit, and is no dead letter after that.
+
+        Each ID is redriven or refused on its own (NotFound: no such dead letter kept;
+        FailedPrecondition: redriven already); when none of them is redriven, the first
+        refusal is raised. Dead letters of "every one" that another call redrives meanwhile
+        are left to it."""
         if task_ids is not None:
-            letters = [await self._latest_dead_letter(queue, task_id) for task_id in task_ids]
-            return Redriven([await self._again(letter) for letter in letters], None)
+            return await self._redrive_each(queue, task_ids)
         created: list[Task] = []
         cursor: int | None = before
         while cursor is not None and len(created) < MAX_REDRIVE:
@@ -89,13 +92,28 @@ class HistoryService:
             cursor = page.next_before
         return Redriven(created, cursor)
 
+    async def _redrive_each(self, queue: QueueName, task_ids: Collection[str]) -> Redriven:
+        created: list[Task] = []
+        refused: list[tuple[str, OpenTasksError]] = []
+        for task_id in task_ids:
+            try:
+                created.append(await self._again(await self._latest_dead_letter(queue, task_id)))
+            except Unavailable:
+                raise  # the store is down: the other IDs would fail alike
+            except OpenTasksError as error:
+                refused.append((task_id, error))
+        if refused and not created:
+            raise refused[0][1]
+        return Redriven(created, None, refused)
+
     async def _latest_dead_letter(self, queue: QueueName, task_id: str) -> FinishedTask:
         name = TaskName(queue, task_id)
         ends, _ = await self._store.task_history(name, self._clock.now())
         return ends[letter_to_redrive(name, ends)]
 
     async def _again(self, letter: FinishedTask) -> Task:
-        return await self._tasks.redrive_task(letter.task.name, redrive_draft(letter.task))
+        draft = redrive_draft(letter.task)
+        return await self._tasks.redrive_task(letter.task.name, letter.key, draft)
 
 
 def redrive_draft(task: Task) -> TaskDraft:

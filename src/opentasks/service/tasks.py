@@ -96,12 +96,12 @@ class TaskService:
     async def create_task(self, parent: QueueName, draft: TaskDraft, view: TaskView) -> Task:
         return await self._create(parent, draft, view, self._store.create_task)
 
-    async def redrive_task(self, letter: TaskName, draft: TaskDraft) -> Task:
-        """A new task of ``letter``'s queue from ``draft`` (the dead letter's request), made
-        only if ``letter`` is a dead letter not yet redriven, and marking it redriven."""
+    async def redrive_task(self, letter: TaskName, key: int, draft: TaskDraft) -> Task:
+        """A new task of ``letter``'s queue from ``draft`` (the request of its kept end
+        ``key``), made only if that end is a dead letter not yet redriven, and marking it."""
 
         async def insert(task: Task, now: datetime) -> Task:
-            return await self._store.redrive_task(letter, task, now)
+            return await self._store.redrive_task(letter, key, task, now)
 
         return await self._create(letter.queue, draft, TaskView.BASIC, insert)
 

@@ -345,12 +345,12 @@ class Store(Protocol):
         """Everything kept of tasks named ``name``: their ends and their attempts, oldest first."""
         ...
 
-    async def redrive_task(self, letter: TaskName, task: Task, now: datetime) -> Task:
+    async def redrive_task(self, letter: TaskName, key: int, task: Task, now: datetime) -> Task:
         """Create ``task`` (in the queue of ``letter``, as :meth:`create_task` does) from the
-        dead letter ``letter`` and mark that letter redriven as ``task`` at ``now``, both or
-        neither: the latest kept end of that name must have failed for good and not have been
-        redriven yet. NotFound when no failed end of that name is kept; FailedPrecondition
-        when the latest was redriven already (naming the task it became)."""
+        kept end ``key`` of ``letter`` (its :attr:`FinishedTask.key`) and mark that end
+        redriven as ``task`` at ``now``, both or neither. NotFound unless that end is kept
+        past ``now`` and failed for good; FailedPrecondition when it was redriven already
+        (naming the task it became)."""
         ...
 
     async def dead_letter_counts(
@@ -464,13 +464,14 @@ def already_redriven(letter: TaskName, redriven_as: str) -> FailedPrecondition:
     )
 
 
-def letter_to_redrive(letter: TaskName, ends: list[FinishedTask]) -> int:
-    """Where in ``letter``'s kept ``ends`` (oldest first) the end to redrive is: its latest
-    failed one, which must not have been redriven."""
-    failed = [at for at, end in enumerate(ends) if end.reason.failed]
+def letter_to_redrive(letter: TaskName, ends: list[FinishedTask], key: int | None = None) -> int:
+    """Where in ``letter``'s kept ``ends`` (oldest first) the end to redrive is: the failed one
+    whose key is ``key`` or, without a key, the latest failed one not redriven yet. NotFound
+    when there is no such failed end, FailedPrecondition when it was redriven already."""
+    failed = [at for at, end in enumerate(ends) if end.reason.failed and key in (None, end.key)]
     if not failed:
         raise no_dead_letter(letter)
-    redriven_as = ends[failed[-1]].redriven_as
-    if redriven_as is not None:
-        raise already_redriven(letter, redriven_as)
-    return failed[-1]
+    waiting = [at for at in failed if ends[at].redriven_as is None]
+    if not waiting:
+        raise already_redriven(letter, ends[failed[-1]].redriven_as or "")
+    return waiting[-1]

@@ -32,7 +32,8 @@ class LocalHistory:
 
     def keep_finished(self, task: Task, reason: FinishReason, finish_time: datetime, until: datetime) -> None:
         kept = self._finished.setdefault(task.name.queue, deque(maxlen=MAX_FINISHED_PER_QUEUE))
-        kept.append((next(self._seq), until, FinishedTask(task, reason, finish_time)))
+        seq = next(self._seq)
+        kept.append((seq, until, FinishedTask(task, reason, finish_time, key=seq)))
         while kept and kept[0][1] <= finish_time:
             kept.popleft()
 
@@ -79,12 +80,12 @@ class LocalHistory:
         }
         return {name: count for name, count in counts.items() if count}
 
-    def mark_redriven(self, letter: TaskName, redriven_as: str, when: datetime) -> None:
-        """Mark the latest failed end of ``letter`` redriven as task ``redriven_as``."""
+    def mark_redriven(self, letter: TaskName, key: int, redriven_as: str, when: datetime) -> None:
+        """Mark the end ``key`` of ``letter`` redriven as task ``redriven_as``."""
         kept = self._finished.get(letter.queue, deque())
         for at in range(len(kept) - 1, -1, -1):
             seq, until, finished = kept[at]
-            if finished.task.name == letter and finished.reason.failed:
+            if seq == key:
                 kept[at] = (seq, until, replace(finished, redriven_as=redriven_as, redrive_time=when))
                 return
 

@@ -374,10 +374,10 @@ class MemoryStore(LocalNodes):
     ) -> tuple[list[FinishedTask], list[AttemptRecord]]:
         return self._history.task_history(name, now)
 
-    async def redrive_task(self, letter: TaskName, task: Task, now: datetime) -> Task:
-        base.letter_to_redrive(letter, self._history.task_history(letter, now)[0])  # or refuse
+    async def redrive_task(self, letter: TaskName, key: int, task: Task, now: datetime) -> Task:
+        base.letter_to_redrive(letter, self._history.task_history(letter, now)[0], key)  # or refuse
         created = await self.create_task(task, now)
-        self._history.mark_redriven(letter, task.name.task_id, now)
+        self._history.mark_redriven(letter, key, task.name.task_id, now)
         return created
 
     async def dead_letter_counts(

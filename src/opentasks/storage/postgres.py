@@ -569,14 +569,17 @@ class PostgresStore:
 
         return await self._run("count tasks", run)
 
-    async def redrive_task(self, letter: TaskName, task: Task, now: datetime) -> Task:
-        key = (*_key(letter.queue), letter.task_id, codec.to_micros(now))
+    async def redrive_task(self, letter: TaskName, key: int, task: Task, now: datetime) -> Task:
+        if self._pool is None:
+            raise Unavailable("The store is closed.")
+        self._sweep_if_due(now)
+        of_letter = (*_key(letter.queue), letter.task_id, codec.to_micros(now))
 
         async def run(conn: Conn) -> Task:
             async with _transaction(conn):
-                found: list[Any] = await conn.fetch(sql.TASK_ENDS_LOCKED, *key)
+                found: list[Any] = await conn.fetch(sql.TASK_ENDS_LOCKED, *of_letter)
                 ends = [rows.finished_of(row) for row in found]
-                at = base.letter_to_redrive(letter, [finished for _, finished in ends])
+                at = base.letter_to_redrive(letter, [finished for _, finished in ends], key)
                 created = await insert_one(conn, task, now)
                 await conn.execute(sql.MARK_REDRIVEN, ends[at][0], task.name.task_id, codec.to_micros(now))
                 return created

@@ -132,7 +132,10 @@ async def insert_one(conn: Conn, task: Task, now: datetime) -> Task:
     create = _Create(
         task, codec.to_micros(now), rows.body_of(task), asyncio.get_running_loop().create_future()
     )
-    row = await conn.fetchrow(sql.CREATE_TASKS, *_columns([create]))
+    try:
+        row = await conn.fetchrow(sql.CREATE_TASKS, *_columns([create]))
+    except asyncpg.ForeignKeyViolationError:  # the queue was deleted while the statement ran
+        raise base.queue_missing() from None
     if row is None or row["pk"] is None:
         raise base.queue_missing()
     if not row["added"]:

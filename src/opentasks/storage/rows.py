@@ -158,9 +158,8 @@ def finished_of(row: Sequence[Any]) -> tuple[int, FinishedTask]:
     seq, _, _, _, reason, finish_us, schedule_us, spec, progress, body, redriven_as, redrive_us = row
     task = task_of(spec, progress, body, codec.from_micros(schedule_us))
     redrive_time = None if redrive_us is None else codec.from_micros(redrive_us)
-    return seq, FinishedTask(
-        task, FinishReason(reason), codec.from_micros(finish_us), redriven_as, redrive_time
-    )
+    ended = codec.from_micros(finish_us)
+    return seq, FinishedTask(task, FinishReason(reason), ended, redriven_as, redrive_time, seq)
 
 
 def history_page(found: Sequence[Sequence[Any]], limit: int) -> HistoryPage:
