@@ -49,6 +49,7 @@ from opentasks.storage.browsing import BrowseScan
 from opentasks.storage.local_nodes import LocalNodes
 from opentasks.storage.migrations import scripts
 from opentasks.storage.rows import outcome_rows, outcomes_of
+from opentasks.storage.sqlite_finish import FinishStatements, finish_statements
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
@@ -190,7 +191,9 @@ class SqliteStore(LocalNodes):
         conn.execute("BEGIN IMMEDIATE")
         try:
             outcomes = [(future, *_in_savepoint(conn, operation)) for operation, future in batch]
-            await asyncio.get_running_loop().run_in_executor(self._committer, conn.execute, "COMMIT")
+            await asyncio.get_running_loop().run_in_executor(
+                self._committer, _finish_and_commit, conn, outcomes
+            )
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -406,26 +409,11 @@ class SqliteStore(LocalNodes):
         return await self._write(run, durable=False)
 
     async def finish_attempts(self, results: list[AttemptResult], windows: Windows) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            queues = {q: _find_queue(conn, q) for q in {r.name.queue for r in results}}
-            if windows.history_until is not None:
-                _keep_history(conn, results, queues, windows.history_until)
-            done: list[tuple[int, str, int]] = []
-            named: list[tuple[int, int, str, int]] = []
-            retried: list[tuple[int, int, str | None, int, str, int]] = []
-            for result in results:
-                found = queues[result.name.queue]
-                if found is None:
-                    continue  # the queue is gone, and its tasks with it
-                fence = (found[0], result.name.task_id, result.dispatch_count)
-                if result.task is None:
-                    done.append(fence)
-                    if result.named:
-                        named.append((codec.to_micros(windows.task_until(found[1])), *fence))
-                else:
-                    schedule = codec.to_micros(result.task.schedule_time)
-                    retried.append((schedule, schedule, rows.progress_json(result.task), *fence))
-            _finish(conn, done, named, retried)
+        def run(conn: sqlite3.Connection) -> FinishStatements:
+            names = {r.name.queue for r in results}
+            queues = {q: _find_queue(conn, q) for q in names}
+            keys = {q: _history_key(conn, q) for q in names} if windows.history_until is not None else {}
+            return finish_statements(results, queues, keys, windows)  # run on the commit thread
 
         await self._write(run, durable=False)
         self._prune_history_if_due(windows)
@@ -517,6 +505,25 @@ class SqliteStore(LocalNodes):
         ends, attempts = await self._read(_in_one_snapshot(run))
         return [rows.finished_of(row)[1] for row in ends], [rows.attempt_of(row) for row in attempts]
 
+    async def redrive_task(self, letter: TaskName, key: int, task: Task, now: datetime) -> Task:
+        def run(conn: sqlite3.Connection) -> Task:
+            qkey = _known_history_key(conn, letter.queue)
+            of_letter = (qkey, letter.task_id, codec.to_micros(now))
+            ends = (
+                []
+                if qkey is None
+                else [rows.finished_of(row)[1] for row in conn.execute(_TASK_ENDS, of_letter)]
+            )
+            at = base.letter_to_redrive(letter, ends, key)
+            created = _insert_task(conn, task, now)
+            conn.execute(
+                "UPDATE finished_tasks SET redriven_as = ?, redrive_us = ? WHERE seq = ?",
+                (task.name.task_id, codec.to_micros(now), ends[at].key),
+            )
+            return created
+
+        return await self._write(run)
+
     # -- insights ----------------------------------------------------------------------------
 
     async def task_counts(
@@ -543,23 +550,6 @@ class SqliteStore(LocalNodes):
         }
 
     # -- browsing ----------------------------------------------------------------------------
-
-    async def redrive_task(self, letter: TaskName, task: Task, now: datetime) -> Task:
-        def run(conn: sqlite3.Connection) -> Task:
-            key = _known_history_key(conn, letter.queue)
-            found = (
-                [] if key is None else conn.execute(_TASK_ENDS, (key, letter.task_id, codec.to_micros(now)))
-            )
-            ends = [rows.finished_of(row) for row in found]
-            at = base.letter_to_redrive(letter, [finished for _, finished in ends])
-            created = _insert_task(conn, task, now)
-            conn.execute(
-                "UPDATE finished_tasks SET redriven_as = ?, redrive_us = ? WHERE seq = ?",
-                (task.name.task_id, codec.to_micros(now), ends[at][0]),
-            )
-            return created
-
-        return await self._write(run)
 
     async def dead_letter_counts(
         self, now: datetime, queue: QueueName | None = None, *, cap: int = DEAD_LETTER_COUNT_CAP
@@ -673,6 +663,18 @@ def _lock(path: Path) -> IO[bytes]:
             f"{path} is in use by another opentasks server; give each server its own file."
         ) from None
     return lock_file
+
+
+def _finish_and_commit(
+    conn: sqlite3.Connection, outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+) -> None:
+    """On the commit thread: the statements operations left to it (attempt results, see
+    :mod:`~opentasks.storage.sqlite_finish`), each in its operation's savepoint and giving its
+    outcome, then COMMIT."""
+    for at, (future, result, _) in enumerate(outcomes):
+        if isinstance(result, FinishStatements):
+            outcomes[at] = (future, *_in_savepoint(conn, result))
+    conn.execute("COMMIT")
 
 
 def _in_savepoint(conn: sqlite3.Connection, operation: Operation[Any]) -> tuple[Any, BaseException | None]:
@@ -790,26 +792,6 @@ def _save_claims(
     )
 
 
-def _finish(
-    conn: sqlite3.Connection,
-    done: list[tuple[int, str, int]],
-    named: list[tuple[int, int, str, int]],
-    retried: list[tuple[int, int, str | None, int, str, int]],
-) -> None:
-    """Apply attempt results, each fenced on (queue, task ID, dispatch count of its claim).
-
-    ``named`` lists the finished tasks that may be named (the column still decides), each with
-    the time its name stays reserved until."""
-    fenced = "queue_pk = ? AND task_id = ? AND dispatch_count = ?"
-    conn.executemany(
-        "INSERT OR REPLACE INTO task_tombstones"
-        f" SELECT queue_pk, task_id, ? FROM tasks WHERE {fenced} AND named",
-        named,
-    )
-    conn.executemany(f"DELETE FROM tasks WHERE {fenced}", done)
-    conn.executemany(f"UPDATE tasks SET schedule_us = ?, due_us = ?, progress = ? WHERE {fenced}", retried)
-
-
 def _insert_task(conn: sqlite3.Connection, task: Task, now: datetime) -> Task:
     pk = _queue_pk(conn, task.name.queue)
     if pk is None:
@@ -889,45 +871,6 @@ def _keep_finished(
     reason, when, until = end
     head = (_history_key(conn, queue), *_key(queue), reason.value, codec.to_micros(when))
     conn.execute(_COPY_FINISHED + where, (*head, codec.to_micros(until), None, *params))
-
-
-def _keep_history(
-    conn: sqlite3.Connection,
-    results: list[AttemptResult],
-    queues: dict[QueueName, tuple[int, Queue] | None],
-    until: datetime,
-) -> None:
-    """Keep the attempts of ``results`` and the tasks they finish (before the tasks go), each
-    kind in one statement."""
-    until_us = codec.to_micros(until)
-    keys = {queue: _history_key(conn, queue) for queue in queues}
-    conn.executemany(
-        f"INSERT INTO attempts (qkey, {rows.ATTEMPT_COLUMNS}, expire_us) VALUES ({', '.join('?' * 14)})",
-        [
-            (keys[r.name.queue], *rows.attempt_values(r.attempt), until_us)
-            for r in results
-            if r.attempt is not None
-        ],
-    )
-    finished = []
-    for r in results:
-        found = queues[r.name.queue]
-        if r.task is None and r.finish is not None and r.finish_time is not None and found:
-            progress = None if r.finished_as is None else rows.progress_json(r.finished_as)
-            finished.append(
-                (
-                    keys[r.name.queue],
-                    *_key(r.name.queue),
-                    r.finish.value,
-                    codec.to_micros(r.finish_time),
-                    until_us,
-                    progress,
-                    found[0],
-                    r.name.task_id,
-                    r.dispatch_count,
-                )
-            )
-    conn.executemany(_COPY_FINISHED + "queue_pk = ? AND task_id = ? AND dispatch_count = ?", finished)
 
 
 def _prune_history(conn: sqlite3.Connection, now_us: int) -> None:
