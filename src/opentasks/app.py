@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import resource
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -252,7 +255,8 @@ def startup_summary(
         dispatch = "not dispatching (--no-dispatch)"
     message = (
         f"opentasks {fields['version']} listening on {settings.host}:{port} (gRPC) and :{http_port} "
-        f"(HTTP), storage {fields['storage']}, {dispatch}, API authentication {'on' if api_auth else 'off'}"
+        f"(HTTP and gRPC), storage {fields['storage']}, {dispatch}, "
+        f"API authentication {'on' if api_auth else 'off'}"
     )
     if settings.dashboard:
         fields["dashboard"] = dashboard_url(settings.host, http_port)
@@ -301,6 +305,7 @@ class Server:
         self.port = settings.port
         self.http_port = settings.http_port
         self._http: web.AppRunner | None = None
+        self._grpc_dir: str | None = None
         self._grpc = grpc.aio.server(
             options=grpc_options(settings), interceptors=[self.observability.interceptor(self.auth)]
         )
@@ -325,6 +330,11 @@ class Server:
         self._grpc.add_generic_rpc_handlers(v2beta3_handlers(v2beta3, auth))
         self.health.add_to(self._grpc)
         self.port = self._grpc.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        # gRPC clients reach the HTTP port too, relayed to this socket (in a directory only
+        # this user may enter).
+        self._grpc_dir = tempfile.mkdtemp(prefix="opentasks-grpc-")
+        grpc_path = os.path.join(self._grpc_dir, "grpc.sock")
+        self._grpc.add_insecure_port(f"unix:{grpc_path}")
         await self._grpc.start()
         self.health.start()
         minter = self.minter
@@ -342,6 +352,8 @@ class Server:
             self.settings.http_port,
             max_connections=self.settings.max_connections,
             monotonic=self.clock.monotonic,
+            grpc_path=grpc_path,
+            read_timeout_s=read_timeout,
         )
         await site.start()
         self.http_port = self._http.addresses[0][1]
@@ -423,6 +435,8 @@ class Server:
         if self._metrics_http is not None:
             await self._metrics_http.cleanup()
         await self._grpc.stop(self.settings.shutdown_grace.total_seconds())
+        if self._grpc_dir is not None:
+            shutil.rmtree(self._grpc_dir, ignore_errors=True)
         await self.store.close()
         if self._started:
             _log.info("opentasks stopped")

@@ -1,8 +1,9 @@
 """Official Cloud Tasks clients wired to opentasks, or to Google when no emulator is named.
 
 Application code can call :func:`client` everywhere: with ``CLOUD_TASKS_EMULATOR_HOST`` set
-(the variable Firebase's SDKs use, e.g. ``localhost:8123``) it talks to opentasks; without it,
-to Cloud Tasks with the application's default credentials. One environment variable switches.
+(the variable Firebase's SDKs use, e.g. ``localhost:8124``, the server's HTTP port, which
+serves gRPC, REST and Firebase's calls alike) it talks to opentasks; without it, to Cloud Tasks
+with the application's default credentials. One environment variable switches.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import (
     CloudTasksGrpcTransport,
 )
 
+from opentasks import endpoints
+
 EMULATOR_HOST = "CLOUD_TASKS_EMULATOR_HOST"
 REST_URL = "OPENTASKS_REST_URL"
 API_TOKEN = "OPENTASKS_API_TOKEN"
@@ -28,13 +31,15 @@ API_TOKEN = "OPENTASKS_API_TOKEN"
 def client(
     endpoint: str | None = None, *, transport: str = "grpc", api_token: str | None = None
 ) -> tasks_v2.CloudTasksClient:
-    """A ``CloudTasksClient`` for opentasks at ``endpoint`` (``host:port`` of the gRPC API).
+    """A ``CloudTasksClient`` for opentasks at ``endpoint`` (``host:port``: the server's HTTP
+    port, which serves gRPC and REST, or its dedicated gRPC port).
 
     Without ``endpoint``, ``CLOUD_TASKS_EMULATOR_HOST`` is used; if that is unset too, the
     client talks to Google Cloud Tasks. With ``transport="rest"`` the REST API is used: its URL
-    is ``OPENTASKS_REST_URL`` if set, else the gRPC endpoint's host with the port after it
-    (``opentasks serve`` defaults to 8123 for gRPC and 8124 for HTTP). ``api_token`` (default
-    ``OPENTASKS_API_TOKEN``) is sent on every call to a server that requires one.
+    is ``OPENTASKS_REST_URL`` if set, else the endpoint itself when it is the HTTP port, else
+    the port after it (``opentasks serve`` defaults to 8124 for HTTP and 8123 for gRPC alone).
+    ``api_token`` (default ``OPENTASKS_API_TOKEN``) is sent on every call to a server that
+    requires one.
     """
     target = endpoint or os.environ.get(EMULATOR_HOST)
     if not target:
@@ -49,7 +54,7 @@ def client(
             credentials=credentials,
             client_options=ClientOptions(api_endpoint=rest_url(target)),
         )
-    channel = with_token(grpc.insecure_channel(target), token)
+    channel = with_token(grpc.insecure_channel(endpoints.host_port(target)), token)
     return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
 
 
@@ -62,7 +67,7 @@ def async_client(
         return tasks_v2.CloudTasksAsyncClient()
     token = api_token if api_token is not None else os.environ.get(API_TOKEN, "")
     interceptors = [_AsyncBearer(token)] if token else None
-    channel = grpc.aio.insecure_channel(target, interceptors=interceptors)
+    channel = grpc.aio.insecure_channel(endpoints.host_port(target), interceptors=interceptors)
     return tasks_v2.CloudTasksAsyncClient(transport=CloudTasksGrpcAsyncIOTransport(channel=channel))
 
 
@@ -92,10 +97,6 @@ class _AsyncBearer(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
         return await continuation(_with_bearer(client_call_details, self._token), request)
 
 
-def rest_url(grpc_endpoint: str) -> str:
-    """The REST base URL that goes with a gRPC endpoint (``OPENTASKS_REST_URL`` wins)."""
-    configured = os.environ.get(REST_URL)
-    if configured:
-        return configured
-    host, _, port = grpc_endpoint.removeprefix("http://").rpartition(":")
-    return f"http://{host}:{int(port) + 1}"
+def rest_url(endpoint: str) -> str:
+    """The REST base URL of the server at ``endpoint`` (see :func:`opentasks.endpoints.rest_url`)."""
+    return endpoints.rest_url(endpoint)

@@ -2,7 +2,8 @@
 opentasks is installed).
 
 * ``opentasks_server``: a real server for the test session, on free ports, with an in-memory
-  store; ``CLOUD_TASKS_EMULATOR_HOST`` points at it, so :func:`opentasks.client` finds it.
+  store; ``CLOUD_TASKS_EMULATOR_HOST`` names its HTTP port (which serves gRPC, REST and
+  Firebase's calls), so :func:`opentasks.client` and other clients that read it find it.
 * ``opentasks_client``: an official ``CloudTasksClient`` connected to it.
 
 Wait for the tasks of a queue to be done with :func:`opentasks.testing.wait_until_drained`.
@@ -25,7 +26,7 @@ def opentasks_server() -> Iterator[ServerProcess]:
     """An opentasks server for the whole session (memory store, dispatching on)."""
     saved = {name: os.environ.get(name) for name in (EMULATOR_HOST, REST_URL)}
     with ServerProcess("memory://") as server:
-        os.environ[EMULATOR_HOST] = server.address
+        os.environ[EMULATOR_HOST] = server.rest_url.removeprefix("http://")  # serves gRPC and REST
         os.environ[REST_URL] = server.rest_url
         try:
             yield server

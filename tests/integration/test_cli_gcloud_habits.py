@@ -440,17 +440,20 @@ def test_destructive_commands_ask_on_a_terminal(server: ServerProcess) -> None:
 
 
 def test_bad_values_and_wrong_endpoints_are_one_line(server: ServerProcess) -> None:
-    env = {k: v for k, v in environment(server).items() if k != "CLOUD_TASKS_EMULATOR_HOST"}
+    env = {
+        k: v
+        for k, v in environment(server).items()
+        if k not in ("CLOUD_TASKS_EMULATOR_HOST", "OPENTASKS_REST_URL")
+    }
     bad = cli(server, "queues", "create", "x", "--max-attempts", "five", ok=False)
     assert bad.returncode == 2 and "Invalid value for '--max-attempts': 'five'" in bad.stderr
-    url = cli(server, "queues", "list", "--endpoint", server.rest_url, ok=False, env=env)
-    assert url.returncode == 2 and "--endpoint takes host:port of the gRPC API" in url.stderr
-    rest_port = cli(
-        server, "queues", "list", "--endpoint", f"127.0.0.1:{server.http_port}", ok=False, env=env
-    )
-    assert rest_port.returncode == 2
-    assert f"127.0.0.1:{server.http_port} is an HTTP/1.1 port (the REST API" in rest_port.stderr
-    assert "--port (8123 by default" in rest_port.stderr
+    url = cli(server, "queues", "list", "--endpoint", "https://127.0.0.1:1/v2", ok=False, env=env)
+    assert url.returncode == 2 and "is not host:port: --endpoint takes the host and port" in url.stderr
+    for shared in (server.rest_url, f"127.0.0.1:{server.http_port}"):  # the HTTP port serves gRPC too
+        listed = cli(server, "queues", "list", "--endpoint", shared, env=env)
+        assert listed.returncode == 0, listed.stderr
+        history = cli(server, "tasks", "failed", "--queue", "none", "--endpoint", shared, env=env)
+        assert history.returncode == 0, history.stderr  # its REST calls go to the same port
     port = cli(server, "queues", "create", "x", "--http-uri-override", "port:eighty", ok=False)
     assert port.returncode == 2 and "the port is a number" in port.stderr
 

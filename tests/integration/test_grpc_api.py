@@ -266,8 +266,6 @@ def test_sigterm_stops_cleanly(tmp_path) -> None:  # type: ignore[no-untyped-def
     server = ServerProcess(f"sqlite:///{tmp_path}/x.db", log_path=log).start()
     assert server.stop() == 0
     lines = log.read_text().splitlines()
-    expected = (
-        f"listening on 127.0.0.1:{server.port} (gRPC) and :{server.http_port} (HTTP), storage sqlite:///"
-    )
+    expected = f"listening on 127.0.0.1:{server.port} (gRPC) and :{server.http_port} (HTTP and gRPC), storage sqlite:///"
     assert any(expected in line for line in lines)
     assert lines[-1].endswith("opentasks stopped")

@@ -67,6 +67,7 @@ def _for(server: ServerProcess, code: str) -> str:
         code.replace("127.0.0.1:8123", server.address)
         .replace("127.0.0.1:8124", f"127.0.0.1:{server.http_port}")
         .replace("port: 8123", f"port: {server.port}")
+        .replace("port: 8124", f"port: {server.http_port}")
         .replace("8080", str(free_port()))
     )
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,9 @@ import click
 import grpc
 from google.protobuf import json_format
 
+from opentasks import endpoints
 from opentasks.cli import wire
+from opentasks.endpoints import speaks_http1
 
 if TYPE_CHECKING:
     from google.cloud import tasks_v2
@@ -66,14 +67,10 @@ class Remote:
             raise click.UsageError(f"Give --queue, or the task's full name instead of '{task}'.")
         return f"{self.queue(queue)}/tasks/{task}"
 
-    @property
+    @functools.cached_property
     def rest_url(self) -> str:
-        """The server's REST API: ``$OPENTASKS_REST_URL``, else the gRPC port's host and the next port."""
-        configured = os.environ.get(REST_URL)
-        if configured:
-            return configured.rstrip("/")
-        host, _, port = self.endpoint.rpartition(":")
-        return f"http://{host}:{int(port) + 1}" if port.isdigit() else f"http://{self.endpoint}"
+        """The server's REST API (see :func:`opentasks.endpoints.rest_url`)."""
+        return endpoints.rest_url(self.endpoint)
 
     def call(self, rpc: str, request: dict[str, Any] | None = None, *, service: str = CLOUD_TASKS) -> Any:
         """Call ``service``'s method ``rpc`` with ``request`` (proto or JSON field names); the
@@ -153,37 +150,27 @@ def _refused(endpoint: str, error: grpc.RpcError) -> Exception:
 def _unavailable(endpoint: str, details: str) -> str:
     if speaks_http1(endpoint):
         return (
-            f"{endpoint} is an HTTP/1.1 port (the REST API, for gcloud and HTTP clients), not the gRPC API: "
-            "give --endpoint the server's --port (8123 by default; --http-port, the REST one, is 8124)"
+            f"{endpoint} answers HTTP/1.1 but not gRPC: it is not an opentasks port (opentasks serves"
+            " gRPC on its --http-port, 8124 by default, and on its --port, 8123)"
         )
     return f"nothing answers at {endpoint} (start it with `opentasks serve`): {details}"
 
 
-def speaks_http1(endpoint: str, timeout_s: float = 1.0) -> bool:
-    """Whether an HTTP/1.1 server (such as opentasks' REST port) listens at ``host:port``."""
-    host, _, port = endpoint.rpartition(":")
-    if not port.isdigit():
-        return False
-    try:
-        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout_s) as sock:
-            sock.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
-            return sock.recv(8).startswith(b"HTTP/1.")
-    except OSError:
-        return False
-
-
 def _endpoint(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """``host:port``; a URL is refused with what to give instead."""
-    if "://" in value:
-        parts = urlsplit(value)
-        raise click.BadParameter(
-            f"'{value}' is a URL: --endpoint takes host:port of the gRPC API (the server's --port, "
-            f"8123 by default), e.g. {parts.hostname or '127.0.0.1'}:8123. http:// URLs are the REST API "
-            "(--http-port, 8124 by default), which gcloud and HTTP clients use.",
-            ctx,
-            param,
-        )
-    return value
+    """``host:port`` (an ``http://host:port`` URL is taken as its host and port); any other URL
+    is refused with what to give instead."""
+    parts = urlsplit(value) if "://" in value else None
+    if parts is None:
+        return value
+    if parts.scheme == "http" and parts.netloc and parts.path in ("", "/") and not parts.query:
+        return parts.netloc
+    raise click.BadParameter(
+        f"'{value}' is not host:port: --endpoint takes the host and port of an opentasks server "
+        "(its --http-port, 8124 by default, or its --port, 8123), "
+        f"e.g. {parts.hostname or '127.0.0.1'}:8124.",
+        ctx,
+        param,
+    )
 
 
 def remote_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -195,7 +182,7 @@ def remote_options(command: Callable[..., Any]) -> Callable[..., Any]:
         default=lambda: os.environ.get(EMULATOR_HOST, DEFAULT_ENDPOINT),
         show_default=f"${EMULATOR_HOST} or {DEFAULT_ENDPOINT}",
         callback=_endpoint,
-        help="host:port of the opentasks gRPC API.",
+        help="host:port of the opentasks server (its --http-port or its gRPC --port).",
     )
     @click.option(
         "--project",
