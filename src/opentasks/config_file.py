@@ -31,6 +31,7 @@ import yaml
 
 from opentasks.config import Option, file_keys, options
 from opentasks.declarative import (
+    URI_PARTS,
     ConfigFileError,
     DeclaredQueue,
     Entry,
@@ -38,13 +39,15 @@ from opentasks.declarative import (
     Origin,
     check_queues,
     snake,
+    uri_override,
 )
 from opentasks.queue_yaml import read_queue_yaml
 
 __all__ = ["ConfigFile", "ConfigFileError", "DeclaredQueue", "load"]
 
 _TOP_KEYS = ("server", "project", "location", "queues")
-_QUEUE_KEYS = ("name", "state", "rate_limits", "retry_config", "app_engine_routing_override")
+_QUEUE_KEYS = ("name", "state", "rate_limits", "retry_config", "app_engine_routing_override", "http_target")
+_HTTP_TARGET_KEYS = ("uri_override",)
 _QUEUE_FIELDS: dict[str, dict[str, str]] = {
     # section -> field -> kind
     "rate_limits": {"max_dispatches_per_second": "float", "max_concurrent_dispatches": "int"},
@@ -171,11 +174,37 @@ class _OpentasksReader:
         for key, (key_node, value_node) in entries.items():
             if key == "state":
                 state = self._state(value_node, f"{name}.state")
+            elif key == "http_target":
+                self._http_target((key_node, value_node), name, settings, origins)
             elif key in _QUEUE_FIELDS:
                 self._section(key, (key_node, value_node), name, settings, origins)
             elif key != "name":
                 raise reader.unknown(key_node, f"{name}.{key_node.value}", _QUEUE_KEYS)
         return DeclaredQueue(name, reader.line(node), settings, state, origins)
+
+    def _http_target(
+        self, entry: Entry, queue: str, settings: dict[str, Any], origins: dict[str, Origin]
+    ) -> None:
+        """``http_target: {uri_override: {scheme, host, port, path, query, mode}}``: the parts of
+        gcloud's ``--http-uri-override``, as a mapping."""
+        reader = self.reader
+        parent = f"{queue}.{entry[0].value}"
+        for key, (key_node, value_node) in reader.mapping(entry[1], parent, snake).items():
+            field_name = f"{parent}.{key_node.value}"
+            if key not in _HTTP_TARGET_KEYS:
+                raise reader.unknown(key_node, field_name, _HTTP_TARGET_KEYS)
+            parts = {
+                part: reader.scalar(part_value, f"{field_name}.{part_key.value}")
+                for part, (part_key, part_value) in reader.mapping(value_node, field_name, snake).items()
+            }
+            unknown = [part for part in parts if part not in URI_PARTS]
+            if unknown:
+                raise reader.fail(value_node, f"{field_name}.{unknown[0]}", f"use {', '.join(URI_PARTS)}.")
+            try:
+                settings["http_target.uri_override"] = uri_override(parts)
+            except ValueError as error:
+                raise reader.fail(value_node, field_name, str(error)) from None
+            origins.setdefault("http_target.uri_override", Origin(reader.line(key_node), field_name))
 
     def _state(self, node: yaml.Node, field_name: str) -> str:
         state = self.reader.string(node, field_name).upper()

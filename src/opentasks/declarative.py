@@ -307,3 +307,41 @@ def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return repr(value) if isinstance(value, str) else str(value)
+
+
+URI_PARTS = ("scheme", "host", "port", "path", "query", "mode")  # gcloud's --http-uri-override keys
+_SCHEMES = ("HTTP", "HTTPS")
+_MODES = ("ALWAYS", "IF_NOT_EXISTS")
+
+
+def uri_override(parts: dict[str, Any]) -> dict[str, Any]:
+    """A queue's ``http_target.uri_override`` (proto field names) from gcloud's parts (scheme,
+    host, port, path, query, mode); ValueError names a part that is wrong."""
+    override: dict[str, Any] = {}
+    for key, value in parts.items():
+        text = str(value).strip()
+        if key == "scheme":
+            override["scheme"] = _choice(text, _SCHEMES, "scheme")
+        elif key == "port":
+            if isinstance(value, bool) or not text.isdigit():
+                raise ValueError(f"'port:{text}': the port is a number.")
+            override["port"] = int(text)
+        elif key == "path":
+            override["path_override"] = {"path": text}
+        elif key == "query":
+            override["query_override"] = {"query_params": text}
+        elif key == "mode":
+            override["uri_override_enforce_mode"] = _choice(text.replace("-", "_"), _MODES, "mode")
+        elif key == "host":
+            override["host"] = text
+        else:
+            raise ValueError(f"'{key}' is not a part of a URI override: use {', '.join(URI_PARTS)}.")
+    return override
+
+
+def _choice(value: str, choices: tuple[str, ...], label: str) -> str:
+    if value.upper() not in choices:
+        raise ValueError(
+            f"'{value}' is not a valid {label}: use one of {', '.join(c.lower() for c in choices)}."
+        )
+    return value.upper()

@@ -1,11 +1,11 @@
 // Drives opentasks with the official Node client, over gRPC (insecure) or the REST fallback.
-// Usage: node client.mjs grpc|rest PORT PARENT
+// Usage: node client.mjs grpc|rest PORT PARENT [QUEUE_SUFFIX]
 // Prints one JSON line with what it saw; exits non-zero on any unexpected error.
 import { CloudTasksClient } from '@google-cloud/tasks';
 import { grpc } from 'google-gax';
 import { OAuth2Client } from 'google-auth-library';
 
-const [transport, port, parent] = process.argv.slice(2);
+const [transport, port, parent, suffix] = process.argv.slice(2);
 
 function client() {
   if (transport === 'grpc') {
@@ -21,7 +21,7 @@ function client() {
 }
 
 const tasks = client();
-const queueName = `${parent}/queues/node-${transport}`;
+const queueName = `${parent}/queues/node-${suffix ?? transport}`;
 const [queue] = await tasks.createQueue({
   parent, queue: { name: queueName, rateLimits: { maxDispatchesPerSecond: 5 } },
 });

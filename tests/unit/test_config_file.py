@@ -74,6 +74,25 @@ queues:
     assert audits.name == "projects/shop/locations/europe-west1/queues/audits"
 
 
+def test_a_queue_declares_its_uri_override_in_gclouds_parts(tmp_path: Path) -> None:
+    path = tmp_path / "opentasks.yaml"
+    path.write_text(
+        "queues:\n  - name: sendmail\n    httpTarget:\n      uriOverride:\n"
+        "        {scheme: http, host: 127.0.0.1, port: 5001, path: /p/us-central1/sendmail,"
+        " mode: if-not-exists}\n"
+    )
+    [queue] = load(path).queues
+    assert queue.settings == {
+        "http_target.uri_override": {
+            "scheme": "HTTP",
+            "host": "127.0.0.1",
+            "port": 5001,
+            "path_override": {"path": "/p/us-central1/sendmail"},
+            "uri_override_enforce_mode": "IF_NOT_EXISTS",
+        }
+    }
+
+
 def test_an_empty_file_declares_nothing(tmp_path: Path) -> None:
     assert load(write(tmp_path, "")).queues == []
     assert load(write(tmp_path, "queues: []\n")).queues == []
@@ -187,6 +206,22 @@ queues:
         (
             "queues:\n  - name: q\n    app_engine_routing_override: {service: [a]}\n",
             "opentasks.yaml:3: q.app_engine_routing_override.service: expected a string, not a list.",
+        ),
+        (
+            "queues:\n  - name: q\n    http_target:\n      uri_overide: {host: a}\n",
+            "opentasks.yaml:4: q.http_target.uri_overide: unknown field; did you mean uri_override?",
+        ),
+        (
+            "queues:\n  - name: q\n    http_target:\n      uri_override: {hots: a}\n",
+            "opentasks.yaml:4: q.http_target.uri_override.hots: use scheme, host, port, path, query, mode.",
+        ),
+        (
+            "queues:\n  - name: q\n    http_target:\n      uri_override: {port: eighty}\n",
+            "opentasks.yaml:4: q.http_target.uri_override: 'port:eighty': the port is a number.",
+        ),
+        (
+            "queues:\n  - name: q\n    http_target:\n      uri_override: {scheme: ftp}\n",
+            "opentasks.yaml:4: q.http_target.uri_override: 'ftp' is not a valid scheme: use one of http,",
         ),
         ("queues:\n  name: q\n", "opentasks.yaml:2: queues: expected a list, not a mapping."),
         ("queues:\n  - q\n", "opentasks.yaml:2: queues[]: expected a mapping of keys to values, not 'q'."),

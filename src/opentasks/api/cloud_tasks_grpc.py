@@ -21,8 +21,16 @@ from opentasks.clock import Clock
 from opentasks.domain.iam import policy_etag
 from opentasks.domain.names import LocationName, QueueName, TaskName
 from opentasks.domain.queue import HttpMethod
+from opentasks.domain.routing import buffer_url
 from opentasks.domain.task import Task, TaskDraft, TaskView
-from opentasks.errors import Aborted, Internal, InvalidArgument, OpenTasksError, Unimplemented
+from opentasks.errors import (
+    Aborted,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    OpenTasksError,
+    Unimplemented,
+)
 from opentasks.service.locations import LocationService
 from opentasks.service.queues import QueueService
 from opentasks.service.tasks import BufferedRequest, TaskService
@@ -128,6 +136,14 @@ class CloudTasksApi:
     async def create_task_draft(self, parent: str, draft: TaskDraft, view: TaskView) -> Task:
         """CreateTask of a draft read without protobuf (REST's plain bodies)."""
         return await self._tasks.create_task(QueueName.parse(parent), draft, view)
+
+    async def queue_url(self, parent: str) -> str | None:
+        """The URL the queue's URI override sends tasks to (None: it has none with a host)."""
+        queue = await self._queues.get_queue(QueueName.parse(parent))
+        try:
+            return buffer_url(queue.http_target)
+        except FailedPrecondition:
+            return None
 
     async def buffer_task(self, queue: str, task_id: str, method: str, body: bytes, content_type: str) -> PB:
         """BufferTask (REST only): the call's method, body and Content-Type make an HTTP task."""

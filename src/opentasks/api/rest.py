@@ -27,6 +27,7 @@ from opentasks.api.auth import ApiAuth
 from opentasks.api.cloud_tasks_grpc import CloudTasksApi
 from opentasks.api.content_encoding import decode_body
 from opentasks.api.convert import task_to_pb
+from opentasks.api.firebase_rest import add_firebase_routes
 from opentasks.api.json_errors import load_json, parse_json
 from opentasks.api.messages import PB
 from opentasks.api.origins import HostPolicy
@@ -44,6 +45,7 @@ from opentasks.throttled_log import ThrottledLog
 
 _log = logging.getLogger(__name__)
 Rpc = Callable[[PB], Awaitable[PB]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY_BYTES = 8 * 2**20
 
 _LOCATION = ("projects", "*", "locations", "*")
@@ -327,28 +329,34 @@ class RestApi:
         app[READ_TIMEOUT_S] = self._read_timeout_s
         if extra_routes is not None:
             extra_routes(app)
+        add_firebase_routes(app, self._api, self._authorize, _json_body, self._guarded)
         # [\s\S], not ".": a decoded path may hold line breaks, and still gets the JSON envelope.
+        handle = self._guarded(self._serve)
         for version in self._versions:
-            app.router.add_route("*", f"/{version}/{{path:[\\s\\S]+}}", self.handle)
+            app.router.add_route("*", f"/{version}/{{path:[\\s\\S]+}}", handle)
         app.router.add_route("*", "/{path:[\\s\\S]*}", self.unknown)
         return app
+
+    def _guarded(self, handler: Handler) -> Handler:
+        """``handler`` answering refusals and failures with the API's error envelope."""
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            call.bind(request.headers.items())
+            try:
+                return await handler(request)
+            except OpenTasksError as error:
+                return _error(error, close=_body_failed(request))
+            except Exception:
+                self._internal_log.exception("unexpected error serving %s %s", request.method, request.path)
+                return _error(Internal("Internal error in opentasks; the server log has the details."))
+
+        return guarded
 
     async def unknown(self, request: web.Request) -> web.Response:
         return _error(unknown_path(request.method, request.path, tuple(self._versions)))
 
-    async def handle(self, request: web.Request) -> web.Response:
-        call.bind(request.headers.items())
-        try:
-            int_enums = response_format(request.query)
-            response = await self._serve(request, int_enums)
-        except OpenTasksError as error:
-            return _error(error, close=_body_failed(request))
-        except Exception:
-            self._internal_log.exception("unexpected error serving %s %s", request.method, request.path)
-            return _error(Internal("Internal error in opentasks; the server log has the details."))
-        return response
-
-    async def _serve(self, request: web.Request, int_enums: bool) -> web.Response:
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
+        int_enums = response_format(request.query)
         _, name, raw_path = request.rel_url.raw_path.split("/", 2)
         version = self._versions[name]
         path = decoded_path(raw_path)

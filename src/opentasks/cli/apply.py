@@ -229,7 +229,28 @@ def _value(queue: tasks_v2.Queue, path: str) -> Any:
         value = getattr(value, part)
     if path == "app_engine_routing_override":
         return {k: v for k in ("service", "version", "instance") if (v := getattr(value, k))}
+    if path == "http_target.uri_override":
+        return _uri_override_parts(value)
     return value
+
+
+def _uri_override_parts(override: Any) -> dict[str, Any]:
+    """A queue's URI override in the shape a declaration gives it (unset parts left out)."""
+    parts: dict[str, Any] = {}
+    if override.scheme:
+        parts["scheme"] = type(override).Scheme(override.scheme).name
+    if override.host:
+        parts["host"] = override.host
+    if override.port:
+        parts["port"] = override.port
+    if override.path_override.path:
+        parts["path_override"] = {"path": override.path_override.path}
+    if override.query_override.query_params:
+        parts["query_override"] = {"query_params": override.query_override.query_params}
+    if override.uri_override_enforce_mode:
+        mode = type(override).UriOverrideEnforceMode(override.uri_override_enforce_mode).name
+        parts["uri_override_enforce_mode"] = mode
+    return parts
 
 
 def _shown(value: Any) -> str:

@@ -9,10 +9,9 @@ from typing import Any
 import click
 
 from opentasks.cli.params import key_value
+from opentasks.declarative import URI_PARTS, uri_override
 
-_URI_PARTS = ("scheme", "host", "port", "path", "query", "mode")
 _METHODS = ["POST", "GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"]
-_MODES = ("ALWAYS", "IF_NOT_EXISTS")
 # --clear-FLAG -> the HttpTarget fields (proto names) it removes; a token loses one of its fields.
 CLEARS: dict[str, tuple[str, str | None]] = {
     "clear_http_uri_override": ("uri_override", None),
@@ -118,33 +117,17 @@ def merged(current: dict[str, Any] | None, changes: dict[str, Any], cleared: lis
 
 
 def _uri_override(text: str) -> dict[str, Any]:
-    override: dict[str, Any] = {}
+    parts: dict[str, Any] = {}
     for part in filter(None, text.split(",")):
         key, sep, value = part.partition(":")
         key, value = key.strip().lower(), value.strip()
-        if not sep or key not in _URI_PARTS:
-            raise _bad(f"'{part}': write KEY:VALUE with KEY one of {', '.join(_URI_PARTS)}.")
-        if key == "scheme":
-            override["scheme"] = _choice(value, ("HTTP", "HTTPS"), "scheme")
-        elif key == "port":
-            if not value.isdigit():
-                raise _bad(f"'{part}': the port is a number.")
-            override["port"] = int(value)
-        elif key == "path":
-            override["path_override"] = {"path": value}
-        elif key == "query":
-            override["query_override"] = {"query_params": value}
-        elif key == "mode":
-            override["uri_override_enforce_mode"] = _choice(value.replace("-", "_"), _MODES, "mode")
-        else:
-            override["host"] = value
-    return override
-
-
-def _choice(value: str, choices: tuple[str, ...], label: str) -> str:
-    if value.upper() not in choices:
-        raise _bad(f"'{value}' is not a valid {label}: use one of {', '.join(c.lower() for c in choices)}.")
-    return value.upper()
+        if not sep or key not in URI_PARTS:
+            raise _bad(f"'{part}': write KEY:VALUE with KEY one of {', '.join(URI_PARTS)}.")
+        parts[key] = value
+    try:
+        return uri_override(parts)
+    except ValueError as error:
+        raise _bad(str(error)) from None
 
 
 def _bad(message: str) -> click.BadParameter:
