@@ -66,7 +66,7 @@ def async_client(
     if not target:
         return tasks_v2.CloudTasksAsyncClient()
     token = api_token if api_token is not None else os.environ.get(API_TOKEN, "")
-    interceptors = [_AsyncBearer(token)] if token else None
+    interceptors = [AsyncBearer(token)] if token else None
     channel = grpc.aio.insecure_channel(endpoints.host_port(target), interceptors=interceptors)
     return tasks_v2.CloudTasksAsyncClient(transport=CloudTasksGrpcAsyncIOTransport(channel=channel))
 
@@ -89,7 +89,7 @@ class _Bearer(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
         return continuation(_with_bearer(client_call_details, self._token), request)
 
 
-class _AsyncBearer(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class AsyncBearer(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     def __init__(self, token: str) -> None:
         self._token = token
 

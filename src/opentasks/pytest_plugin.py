@@ -5,6 +5,9 @@ opentasks is installed).
   store; ``CLOUD_TASKS_EMULATOR_HOST`` names its HTTP port (which serves gRPC, REST and
   Firebase's calls), so :func:`opentasks.client` and other clients that read it find it.
 * ``opentasks_client``: an official ``CloudTasksClient`` connected to it.
+* ``opentasks_route_clients``: while a test runs, every ``CloudTasksClient`` and
+  ``CloudTasksAsyncClient`` made (even with no arguments, as Google's samples make them) talks
+  to that server with anonymous credentials, so application code runs unchanged.
 
 Wait for the tasks of a queue to be done with :func:`opentasks.testing.wait_until_drained`.
 """
@@ -18,6 +21,7 @@ import pytest
 from google.cloud import tasks_v2
 
 from opentasks.clients import EMULATOR_HOST, REST_URL
+from opentasks.route_clients import route_clients
 from opentasks.testing import ServerProcess
 
 
@@ -42,3 +46,14 @@ def opentasks_server() -> Iterator[ServerProcess]:
 def opentasks_client(opentasks_server: ServerProcess) -> tasks_v2.CloudTasksClient:
     """The official client, wired to ``opentasks_server``."""
     return opentasks_server.client()
+
+
+@pytest.fixture
+def opentasks_route_clients(opentasks_server: ServerProcess) -> Iterator[ServerProcess]:
+    """Route every Cloud Tasks client made during the test to ``opentasks_server`` (see
+    :func:`opentasks.route_clients.route_clients`); undone after the test."""
+    undo = route_clients(opentasks_server.rest_url)
+    try:
+        yield opentasks_server
+    finally:
+        undo()

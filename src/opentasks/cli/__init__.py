@@ -23,6 +23,7 @@ COMMANDS = {
     "keys": "opentasks.cli.keys:keys",
     "backup": "opentasks.cli.backup:backup_command",
     "nodes": "opentasks.cli.nodes:nodes",
+    "run": "opentasks.cli.run:run",
 }
 TRACEBACK = "OPENTASKS_TRACEBACK"
 QUIET = "opentasks.quiet"  # -q before the command; the commands' remote options read it
