@@ -6,15 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import resource
 import shutil
 import signal
 import socket
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -29,6 +28,7 @@ from opentasks.api.history_rest import add_history_routes
 from opentasks.api.http_server import BoundedSite
 from opentasks.api.origins import HostPolicy
 from opentasks.api.rest import RestApi, error_response
+from opentasks.api.shared_port import socket_dir
 from opentasks.api.v2beta3 import CloudTasksV2beta3Api
 from opentasks.api.v2beta3 import handlers as v2beta3_handlers
 from opentasks.clock import Clock, SystemClock
@@ -305,7 +305,7 @@ class Server:
         self.port = settings.port
         self.http_port = settings.http_port
         self._http: web.AppRunner | None = None
-        self._grpc_dir: str | None = None
+        self._grpc_dir: Path | None = None
         self._grpc = grpc.aio.server(
             options=grpc_options(settings), interceptors=[self.observability.interceptor(self.auth)]
         )
@@ -330,11 +330,7 @@ class Server:
         self._grpc.add_generic_rpc_handlers(v2beta3_handlers(v2beta3, auth))
         self.health.add_to(self._grpc)
         self.port = self._grpc.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
-        # gRPC clients reach the HTTP port too, relayed to this socket (in a directory only
-        # this user may enter).
-        self._grpc_dir = tempfile.mkdtemp(prefix="opentasks-grpc-")
-        grpc_path = os.path.join(self._grpc_dir, "grpc.sock")
-        self._grpc.add_insecure_port(f"unix:{grpc_path}")
+        grpc_path = self._relay_socket()
         await self._grpc.start()
         self.health.start()
         minter = self.minter
@@ -419,6 +415,22 @@ class Server:
     def host_policy(self) -> HostPolicy:
         """The host names the HTTP port answers (without tokens: local ones and those allowed)."""
         return HostPolicy.of(self.settings.allowed_hosts, auth_on=self.auth is not None)
+
+    def _relay_socket(self) -> str | None:
+        """The Unix socket gRPC clients of the HTTP port are relayed to (in a directory only this
+        user may enter); None, with a warning, when it cannot be made: gRPC is then served on
+        the gRPC port alone."""
+        self._grpc_dir = socket_dir()
+        if self._grpc_dir is not None:
+            path = str(self._grpc_dir / "grpc.sock")
+            try:
+                self._grpc.add_insecure_port(f"unix:{path}")
+            except RuntimeError as error:
+                _log.warning("gRPC is served on the gRPC port only: no socket for the HTTP port (%s)", error)
+                return None
+            return path
+        _log.warning("gRPC is served on the gRPC port only: no private directory for its socket")
+        return None
 
     async def stop(self) -> None:
         """Stop claiming tasks and let attempts in flight finish (bounded), then stop taking

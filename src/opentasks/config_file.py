@@ -31,7 +31,6 @@ import yaml
 
 from opentasks.config import Option, file_keys, options
 from opentasks.declarative import (
-    URI_PARTS,
     ConfigFileError,
     DeclaredQueue,
     Entry,
@@ -39,9 +38,9 @@ from opentasks.declarative import (
     Origin,
     check_queues,
     snake,
-    uri_override,
 )
 from opentasks.queue_yaml import read_queue_yaml
+from opentasks.uri_parts import URI_PARTS, uri_override
 
 __all__ = ["ConfigFile", "ConfigFileError", "DeclaredQueue", "load"]
 

@@ -5,8 +5,9 @@ to Google with the application's default credentials, and Google's client librar
 emulator variable. :func:`route_clients` changes what such a constructor builds: every
 ``CloudTasksClient`` and ``CloudTasksAsyncClient`` (v2 and v2beta3) made afterwards talks to
 the opentasks server at ``endpoint`` with anonymous credentials (and the API token, if given).
-A client built with an explicit transport object keeps it. It is only ever active when asked
-for: the ``opentasks_route_clients`` pytest fixture, ``opentasks run -- CMD``, or a call.
+A client built with a transport of its own (an object or a factory) keeps it. It is only ever
+active when asked for: the ``opentasks_route_clients`` pytest fixture, ``opentasks run -- CMD``,
+or a call.
 """
 
 from __future__ import annotations

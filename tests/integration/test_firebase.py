@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,3 +137,25 @@ def test_node_sdk_enqueues_deduplicates_and_deletes(
         {"data": {"hello": "node"}},
     )  # as Node wraps it
     assert delivered.header("X-From") == "node"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"task": ' + b'{"a": ' * 800 + b"1" + b"}" * 800 + b"}",  # deeper than any parser goes
+        b'{"task": null}',
+        b'{"task": {"httpRequest": {"url": "http://127.0.0.1:9/x", "headers": null, "body": 5}}}',
+        b"[]",
+    ],
+)
+def test_hostile_enqueue_bodies_are_400(server: ServerProcess, body: bytes) -> None:
+    request = urllib.request.Request(
+        f"{server.rest_url}/{PARENT}/queues/anything/tasks",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 400
+    assert json.loads(refused.value.read())["error"]["status"] == "INVALID_ARGUMENT"

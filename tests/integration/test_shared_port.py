@@ -10,6 +10,7 @@ import socket
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -130,12 +131,15 @@ def test_a_broken_or_silent_connection_is_closed_and_the_port_still_serves(serve
     assert client.get_queue(name=f"{PARENT}/queues/one").name.endswith("/one")
 
 
+SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # an empty HTTP/2 SETTINGS frame
+
+
 def test_relayed_connections_count_toward_max_connections(server: ServerProcess) -> None:
     held = []
     try:
         for _ in range(20):
             sock = socket.create_connection(("127.0.0.1", server.http_port))
-            sock.sendall(PREFACE)  # relayed, and kept open
+            sock.sendall(PREFACE + SETTINGS)  # relayed, a finished HTTP/2 handshake, kept open
             held.append(sock)
         time.sleep(0.5)
         assert raw(server, b"").startswith(b"HTTP/1.1 503")  # refused as it connects
@@ -148,3 +152,33 @@ def test_relayed_connections_count_toward_max_connections(server: ServerProcess)
     ):
         assert time.monotonic() < deadline, "the relayed connections were not let go"
         time.sleep(0.1)
+
+
+def test_connections_that_end_politely_give_their_place_back(server: ServerProcess) -> None:
+    """Clients that half-close (FIN, no reset) after talking HTTP/2: more of them than
+    --max-connections, one after another, and the port still serves."""
+    for _ in range(30):
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+            sock.sendall(PREFACE + SETTINGS)
+            sock.recv(65536)  # the server's SETTINGS
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):  # the server closes: the relay ended both sides
+                pass
+    ok = raw(server, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    assert ok.startswith(b"HTTP/1.1 200"), ok[:80]
+    for _ in range(30):  # the official client, closing its channel each time
+        channel = grpc.insecure_channel(shared(server))
+        client = tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+        client.get_queue(name=f"{PARENT}/queues/one")
+        channel.close()
+    assert grpc_client(server).get_queue(name=f"{PARENT}/queues/one").name.endswith("/one")
+
+
+def test_a_temporary_directory_too_long_for_a_socket_does_not_stop_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setenv("TMPDIR", str(deep))
+    with ServerProcess("memory://") as server:
+        assert grpc_client(server).list_queues(parent=PARENT) is not None

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opentasks.config_file import ConfigFileError, load
+from opentasks.uri_parts import uri_override
 
 
 def write(tmp_path: Path, text: str, name: str = "opentasks.yaml") -> Path:
@@ -217,7 +218,7 @@ queues:
         ),
         (
             "queues:\n  - name: q\n    http_target:\n      uri_override: {port: eighty}\n",
-            "opentasks.yaml:4: q.http_target.uri_override: 'port:eighty': the port is a number.",
+            "opentasks.yaml:4: q.http_target.uri_override: 'port:eighty': the port is a number from 1",
         ),
         (
             "queues:\n  - name: q\n    http_target:\n      uri_override: {scheme: ftp}\n",
@@ -342,3 +343,9 @@ def test_any_document_is_read_or_refused_in_one_line(document: object) -> None:
         except ConfigFileError as error:
             assert str(error).startswith(f"{path}:")
             assert "\n" not in str(error)
+
+
+def test_empty_uri_override_parts_are_left_out_so_apply_settles() -> None:
+    assert uri_override({"host": "h", "path": "", "query": " "}) == {"host": "h"}
+    with pytest.raises(ValueError, match="from 1 to 65535"):
+        uri_override({"port": "0"})

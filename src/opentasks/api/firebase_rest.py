@@ -97,9 +97,12 @@ def _queue(request: web.Request) -> str:
     return f"projects/{info['project']}/locations/{info['location']}/queues/{info['queue']}"
 
 
-def _without_nulls(value: Any) -> Any:
-    """The SDKs send unset options as JSON null (``"scheduleTime": null``), which Google's
-    parser takes as unset."""
-    if isinstance(value, dict):
-        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
-    return value
+def _without_nulls(task: dict[str, Any]) -> dict[str, Any]:
+    """The SDKs send unset options as JSON null (``"scheduleTime": null``) in the task and its
+    ``httpRequest``, which Google's parser takes as unset; what else is null is refused as
+    CreateTask refuses it."""
+    kept = {key: value for key, value in task.items() if value is not None}
+    http = kept.get("httpRequest")
+    if isinstance(http, dict):
+        kept["httpRequest"] = {key: value for key, value in http.items() if value is not None}
+    return kept

@@ -13,7 +13,12 @@ each chunk in each direction; the dedicated gRPC port stays the fastest path
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import cast
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -60,7 +65,7 @@ class PortSniffer(asyncio.Protocol):
             self._hand_over(_ClientSide(self._grpc_path, self._relayed))
 
     def eof_received(self) -> bool | None:
-        if self._seen:  # a request cut short: the HTTP server answers what it can
+        if self._seen:  # a request cut short: the HTTP server sees it (and its end) as it would
             self._hand_over(self._http())
         return None
 
@@ -88,6 +93,8 @@ class _Half(asyncio.Protocol):
     """One side of a relayed connection: what it receives is written to the other side's
     transport (``peer``), and it stops reading while the other side's writes are behind."""
 
+    upstream = False  # True for the gRPC server's side
+
     def __init__(self, peer: asyncio.Transport | None = None) -> None:
         self.peer = peer
         self.transport: asyncio.Transport | None = None
@@ -106,19 +113,29 @@ class _Half(asyncio.Protocol):
         self._pending = []
         if self._eof and peer.can_write_eof():
             peer.write_eof()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.peer is None:
             self._pending.append(data)
+            if sum(map(len, self._pending)) > _HIGH_WATER and self.transport is not None:
+                self.transport.pause_reading()  # until the other side is there
         elif not self.peer.is_closing():
             self.peer.write(data)
 
     def eof_received(self) -> bool | None:
+        if self.upstream:  # the gRPC server has said all it will: what it said goes, then both close
+            if self.peer is not None:
+                self.peer.close()
+            return False
+        # The client has: the gRPC server is told so, answers what it still owes and closes,
+        # which closes the client (connection_lost below).
         if self.peer is None:
             self._eof = True
         elif not self.peer.is_closing() and self.peer.can_write_eof():
             self.peer.write_eof()
-        return True  # half-closed: the other side may still answer
+        return True
 
     def pause_writing(self) -> None:
         if self.peer is not None and not self.peer.is_closing():
@@ -131,6 +148,12 @@ class _Half(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.peer is not None:
             self.peer.close()
+
+
+class _Upstream(_Half):
+    """The gRPC server's side."""
+
+    upstream = True
 
 
 class _ClientSide(_Half):
@@ -153,7 +176,7 @@ class _ClientSide(_Half):
         assert client is not None
         try:
             server, _ = await asyncio.get_running_loop().create_unix_connection(
-                lambda: _Half(client), self._grpc_path
+                lambda: _Upstream(client), self._grpc_path
             )
         except OSError:
             client.close()
@@ -166,3 +189,46 @@ class _ClientSide(_Half):
     def connection_lost(self, exc: Exception | None) -> None:
         self._relayed.discard(self)
         super().connection_lost(exc)
+
+
+_DIR_PREFIX = "opentasks-grpc-"
+_MAX_UNIX_PATH = 100  # bytes; the system's limit is 104 to 108
+
+
+def socket_dir() -> Path | None:
+    """A new directory only this user may enter, for the gRPC server's relay socket, in the
+    temporary directory (or /tmp when that one's path is too long for a Unix socket); None
+    when neither can be made. Directories left by servers of this user that are no longer
+    running (killed with SIGKILL) are removed first."""
+    _remove_stale_dirs()
+    for parent in (tempfile.gettempdir(), "/tmp"):
+        if len(os.fsencode(parent)) + len(_DIR_PREFIX) + 30 > _MAX_UNIX_PATH:
+            continue
+        try:
+            return Path(tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-", dir=parent))
+        except OSError:
+            continue
+    return None
+
+
+def _remove_stale_dirs() -> None:
+    for parent in {tempfile.gettempdir(), "/tmp"}:
+        try:
+            found = list(Path(parent).glob(f"{_DIR_PREFIX}*"))
+        except OSError:
+            continue
+        for folder in found:
+            pid = folder.name.removeprefix(_DIR_PREFIX).split("-", 1)[0]
+            with contextlib.suppress(OSError):
+                if pid.isdigit() and folder.stat().st_uid == os.getuid() and not _running(int(pid)):
+                    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

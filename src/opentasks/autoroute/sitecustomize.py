@@ -15,7 +15,13 @@ def _route() -> None:
         return
     try:
         from opentasks.route_clients import route_clients_on_import  # noqa: PLC0415 - only when asked for
-    except ImportError:  # a Python without opentasks
+    except ImportError as error:  # a Python without opentasks: its clients would go to Google
+        print(
+            f"opentasks run: this Python ({sys.executable}) cannot import opentasks ({error}); its"
+            " Cloud Tasks clients are NOT sent to opentasks. Run the command with the Python that"
+            " has opentasks installed.",
+            file=sys.stderr,
+        )
         return
     route_clients_on_import(endpoint, os.environ.get("OPENTASKS_API_TOKEN", ""))
 

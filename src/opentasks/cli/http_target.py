@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from opentasks.cli.params import key_value
-from opentasks.declarative import URI_PARTS, uri_override
+from opentasks.uri_parts import URI_PARTS, uri_override
 
 _METHODS = ["POST", "GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"]
 # --clear-FLAG -> the HttpTarget fields (proto names) it removes; a token loses one of its fields.

@@ -28,7 +28,7 @@ def run(endpoint: str, command: tuple[str, ...]) -> None:
     Code that builds ``tasks_v2.CloudTasksClient()`` with no arguments, as Google's samples do,
     reaches the server at --endpoint with anonymous credentials (and $OPENTASKS_API_TOKEN, if
     set), unchanged: Python processes started under this command load a hook that routes the
-    clients of google-cloud-tasks (v2 and v2beta3; a client given its own transport object
+    clients of google-cloud-tasks (v2 and v2beta3; a client given its own transport (object or factory)
     keeps it). CLOUD_TASKS_EMULATOR_HOST is set for the command too, which the Firebase Admin
     SDKs and opentasks.client() read. Nothing else of the program changes.
 
