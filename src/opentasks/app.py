@@ -306,8 +306,13 @@ class Server:
         self.http_port = settings.http_port
         self._http: web.AppRunner | None = None
         self._grpc_dir: Path | None = None
-        self._grpc = grpc.aio.server(
-            options=grpc_options(settings), interceptors=[self.observability.interceptor(self.auth)]
+        # Two gRPC servers with the same services: one on the gRPC port, one on the Unix socket
+        # the HTTP port relays to, so that each port keeps its own connection limit.
+        self._grpc, self._relayed_grpc = (
+            grpc.aio.server(
+                options=grpc_options(settings), interceptors=[self.observability.interceptor(self.auth)]
+            )
+            for _ in range(2)
         )
         self._dispatching = False
         self.readiness = Readiness(
@@ -325,13 +330,16 @@ class Server:
         services = self.services
         api = CloudTasksApi(services.queues, services.tasks, services.locations, self.clock)
         auth = self.auth
-        self._grpc.add_generic_rpc_handlers(handlers(api, auth))
         v2beta3 = CloudTasksV2beta3Api(api, self.insights)
-        self._grpc.add_generic_rpc_handlers(v2beta3_handlers(v2beta3, auth))
-        self.health.add_to(self._grpc)
+        for server in (self._grpc, self._relayed_grpc):
+            server.add_generic_rpc_handlers(handlers(api, auth))
+            server.add_generic_rpc_handlers(v2beta3_handlers(v2beta3, auth))
+            self.health.add_to(server)
         self.port = self._grpc.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
         grpc_path = self._relay_socket()
         await self._grpc.start()
+        if grpc_path is not None:
+            await self._relayed_grpc.start()
         self.health.start()
         minter = self.minter
         read_timeout = self.settings.read_timeout.total_seconds()
@@ -424,7 +432,7 @@ class Server:
         if self._grpc_dir is not None:
             path = str(self._grpc_dir / "grpc.sock")
             try:
-                self._grpc.add_insecure_port(f"unix:{path}")
+                self._relayed_grpc.add_insecure_port(f"unix:{path}")
             except RuntimeError as error:
                 _log.warning("gRPC is served on the gRPC port only: no socket for the HTTP port (%s)", error)
                 return None
@@ -446,7 +454,8 @@ class Server:
             await self._http.cleanup()
         if self._metrics_http is not None:
             await self._metrics_http.cleanup()
-        await self._grpc.stop(self.settings.shutdown_grace.total_seconds())
+        grace = self.settings.shutdown_grace.total_seconds()
+        await asyncio.gather(self._grpc.stop(grace), self._relayed_grpc.stop(grace))
         if self._grpc_dir is not None:
             shutil.rmtree(self._grpc_dir, ignore_errors=True)
         await self.store.close()
@@ -485,18 +494,25 @@ async def serve(settings: Settings, *, on_ready: Callable[[Server], None] | None
 _SWITCH_INTERVAL_S = 0.0005
 
 
+def port_files(max_connections: int) -> int:
+    """Open files the ports may hold: ``max_connections`` on the gRPC port, as many on the HTTP
+    port, and for each of those relayed to the gRPC server both ends of its Unix socket."""
+    return 4 * max_connections
+
+
 def attempts_in_flight(open_files: int, settings: Settings) -> int:
-    """The node's cap on attempts in flight: what the open-files limit leaves once both ports
-    hold ``--max-connections`` each and the store, logs and lookups have some, at most 10,000
-    and at least 64."""
+    """The node's cap on attempts in flight: what the open-files limit leaves once the ports
+    hold what they may (:func:`port_files`) and the store, logs and lookups have some, at most
+    10,000 and at least 64."""
     if open_files == resource.RLIM_INFINITY:
         return 10_000
-    return max(64, min(10_000, open_files - 2 * settings.max_connections - 256))
+    return max(64, min(10_000, open_files - port_files(settings.max_connections) - 256))
 
 
 def _raise_open_files_limit(max_connections: int) -> None:
-    """Lift the soft limit on open files to the hard one (as Go does at start): two ports of
-    ``max_connections`` plus outbound dispatch connections need more than the usual 1024."""
+    """Lift the soft limit on open files to the hard one (as Go does at start): the ports'
+    connections (:func:`port_files`) plus outbound dispatch connections need more than the
+    usual 1024."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
     if soft != resource.RLIM_INFINITY and soft < wanted:
@@ -504,7 +520,7 @@ def _raise_open_files_limit(max_connections: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
         except (ValueError, OSError):
             wanted = soft
-    if wanted < 2 * max_connections + 1024:
+    if wanted < port_files(max_connections) + 1024:
         _log.warning(
             "only %d open files are allowed; raise the limit (ulimit -n) to hold --max-connections %d "
             "on both ports and still dispatch",

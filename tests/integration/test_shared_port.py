@@ -134,24 +134,24 @@ def test_a_broken_or_silent_connection_is_closed_and_the_port_still_serves(serve
 SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # an empty HTTP/2 SETTINGS frame
 
 
-def test_relayed_connections_count_toward_max_connections(server: ServerProcess) -> None:
-    held = []
-    try:
-        for _ in range(20):
-            sock = socket.create_connection(("127.0.0.1", server.http_port))
-            sock.sendall(PREFACE + SETTINGS)  # relayed, a finished HTTP/2 handshake, kept open
-            held.append(sock)
-        time.sleep(0.5)
-        assert raw(server, b"").startswith(b"HTTP/1.1 503")  # refused as it connects
-    finally:
-        for sock in held:
-            sock.close()
-    deadline = time.monotonic() + 10
-    while raw(server, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").startswith(
-        b"HTTP/1.1 503"
-    ):
-        assert time.monotonic() < deadline, "the relayed connections were not let go"
-        time.sleep(0.1)
+def test_relayed_connections_count_toward_max_connections() -> None:
+    with ServerProcess("memory://", "--max-connections", "5") as server:  # no other client on it
+        held = []
+        try:
+            for _ in range(5):
+                sock = socket.create_connection(("127.0.0.1", server.http_port), timeout=5)
+                sock.sendall(PREFACE + SETTINGS)  # relayed, a finished HTTP/2 handshake, kept open
+                assert sock.recv(9)  # the gRPC server's SETTINGS: relayed and accepted
+                held.append(sock)
+            assert raw(server, b"").startswith(b"HTTP/1.1 503")  # refused as it connects
+        finally:
+            for sock in held:
+                sock.close()
+        deadline = time.monotonic() + 10
+        request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        while raw(server, request).startswith(b"HTTP/1.1 503"):
+            assert time.monotonic() < deadline, "the relayed connections were not let go"
+            time.sleep(0.1)
 
 
 def test_connections_that_end_politely_give_their_place_back(server: ServerProcess) -> None:

@@ -104,7 +104,7 @@ def test_settings_come_from_flags_variables_and_files_alike() -> None:
     [
         (1_048_576, 1000, 10_000),  # at most 10,000
         (resource.RLIM_INFINITY, 1000, 10_000),
-        (4096, 1000, 1840),  # what both ports and the store leave
+        (8192, 1000, 3936),  # what the ports (relays included) and the store leave
         (1024, 1000, 64),  # at least 64: the server warns of the low limit at start
     ],
 )
