@@ -46,16 +46,12 @@ def client(
         return tasks_v2.CloudTasksClient(transport=transport)
     token = api_token if api_token is not None else os.environ.get(API_TOKEN, "")
     if transport == "rest":
-        credentials: Credentials = (
-            ApiKeyCredentials(token) if token else AnonymousCredentials()  # type: ignore[no-untyped-call]
-        )
         return tasks_v2.CloudTasksClient(
             transport="rest",
-            credentials=credentials,
+            credentials=rest_credentials(token),
             client_options=ClientOptions(api_endpoint=rest_url(target)),
         )
-    channel = with_token(grpc.insecure_channel(endpoints.host_port(target)), token)
-    return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+    return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel(target, token)))
 
 
 def async_client(
@@ -66,9 +62,25 @@ def async_client(
     if not target:
         return tasks_v2.CloudTasksAsyncClient()
     token = api_token if api_token is not None else os.environ.get(API_TOKEN, "")
+    return tasks_v2.CloudTasksAsyncClient(
+        transport=CloudTasksGrpcAsyncIOTransport(channel=aio_channel(target, token))
+    )
+
+
+def rest_credentials(token: str) -> Credentials:
+    """What a REST client of opentasks sends: the API token as an API key, or nothing."""
+    return ApiKeyCredentials(token) if token else AnonymousCredentials()  # type: ignore[no-untyped-call]
+
+
+def channel(endpoint: str, token: str) -> grpc.Channel:
+    """An insecure gRPC channel to opentasks at ``endpoint``, sending ``token`` if any."""
+    return with_token(grpc.insecure_channel(endpoints.host_port(endpoint)), token)
+
+
+def aio_channel(endpoint: str, token: str) -> grpc.aio.Channel:
+    """The asyncio twin of :func:`channel`."""
     interceptors = [AsyncBearer(token)] if token else None
-    channel = grpc.aio.insecure_channel(endpoints.host_port(target), interceptors=interceptors)
-    return tasks_v2.CloudTasksAsyncClient(transport=CloudTasksGrpcAsyncIOTransport(channel=channel))
+    return grpc.aio.insecure_channel(endpoints.host_port(endpoint), interceptors=interceptors)
 
 
 def with_token(channel: grpc.Channel, token: str) -> grpc.Channel:

@@ -81,10 +81,10 @@ def route_clients(endpoint: str, api_token: str = "") -> Undo:
 
 
 def _route(client_class: Any, endpoint: str, api_token: str) -> Undo:
-    from google.auth.api_key import Credentials as ApiKeyCredentials  # noqa: PLC0415 - see the module
-    from google.auth.credentials import AnonymousCredentials  # noqa: PLC0415
+    from opentasks.clients import rest_credentials  # noqa: PLC0415 - imported with the client library
 
     original = client_class.__init__
+    rest_url: list[str] = []  # found once (it may probe the endpoint), when a REST client is made
 
     def __init__(
         self: Any,
@@ -97,8 +97,9 @@ def _route(client_class: Any, endpoint: str, api_token: str) -> Undo:
         if transport is None or isinstance(transport, str):
             kind = transport or "grpc"
             if kind == "rest":
-                credentials = ApiKeyCredentials(api_token) if api_token else AnonymousCredentials()  # type: ignore[no-untyped-call]
-                client_options = {"api_endpoint": endpoints.rest_url(endpoint)}
+                rest_url[:] = rest_url or [endpoints.rest_url(endpoint)]
+                credentials = rest_credentials(api_token)
+                client_options = {"api_endpoint": rest_url[0]}
             else:
                 transport = _grpc_transport(client_class, kind, endpoint, api_token)
                 credentials = client_options = None
@@ -113,12 +114,7 @@ def _route(client_class: Any, endpoint: str, api_token: str) -> Undo:
 
 
 def _grpc_transport(client_class: Any, kind: str, endpoint: str, api_token: str) -> Any:
-    import grpc  # noqa: PLC0415 - imported with the client library, not before
+    from opentasks.clients import aio_channel, channel  # noqa: PLC0415 - imported with the client library
 
-    from opentasks.clients import AsyncBearer, with_token  # noqa: PLC0415
-
-    transport_class = client_class.get_transport_class(kind)
-    if kind == "grpc_asyncio":
-        interceptors = [AsyncBearer(api_token)] if api_token else None
-        return transport_class(channel=grpc.aio.insecure_channel(endpoint, interceptors=interceptors))
-    return transport_class(channel=with_token(grpc.insecure_channel(endpoint), api_token))
+    make = aio_channel if kind == "grpc_asyncio" else channel
+    return client_class.get_transport_class(kind)(channel=make(endpoint, api_token))

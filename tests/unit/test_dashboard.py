@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from html import unescape
 
 import pytest
 
+from opentasks.domain.history import FinishedTask, FinishReason
 from opentasks.domain.names import QueueName, TaskName
 from opentasks.domain.queue import QueueState, RetryConfig
 from opentasks.domain.task import AttemptOutcome, TaskView
 from opentasks.errors import NotFound
 from opentasks.service import dashboard
+from opentasks.service.dashboard import TaskDetail
 from opentasks.web.dashboard import CONTENT_SECURITY_POLICY
+from tests.contract.test_store_contract import task
 from tests.unit.test_dashboard_helpers import ONE_ATTEMPT, QUEUE_PATH, Q, Site, dashboard_site
 
 TABS = ("due", "scheduled", "retrying", "in_flight", "succeeded", "failed", "deleted")
@@ -603,3 +607,14 @@ async def test_a_searched_history_tab_pages_exactly(site: Site) -> None:
         found = re.search(r'rel="next" href="([^"]+)"', page)
         path = unescape(found[1]) if found else ""
     assert sorted(seen) == sorted(f"match-{i}" for i in range(1, 120, 2))
+
+
+def test_a_name_is_a_dead_letter_while_any_failed_end_of_it_waits() -> None:
+    """As redriving the name takes its latest failed end not yet redriven."""
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    waiting = FinishedTask(task("n"), FinishReason.MAX_ATTEMPTS, when, key=1)
+    redriven = FinishedTask(task("n"), FinishReason.MAX_ATTEMPTS, when, "again", when, key=2)
+    detail = TaskDetail(TaskName(Q, "n"), None, None, [waiting, redriven], [])
+    assert detail.dead_letter
+    assert not TaskDetail(TaskName(Q, "n"), None, None, [redriven], []).dead_letter
+    assert detail.redriven_to(redriven) == TaskName(Q, "again") and detail.redriven_to(waiting) is None

@@ -32,7 +32,9 @@ def _chain() -> None:
     ours = sys.modules.pop("sitecustomize", None)
     try:
         importlib.import_module("sitecustomize")
-    except ImportError:
+    except ModuleNotFoundError as error:
+        if error.name != "sitecustomize":
+            raise  # the other sitecustomize's own import failed: as Python would show it
         if ours is not None:
             sys.modules["sitecustomize"] = ours
 

@@ -118,10 +118,11 @@ class Remote:
             CloudTasksGrpcTransport,
         )
 
-        from opentasks.clients import with_token  # noqa: PLC0415
+        from opentasks.clients import channel  # noqa: PLC0415
 
-        channel = with_token(grpc.insecure_channel(self.endpoint), self.api_token)
-        return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+        return tasks_v2.CloudTasksClient(
+            transport=CloudTasksGrpcTransport(channel=channel(self.endpoint, self.api_token))
+        )
 
 
 class Unreachable(Exception):

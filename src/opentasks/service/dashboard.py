@@ -196,10 +196,9 @@ class TaskDetail:
 
     @property
     def dead_letter(self) -> bool:
-        """True when the latest kept end of this name that failed for good was not redriven
-        yet (so it can be, once)."""
-        failed = [end for end in self.ends if end.reason.failed]
-        return bool(failed) and failed[-1].dead_letter
+        """True when a kept end of this name failed for good and was not redriven yet (so it
+        can be, once: redriving the name takes its latest such end)."""
+        return any(end.dead_letter for end in self.ends)
 
     def redriven_to(self, end: FinishedTask) -> TaskName | None:
         """The task ``end`` (one of :attr:`ends`) was redriven as, if it was."""
