@@ -190,6 +190,14 @@ def test_a_dead_letter_is_found_explained_and_redriven(
     ui.find(".flash")
     ui.until(lambda d: d.current_url.endswith(f"/tasks/{created}"), "not on the new task's page")
 
+    ui.open(f"{queue}/tasks/doomed")  # the dead letter now names the task it became, once
+    assert ui.text_of("#task-redriven").startswith(f"· redriven as {created}")
+    assert ui.absent('button[value="redrive"]')
+    ui.screenshot("task-redriven")
+    open_queue(ui, "dead-letters")
+    open_tab(ui, "failed")
+    assert ui.absent('tr[data-task-id="doomed"]')  # no longer a dead letter
+
 
 def test_an_unreachable_handler_is_told_in_words_and_the_task_waits_for_its_retry(
     ui: Dashboard, client: tasks_v2.CloudTasksClient
